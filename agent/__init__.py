@@ -1,0 +1,1 @@
+"""The migwatch agent: watches migration jobs on one hypervisor and streams them."""

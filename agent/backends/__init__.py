@@ -1,0 +1,1 @@
+"""Migration backends: each one satisfies migwatch.agent.backend.Backend."""

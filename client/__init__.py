@@ -1,0 +1,1 @@
+"""migwatch client library."""
