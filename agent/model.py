@@ -109,6 +109,7 @@ class Limits:
     max_downtime_s: float = 0.3  # libvirt/QEMU default
     max_bandwidth_bps: int | None = None  # None: unlimited
     postcopy_allowed: bool = False  # started with the post-copy flag
+    postcopy_bandwidth_bps: int | None = None  # `bandwidth.postcopy`; None: same as pre-copy
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,54 @@
+# migwatch — the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 50051
+PYTEST_ARGS ?=
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: run test proto lint bench bench-hub clean venv
+
+# The venv is rebuilt when the declared dependencies change.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## run: a simulated agent on 127.0.0.1:$(PORT) with converging, slow, non-converging and disk migrations, watched live
+run: venv
+	@$(VENV)/bin/migwatch-agent --listen 127.0.0.1:$(PORT) --log-level warning & \
+	agent=$$!; trap 'kill $$agent 2>/dev/null; wait $$agent 2>/dev/null' EXIT; \
+	for i in $$(seq 50); do $(VENV)/bin/migwatch list --agent 127.0.0.1:$(PORT) >/dev/null 2>&1 && break; sleep 0.1; done; \
+	$(VENV)/bin/migwatch watch --agent 127.0.0.1:$(PORT)
+
+## test: install what is missing (venv, and the libvirt lab unless MIGWATCH_SKIP_LAB=1), then the whole suite
+test: venv
+	@if [ "$${MIGWATCH_SKIP_LAB:-0}" = 1 ]; then \
+	  echo "*** MIGWATCH_SKIP_LAB=1: the real-libvirt lab tests will be reported as SKIPPED ***"; \
+	else $(MAKE) --no-print-directory lab; fi
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+## proto: regenerate the stubs (and .pyi) beside proto/migwatch/v1/migwatch.proto
+proto: venv
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
+	  --grpc_python_out=proto --mypy_grpc_out=proto proto/migwatch/v1/migwatch.proto
+
+lint: venv
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check agent client tests bench lab
+	$(VENV)/bin/mypy agent client
+
+## bench: every benchmark, figures printed with their method
+bench: venv bench-hub bench-eta
+
+bench-hub: venv
+	$(PY) -m bench.hub
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache
+
+-include lab/lab.mk
+-include bench/bench.mk

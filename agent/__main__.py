@@ -1,0 +1,129 @@
+"""``migwatch-agent``: serve live-migration progress for this hypervisor over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from migwatch.agent.config import BACKENDS, AgentConfig, ConfigError, build, load_toml
+
+log = logging.getLogger("migwatch.agent")
+
+_EPILOG = """\
+examples:
+  migwatch-agent                                  simulated migrations on 127.0.0.1:50051
+  migwatch-agent --backend libvirt --libvirt-uri qemu:///system --listen 0.0.0.0:50051
+  migwatch-agent --backend replay --trace run.jsonl --speed 4
+  migwatch-agent --config /etc/migwatch/agent.toml
+
+then:
+  grpcurl -plaintext 127.0.0.1:50051 list
+  grpcurl -plaintext -d '{}' 127.0.0.1:50051 migwatch.v1.MigrationService/WatchMigrations
+  migwatch watch --agent 127.0.0.1:50051
+
+Flags override the config file, which overrides the defaults. SIGINT or SIGTERM
+stops the agent cleanly (streams end with UNAVAILABLE); a second one exits at once.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="migwatch-agent",
+        description="Watch the live migrations on this hypervisor and stream their "
+        "progress, ETA and convergence verdict over gRPC (migwatch.v1).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, help="TOML file with any of the settings below")
+    p.add_argument("--backend", choices=BACKENDS, help="where migrations come from (default simulated)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:50051)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    p.add_argument("--host-name", help="host name to report (default: the backend's)")
+    g = p.add_argument_group("libvirt backend")
+    g.add_argument("--libvirt-uri", metavar="URI", help="default qemu:///system; qemu+tcp:// and qemu+ssh:// work")
+    g.add_argument("--sample-interval", dest="sample_interval_s", type=float, metavar="S",
+                   help="seconds between job-stats samples of each migration (default 0.5)")
+    g.add_argument("--record-dir", metavar="DIR", help="record each migration as a trace file in DIR")
+    g = p.add_argument_group("replay backend")
+    g.add_argument("--trace", dest="traces", action="append", metavar="FILE",
+                   help="a recorded trace to replay (repeatable)")
+    g.add_argument("--speed", type=float, metavar="N", help="replay N times faster (default 1)")
+    g = p.add_argument_group("simulated backend")
+    g.add_argument("--scenario", dest="simulated_scenarios", action="append", metavar="NAME[*N]",
+                   help="converging, slow, not-converging, disk, quick; repeatable "
+                   "(default: the first four)")
+    g.add_argument("--sim-speed", dest="simulated_speed", type=float, metavar="N",
+                   help="run simulated time N times faster (default 1)")
+    g = p.add_argument_group("serving")
+    g.add_argument("--retention", dest="retention_s", type=float, metavar="S",
+                   help="keep finished migrations this many seconds (default 86400)")
+    g.add_argument("--max-subscribers", type=int, metavar="N", help="watch streams at most (default 10000)")
+    g.add_argument("--slow-budget", dest="slow_budget_s", type=float, metavar="S",
+                   help="a migration expected to take longer than this is 'slow' (default 600)")
+    return p.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> AgentConfig:
+    file_values: dict[str, Any] = load_toml(args.config) if args.config else {}
+    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    for key in ("traces", "simulated_scenarios"):
+        if overrides.get(key) is not None:
+            overrides[key] = tuple(overrides[key])
+    return build(file_values, overrides)
+
+
+async def amain(config: AgentConfig) -> int:
+    from migwatch.agent.server import Agent
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            sys.exit(1)
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    agent = Agent(config)
+    await agent.start()
+    crashed = asyncio.create_task(agent.wait_for_backend())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait((crashed, stopped), return_when=asyncio.FIRST_COMPLETED)
+    for task in (crashed, stopped):
+        task.cancel()
+    await agent.stop()
+    return 1 if crashed.done() and not crashed.cancelled() and not stop.is_set() else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        print(f"migwatch-agent: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code = asyncio.run(amain(config))
+    except ConfigError as exc:
+        print(f"migwatch-agent: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Agent records -> migwatch.v1 messages. Pure; the only place that builds protos."""
+
+from __future__ import annotations
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from migwatch.agent.model import (
+    Action,
+    Convergence,
+    Direction,
+    EtaBasis,
+    HostState,
+    Migration,
+    Phase,
+    Recommendation,
+    Transfer,
+)
+from migwatch.v1 import migwatch_pb2 as pb
+
+_PHASE = {
+    Phase.SETUP: pb.PHASE_SETUP,
+    Phase.DISK_MIRROR: pb.PHASE_DISK_MIRROR,
+    Phase.PRECOPY: pb.PHASE_PRECOPY,
+    Phase.POSTCOPY: pb.PHASE_POSTCOPY,
+    Phase.PAUSED: pb.PHASE_PAUSED,
+    Phase.COMPLETED: pb.PHASE_COMPLETED,
+    Phase.FAILED: pb.PHASE_FAILED,
+    Phase.CANCELLED: pb.PHASE_CANCELLED,
+}
+_DIRECTION = {
+    Direction.OUTGOING: pb.DIRECTION_OUTGOING,
+    Direction.INCOMING: pb.DIRECTION_INCOMING,
+}
+_CONVERGENCE = {
+    Convergence.UNKNOWN: pb.CONVERGENCE_UNSPECIFIED,
+    Convergence.CONVERGING: pb.CONVERGENCE_CONVERGING,
+    Convergence.SLOW: pb.CONVERGENCE_SLOW,
+    Convergence.STALLED: pb.CONVERGENCE_STALLED,
+    Convergence.NOT_CONVERGING: pb.CONVERGENCE_NOT_CONVERGING,
+}
+_BASIS = {
+    EtaBasis.UNKNOWN: pb.ETA_BASIS_UNSPECIFIED,
+    EtaBasis.DEFAULT: pb.ETA_BASIS_DEFAULT,
+    EtaBasis.PREFLIGHT: pb.ETA_BASIS_PREFLIGHT,
+    EtaBasis.LIVE: pb.ETA_BASIS_LIVE,
+}
+_ACTION = {
+    Action.RAISE_MAX_DOWNTIME: pb.RECOMMENDED_ACTION_RAISE_MAX_DOWNTIME,
+    Action.RAISE_BANDWIDTH: pb.RECOMMENDED_ACTION_RAISE_BANDWIDTH,
+    Action.POST_COPY: pb.RECOMMENDED_ACTION_POST_COPY,
+    Action.PAUSE: pb.RECOMMENDED_ACTION_PAUSE,
+    Action.ABORT: pb.RECOMMENDED_ACTION_ABORT,
+}
+_HOST_STATE = {HostState.OK: pb.HOST_STATE_OK, HostState.DEGRADED: pb.HOST_STATE_DEGRADED}
+
+
+def duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(round(max(0.0, seconds) * 1e9))
+    return d
+
+
+def timestamp(unix_s: float) -> Timestamp:
+    t = Timestamp()
+    t.FromNanoseconds(round(unix_s * 1e9))
+    return t
+
+
+def transfer_to_pb(t: Transfer) -> pb.Transfer:
+    return pb.Transfer(
+        total_bytes=max(0, t.total_bytes),
+        processed_bytes=max(0, t.processed_bytes),
+        remaining_bytes=max(0, t.remaining_bytes),
+        bytes_per_second=max(0, t.bytes_per_second),
+        fraction_done=t.fraction_done,
+    )
+
+
+def recommendation_to_pb(r: Recommendation) -> pb.Recommendation:
+    msg = pb.Recommendation(action=_ACTION[r.action], summary=r.summary)
+    if r.max_downtime_s is not None:
+        msg.max_downtime.CopyFrom(duration(r.max_downtime_s))
+    if r.max_bandwidth_bps is not None:
+        msg.max_bandwidth = max(0, int(r.max_bandwidth_bps))
+    if r.predicted_eta_s is not None:
+        msg.predicted_eta.CopyFrom(duration(r.predicted_eta_s))
+    return msg
+
+
+def migration_to_pb(m: Migration) -> pb.Migration:
+    msg = pb.Migration(
+        id=m.id,
+        domain_uuid=m.domain_uuid,
+        domain_name=m.domain_name,
+        source_host=m.source_host,
+        destination_host=m.destination_host,
+        direction=_DIRECTION[m.direction],
+        phase=_PHASE[m.phase],
+        memory=transfer_to_pb(m.memory),
+        disk=transfer_to_pb(m.disk),
+        dirty_rate_bytes_per_second=max(0, m.dirty_rate_bps),
+        iteration=max(0, m.iteration),
+        convergence=_CONVERGENCE[m.convergence],
+        convergence_reason=m.convergence_reason,
+        max_downtime=duration(m.limits.max_downtime_s),
+        max_bandwidth=m.limits.max_bandwidth_bps or 0,
+        error_message=m.error_message,
+        sequence=m.sequence,
+        agent_host=m.agent_host,
+        backend=m.backend,
+        recommendations=[recommendation_to_pb(r) for r in m.recommendations],
+        eta_basis=_BASIS[m.eta_basis],
+        postcopy_allowed=m.limits.postcopy_allowed,
+        auto_converge_throttle_percent=m.auto_converge_throttle or 0,
+        postcopy_requests=m.postcopy_requests,
+    )
+    # Unknown stays unset: a zero Duration would claim "done now".
+    for name, seconds in (
+        ("elapsed", m.elapsed_s),
+        ("eta", m.eta_s),
+        ("eta_low", m.eta_low_s),
+        ("eta_high", m.eta_high_s),
+        ("expected_downtime", m.expected_downtime_s),
+        ("actual_downtime", m.actual_downtime_s),
+    ):
+        if seconds is not None:
+            getattr(msg, name).CopyFrom(duration(seconds))
+    for name, unix_s in (
+        ("started_at", m.started_at),
+        ("updated_at", m.updated_at),
+        ("finished_at", m.finished_at),
+    ):
+        if unix_s is not None:
+            getattr(msg, name).CopyFrom(timestamp(unix_s))
+    return msg
+
+
+def agent_status_to_pb(
+    host: str, backend: str, state: HostState, message: str, version: str
+) -> pb.AgentStatus:
+    return pb.AgentStatus(
+        host=host, backend=backend, state=_HOST_STATE[state], message=message, version=version
+    )

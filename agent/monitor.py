@@ -1,0 +1,100 @@
+"""Wires a backend to the tracker and the hub, and carries out controls."""
+
+from __future__ import annotations
+
+import logging
+
+from migwatch.agent.backend import Backend, Observation
+from migwatch.agent.errors import ControlRefused, MigrationGone
+from migwatch.agent.hub import Hub
+from migwatch.agent.model import Direction, HostState, Migration
+from migwatch.agent.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    """Feeds backend observations through the tracker into the hub."""
+
+    def __init__(self, backend: Backend, tracker: Tracker, hub: Hub) -> None:
+        self.backend = backend
+        self.tracker = tracker
+        self.hub = hub
+
+    def observe(self, obs: Observation) -> None:
+        migration = self.tracker.observe(obs)
+        if migration is None:
+            return
+        published = self.hub.publish(migration)
+        if published.phase.terminal:
+            log.info(
+                "migration %s of %s %s after %.1fs%s",
+                published.id,
+                published.domain_name,
+                published.phase.name.lower(),
+                published.elapsed_s or 0.0,
+                f": {published.error_message}" if published.error_message else "",
+            )
+
+    def status(self, state: HostState, message: str) -> None:
+        self.hub.set_status(state, message)
+
+    async def run(self) -> None:
+        await self.backend.run(self.observe, self.status)
+
+    # -- controls ----------------------------------------------------------------
+    def controllable(self, migration_id: str) -> Migration:
+        """The migration a control may act on, or a ControlError saying why not."""
+        m = self.hub.get(migration_id)
+        if m is None:
+            raise MigrationGone(
+                f"no migration with id {migration_id!r} on {self.hub_host()}; "
+                "ListMigrations shows the ids"
+            )
+        if m.phase.terminal:
+            raise ControlRefused(
+                f"migration {migration_id} already ended ({m.phase.name.lower()}); "
+                "there is nothing to act on"
+            )
+        if m.direction is Direction.INCOMING:
+            raise ControlRefused(
+                f"migration {migration_id} is the incoming end on {m.agent_host}; "
+                f"send controls to the agent of its source host {m.source_host}"
+            )
+        return m
+
+    def hub_host(self) -> str:
+        return self.backend.host
+
+    def _latest(self, m: Migration) -> Migration:
+        return self.hub.get(m.id) or m
+
+    async def abort(self, migration_id: str) -> Migration:
+        m = self.controllable(migration_id)
+        log.warning("aborting migration %s of %s", m.id, m.domain_name)
+        await self.backend.abort(m.domain_uuid)
+        return self._latest(m)
+
+    async def force_complete(self, migration_id: str) -> tuple[Migration, bool]:
+        m = self.controllable(migration_id)
+        by_postcopy = await self.backend.force_complete(m.domain_uuid)
+        log.warning(
+            "forcing migration %s of %s to complete by %s",
+            m.id,
+            m.domain_name,
+            "post-copy" if by_postcopy else "pausing the guest",
+        )
+        return self._latest(m), by_postcopy
+
+    async def update_limits(
+        self, migration_id: str, max_downtime_s: float | None, max_bandwidth_bps: int | None
+    ) -> Migration:
+        m = self.controllable(migration_id)
+        log.info(
+            "migration %s: limits max_downtime=%s max_bandwidth=%s",
+            m.id,
+            max_downtime_s,
+            max_bandwidth_bps,
+        )
+        await self.backend.update_limits(m.domain_uuid, max_downtime_s, max_bandwidth_bps)
+        return self._latest(m)

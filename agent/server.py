@@ -1,0 +1,168 @@
+"""The agent process: a grpc.aio server around one backend.
+
+``Agent`` is what ``__main__`` runs and what tests start in-process on
+127.0.0.1:0: the migwatch service, the standard health service and server
+reflection (so grpcurl needs no .proto files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+import migwatch
+from migwatch.agent.backend import Backend
+from migwatch.agent.config import AgentConfig, ConfigError
+from migwatch.agent.estimator import EstimatorConfig
+from migwatch.agent.hub import Hub
+from migwatch.agent.monitor import Monitor
+from migwatch.agent.servicer import SERVICE_NAME, MigrationServicer, generic_handler
+from migwatch.agent.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+# Bursts of thousands of new streams are otherwise CANCELLED silently by
+# grpc's default pending-request backlog; client keepalive pings every 20 s
+# must not count as abuse (GOAWAY too_many_pings).
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def make_backend(config: AgentConfig) -> Backend:
+    """The backend the config names; ConfigError when it cannot be built here."""
+    if config.backend == "simulated":
+        from migwatch.agent.backends.simulated import SimulatedBackend
+
+        try:
+            return SimulatedBackend(
+                config.simulated_scenarios,
+                host=config.host_name or "sim-host-a",
+                interval_s=config.sample_interval_s,
+                speed=config.simulated_speed,
+                repeat=config.simulated_repeat,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    if config.backend == "libvirt":
+        try:
+            from migwatch.agent.backends.libvirt import LibvirtBackend
+        except ImportError as exc:
+            raise ConfigError(
+                f"the libvirt backend cannot load: {exc}; install libvirt-python "
+                "(pip install 'migwatch[libvirt]', needs libvirt-dev)"
+            ) from exc
+        return LibvirtBackend.from_config(config)
+    if config.backend == "replay":
+        from migwatch.agent.backends.replay import ReplayBackend
+
+        return ReplayBackend.from_config(config)
+    raise ConfigError(f"unknown backend {config.backend!r}")
+
+
+class Agent:
+    """One running agent: server, backend task, and their orderly shutdown."""
+
+    def __init__(self, config: AgentConfig, backend: Backend | None = None) -> None:
+        self.config = config
+        self.backend = backend or make_backend(config)
+        self.hub = Hub(
+            host=self.backend.host,
+            backend=self.backend.name,
+            version=migwatch.__version__,
+            clock=time.time,
+            retention_s=config.retention_s,
+            max_subscribers=config.max_subscribers,
+        )
+        self.tracker = Tracker(
+            self.backend.host, self.backend.name, EstimatorConfig(budget_s=config.slow_budget_s)
+        )
+        self.monitor = Monitor(self.backend, self.tracker, self.hub)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.server.add_generic_rpc_handlers(
+            (generic_handler(MigrationServicer(self.monitor, self.hub, time.time)),)
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = 0
+        self._backend_task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    async def start(self) -> int:
+        """Bind, start serving and start the backend; returns the bound port."""
+        try:
+            self.port = self.server.add_insecure_port(self.config.listen)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {self.config.listen}: {exc}") from exc
+        await self.server.start()
+        self._backend_task = asyncio.create_task(self._run_backend(), name="backend")
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "migwatch agent %s serving %s on %s (backend %s, host %s)",
+            migwatch.__version__,
+            SERVICE_NAME,
+            self.config.listen.rpartition(":")[0] + f":{self.port}",
+            self.backend.name,
+            self.backend.host,
+        )
+        return self.port
+
+    async def _run_backend(self) -> None:
+        try:
+            await self.monitor.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A backend bug must not leave a server that looks healthy.
+            log.exception("backend %s crashed", self.backend.name)
+            await self.health.enter_graceful_shutdown()
+            raise
+
+    async def stop(self) -> None:
+        """Streams end with UNAVAILABLE, the server drains, the backend closes."""
+        if self._stopped:
+            return
+        self._stopped = True
+        log.info("shutting down")
+        await self.health.enter_graceful_shutdown()
+        self.hub.close()
+        await self.server.stop(self.config.grace_s)
+        if self._backend_task is not None:
+            self._backend_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._backend_task
+        await self.backend.close()
+
+    async def wait_for_backend(self) -> None:
+        """Returns if the backend task ends by itself (a crash)."""
+        if self._backend_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._backend_task)
+
+
+@contextlib.asynccontextmanager
+async def running_agent(config: AgentConfig, backend: Backend | None = None) -> AsyncIterator[Agent]:
+    """Start an agent for the duration of a block (tests, embedding)."""
+    agent = Agent(config, backend)
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()

@@ -1,0 +1,320 @@
+"""The migwatch.v1.MigrationService implementation: validation, then delegation.
+
+Every refusal leaves through ``_abort``, which sends a google.rpc.Status with a
+``BadRequest`` detail where a field was wrong, so clients written from the proto
+alone get a status code and a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from migwatch.agent.convert import migration_to_pb
+from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
+from migwatch.agent.hub import Filter, Hub, SubscriberLimitReached
+from migwatch.agent.monitor import Monitor
+from migwatch.v1 import migwatch_pb2 as pb
+
+SERVICE_NAME = "migwatch.v1.MigrationService"
+
+_ID_PATTERN = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\.(out|in)\.\d+$"
+)
+_ID_EXAMPLE = "a1823c35-4213-4f58-9463-51fe8ccabbf6.out.1795598854580"
+_DEFAULT_HEARTBEAT_S = 5.0
+_MIN_HEARTBEAT_S, _MAX_HEARTBEAT_S = 0.1, 300.0
+_MIN_DOWNTIME_S, _MAX_DOWNTIME_S = 0.001, 3600.0
+_MIN_BANDWIDTH = 1 << 20
+
+_STATUS_BY_ERROR: list[tuple[type[ControlError], grpc.StatusCode]] = [
+    (MigrationGone, grpc.StatusCode.NOT_FOUND),
+    (ControlRefused, grpc.StatusCode.FAILED_PRECONDITION),
+    (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    code: grpc.StatusCode,
+    message: str,
+    field: str | None = None,
+) -> NoReturn:
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    if field is not None:
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+                ]
+            )
+        )
+        status.details.append(detail)
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _check_id(value: str) -> str:
+    if not value:
+        raise _FieldError("id", f"id is empty: pass a migration id from ListMigrations, like {_ID_EXAMPLE!r}")
+    if not _ID_PATTERN.match(value):
+        raise _FieldError(
+            "id",
+            f"id {value!r} is not a migration id: ids look like {_ID_EXAMPLE!r} "
+            "(domain UUID, direction, start in ms); take one from ListMigrations",
+        )
+    return value
+
+
+def _check_filter(domain_uuid: str, domain_name: str, include_finished: bool) -> Filter:
+    if domain_uuid:
+        try:
+            domain_uuid = str(uuid.UUID(domain_uuid))
+        except ValueError:
+            raise _FieldError(
+                "domain_uuid",
+                f"domain_uuid {domain_uuid!r} is not a UUID: give one like "
+                "'a1823c35-4213-4f58-9463-51fe8ccabbf6', or leave it empty for all domains",
+            ) from None
+    return Filter(domain_uuid, domain_name, include_finished)
+
+
+def _heartbeat_seconds(request: pb.WatchMigrationsRequest) -> float:
+    if not request.HasField("heartbeat_interval"):
+        return _DEFAULT_HEARTBEAT_S
+    seconds = request.heartbeat_interval.ToNanoseconds() / 1e9
+    if not _MIN_HEARTBEAT_S <= seconds <= _MAX_HEARTBEAT_S:
+        raise _FieldError(
+            "heartbeat_interval",
+            f"heartbeat_interval {seconds:g}s is out of range: give {_MIN_HEARTBEAT_S:g}s "
+            f"to {_MAX_HEARTBEAT_S:g}s, or leave it unset for {_DEFAULT_HEARTBEAT_S:g}s",
+        )
+    return seconds
+
+
+class MigrationServicer:
+    """Thin: checks requests, asks the monitor and hub, maps errors to statuses."""
+
+    def __init__(self, monitor: Monitor, hub: Hub, clock_unix: Any) -> None:
+        self._monitor = monitor
+        self._hub = hub
+        self._clock = clock_unix
+
+    # -- streams -------------------------------------------------------------------
+    async def WatchMigrations(  # noqa: N802 (gRPC method name)
+        self, request: pb.WatchMigrationsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        """Yields pre-serialized WatchMigrationsResponse bytes (see ``generic_handler``)."""
+        try:
+            flt = _check_filter(request.domain_uuid, request.domain_name, request.include_finished)
+            heartbeat_s = _heartbeat_seconds(request)
+        except _FieldError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field)
+        try:
+            snapshot, sub = self._hub.subscribe(flt)
+        except SubscriberLimitReached as exc:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        # Unsubscribe in finally and let CancelledError propagate: swallowing it
+        # in a grpc.aio streaming handler leaks the call (grpc#43360).
+        try:
+            for update in snapshot:
+                yield update.payload
+            yield pb.WatchMigrationsResponse(
+                snapshot_complete=pb.SnapshotComplete(
+                    migration_count=len(snapshot) - 1, sequence=self._hub.sequence
+                )
+            ).SerializeToString()
+            while True:
+                batch = await sub.next_batch(heartbeat_s)
+                for update in batch:
+                    yield update.payload
+                if sub.overflowed:
+                    await _abort(
+                        context,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "this stream fell too far behind and was closed; reconnect "
+                        "with include_finished to re-sync",
+                    )
+                if sub.closed:
+                    await _abort(
+                        context, grpc.StatusCode.UNAVAILABLE, "agent is shutting down; reconnect"
+                    )
+                if not batch:
+                    yield self._heartbeat()
+        finally:
+            self._hub.unsubscribe(sub)
+
+    def _heartbeat(self) -> bytes:
+        now = Timestamp()
+        now.FromNanoseconds(round(self._clock() * 1e9))
+        return pb.WatchMigrationsResponse(
+            heartbeat=pb.Heartbeat(time=now, sequence=self._hub.sequence)
+        ).SerializeToString()
+
+    # -- unary ---------------------------------------------------------------------
+    async def ListMigrations(  # noqa: N802
+        self, request: pb.ListMigrationsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListMigrationsResponse:
+        try:
+            flt = _check_filter(request.domain_uuid, request.domain_name, request.include_finished)
+        except _FieldError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field)
+        return pb.ListMigrationsResponse(
+            migrations=[migration_to_pb(m) for m in self._hub.list(flt)],
+            agent_status=self._hub.agent_status_pb(),
+        )
+
+    async def GetMigration(  # noqa: N802
+        self, request: pb.GetMigrationRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetMigrationResponse:
+        migration_id = await self._valid_id(request.id, context)
+        m = self._hub.get(migration_id)
+        if m is None:
+            await _abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"no migration with id {migration_id!r} on {self._monitor.hub_host()} "
+                "(finished ones are kept for the agent's retention); ListMigrations "
+                "with include_finished shows the ids",
+            )
+        return pb.GetMigrationResponse(migration=migration_to_pb(m))
+
+    async def AbortMigration(  # noqa: N802
+        self, request: pb.AbortMigrationRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AbortMigrationResponse:
+        migration_id = await self._valid_id(request.id, context)
+        try:
+            m = await self._monitor.abort(migration_id)
+        except ControlError as exc:
+            await self._control_failed(exc, context)
+        return pb.AbortMigrationResponse(migration=migration_to_pb(m))
+
+    async def ForceCompleteMigration(  # noqa: N802
+        self,
+        request: pb.ForceCompleteMigrationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.ForceCompleteMigrationResponse:
+        migration_id = await self._valid_id(request.id, context)
+        try:
+            m, by_postcopy = await self._monitor.force_complete(migration_id)
+        except ControlError as exc:
+            await self._control_failed(exc, context)
+        return pb.ForceCompleteMigrationResponse(
+            migration=migration_to_pb(m),
+            method=(
+                pb.FORCE_COMPLETE_METHOD_POST_COPY
+                if by_postcopy
+                else pb.FORCE_COMPLETE_METHOD_PAUSE
+            ),
+        )
+
+    async def UpdateMigrationLimits(  # noqa: N802
+        self,
+        request: pb.UpdateMigrationLimitsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.UpdateMigrationLimitsResponse:
+        migration_id = await self._valid_id(request.id, context)
+        downtime_s: float | None = None
+        bandwidth: int | None = None
+        if request.HasField("max_downtime"):
+            downtime_s = request.max_downtime.ToNanoseconds() / 1e9
+            if not _MIN_DOWNTIME_S <= downtime_s <= _MAX_DOWNTIME_S:
+                await _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"max_downtime {downtime_s:g}s is out of range: give 1ms to 1h",
+                    "max_downtime",
+                )
+        if request.HasField("max_bandwidth"):
+            bandwidth = request.max_bandwidth
+            if bandwidth < _MIN_BANDWIDTH:
+                await _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"max_bandwidth {bandwidth} B/s is below 1 MiB/s ({_MIN_BANDWIDTH} B/s); "
+                    "it is in bytes per second",
+                    "max_bandwidth",
+                )
+        if downtime_s is None and bandwidth is None:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "nothing to change: set max_downtime, max_bandwidth, or both",
+                "max_downtime",
+            )
+        try:
+            m = await self._monitor.update_limits(migration_id, downtime_s, bandwidth)
+        except ControlError as exc:
+            await self._control_failed(exc, context)
+        return pb.UpdateMigrationLimitsResponse(migration=migration_to_pb(m))
+
+    # -- helpers -------------------------------------------------------------------
+    async def _valid_id(self, value: str, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        try:
+            return _check_id(value)
+        except _FieldError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field)
+
+    async def _control_failed(
+        self, exc: ControlError, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> NoReturn:
+        for cls, code in _STATUS_BY_ERROR:
+            if isinstance(exc, cls):
+                await _abort(context, code, str(exc))
+        await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+
+def _identity(payload: bytes) -> bytes:
+    return payload
+
+
+def generic_handler(servicer: MigrationServicer) -> grpc.GenericRpcHandler:
+    """The service's handlers; WatchMigrations streams bytes serialized once by the hub."""
+    handlers = {
+        "WatchMigrations": grpc.unary_stream_rpc_method_handler(
+            servicer.WatchMigrations,
+            request_deserializer=pb.WatchMigrationsRequest.FromString,
+            response_serializer=_identity,
+        ),
+        "ListMigrations": grpc.unary_unary_rpc_method_handler(
+            servicer.ListMigrations,
+            request_deserializer=pb.ListMigrationsRequest.FromString,
+            response_serializer=pb.ListMigrationsResponse.SerializeToString,
+        ),
+        "GetMigration": grpc.unary_unary_rpc_method_handler(
+            servicer.GetMigration,
+            request_deserializer=pb.GetMigrationRequest.FromString,
+            response_serializer=pb.GetMigrationResponse.SerializeToString,
+        ),
+        "AbortMigration": grpc.unary_unary_rpc_method_handler(
+            servicer.AbortMigration,
+            request_deserializer=pb.AbortMigrationRequest.FromString,
+            response_serializer=pb.AbortMigrationResponse.SerializeToString,
+        ),
+        "ForceCompleteMigration": grpc.unary_unary_rpc_method_handler(
+            servicer.ForceCompleteMigration,
+            request_deserializer=pb.ForceCompleteMigrationRequest.FromString,
+            response_serializer=pb.ForceCompleteMigrationResponse.SerializeToString,
+        ),
+        "UpdateMigrationLimits": grpc.unary_unary_rpc_method_handler(
+            servicer.UpdateMigrationLimits,
+            request_deserializer=pb.UpdateMigrationLimitsRequest.FromString,
+            response_serializer=pb.UpdateMigrationLimitsResponse.SerializeToString,
+        ),
+    }
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
