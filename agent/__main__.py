@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Their debug output is per fd event: unreadable next to ours.
+    for noisy in ("virEventAsyncIOImpl", "grpc._cython.cygrpc", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         code = asyncio.run(amain(config))
     except ConfigError as exc:

@@ -110,7 +110,7 @@ class Hub:
 
     def __init__(
         self,
-        host: str,
+        host: Callable[[], str],
         backend: str,
         version: str,
         clock: Callable[[], float],
@@ -118,7 +118,7 @@ class Hub:
         max_subscribers: int = 10_000,
         subscriber_capacity: int = 4096,
     ) -> None:
-        self._host = host
+        self._host = host  # a callable: the libvirt backend learns it once connected
         self._backend = backend
         self._version = version
         self._clock = clock
@@ -185,12 +185,12 @@ class Hub:
                 self._sequence = max(self._sequence, m.sequence)
 
     def set_status(self, state: HostState, message: str) -> None:
-        if (state, message) == self._status:
+        if (state, message) == self._status and self._status_host == self._host():
             return
         log.log(
             logging.WARNING if state is not HostState.OK else logging.INFO,
             "host %s is %s%s",
-            self._host,
+            self._host(),
             state.name,
             f": {message}" if message else "",
         )
@@ -242,14 +242,15 @@ class Hub:
             sub.close()
 
     def _make_status_update(self) -> Update:
+        self._status_host = self._host()
         state, message = self._status
         msg = pb.WatchMigrationsResponse(
             agent_status=agent_status_to_pb(
-                self._host, self._backend, state, message, self._version
+                self._host(), self._backend, state, message, self._version
             )
         )
         return Update(_STATUS_KEY, msg.SerializeToString())
 
     def agent_status_pb(self) -> pb.AgentStatus:
         state, message = self._status
-        return agent_status_to_pb(self._host, self._backend, state, message, self._version)
+        return agent_status_to_pb(self._host(), self._backend, state, message, self._version)

@@ -80,7 +80,7 @@ class Agent:
         self.config = config
         self.backend = backend or make_backend(config)
         self.hub = Hub(
-            host=self.backend.host,
+            host=lambda: self.backend.host,
             backend=self.backend.name,
             version=migwatch.__version__,
             clock=time.time,
@@ -88,7 +88,7 @@ class Agent:
             max_subscribers=config.max_subscribers,
         )
         self.tracker = Tracker(
-            self.backend.host, self.backend.name, EstimatorConfig(budget_s=config.slow_budget_s)
+            lambda: self.backend.host, self.backend.name, EstimatorConfig(budget_s=config.slow_budget_s)
         )
         self.monitor = Monitor(self.backend, self.tracker, self.hub)
         self.health = health.aio.HealthServicer()

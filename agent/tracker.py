@@ -8,6 +8,7 @@ state is published exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from migwatch.agent.backend import MigrationInfo, Observation
@@ -42,7 +43,10 @@ class _Track:
 class Tracker:
     """Keeps one estimator per active migration and builds its public record."""
 
-    def __init__(self, host: str, backend: str, config: EstimatorConfig | None = None) -> None:
+    def __init__(
+        self, host: Callable[[], str], backend: str, config: EstimatorConfig | None = None
+    ) -> None:
+        # A callable: the libvirt backend learns its host name only once connected.
         self._host = host
         self._backend = backend
         self._config = config or EstimatorConfig()
@@ -111,7 +115,7 @@ class Tracker:
             direction=obs.info.direction,
             phase=phase,
             backend=self._backend,
-            agent_host=self._host,
+            agent_host=self._host(),
             memory=memory,
             disk=disk,
             dirty_rate_bps=int(est.dirty_rate_bps or 0),
