@@ -332,11 +332,20 @@ def dirty_model(
     hot: float | None = max(o.volume for o in saturated) if saturated else None
     if hot is None and preflight is not None and preflight.hot_bytes is not None:
         hot = max(preflight.hot_bytes, hot_low)
-    confirmed = any(
-        o is not top
-        and abs(o.dirty_bps - live) <= tol * live
-        and max(o.duration_s, top.duration_s) >= (1.0 + tol) * min(o.duration_s, top.duration_s)
-        for o in recent
+    # The top reading is the true rate (not a capped one) when another pass of a different
+    # length agrees with it, when it dirtied clearly less than the known hot set, or when
+    # the pre-flight measurement agrees with it.
+    confirmed = (
+        any(
+            o is not top
+            and abs(o.dirty_bps - live) <= tol * live
+            and max(o.duration_s, top.duration_s)
+            >= (1.0 + tol) * min(o.duration_s, top.duration_s)
+            for o in recent
+        )
+        or (hot is not None and top.volume < (1.0 - tol) * hot)
+        or (preflight is not None and abs(preflight.rate_bps - live)
+            <= max(tol * live, 2.0 * preflight.rate_sigma_bps))
     )
     rates = [o.dirty_bps for o in recent]
     spread = (max(rates) - min(rates)) / live if live > 0 and len(rates) > 1 else 0.0
@@ -697,6 +706,7 @@ class MigrationEstimator:
         self._iteration = 0
         self._obs: list[PassObservation] = []
         self._boundaries: list[float] = []  # remaining at the start of passes >= 2
+        self._disk_origin: tuple[float, int] | None = None  # (elapsed, disk_processed)
 
     # -- rate -------------------------------------------------------------------------
 
@@ -713,19 +723,30 @@ class MigrationEstimator:
                 self._rate = float(limits.max_bandwidth_bps)  # a new limit applies at once
                 self._rates = []
             self._limit = limits.max_bandwidth_bps
+        # QEMU's own memory_bps (bytes sent over its last rate window) is the hypervisor's
+        # measurement; bytes moved between two polls jitter with QEMU's 100 ms bursts, so
+        # they are only the fallback (disk mirror, or memory_bps not reported yet).
         inst: float | None = None
+        alpha = 1.0
         if prev is not None and sample.elapsed_s > prev.elapsed_s:
             dt = sample.elapsed_s - prev.elapsed_s
-            if phase == "disk":
-                moved = sample.disk_processed - prev.disk_processed
-            else:
-                moved = sample.memory_processed - prev.memory_processed
-            if moved >= 0 and (phase != "disk" or prev.disk_processed > 0 or moved > 0):
-                inst = moved / dt
             alpha = 1.0 - math.exp(-dt / self._cfg.rate_tau_s)
-        else:
-            alpha = 1.0
-        if inst is None and sample.memory_bps > 0 and phase != "disk":
+            if phase == "disk":
+                # The block job reports progress in chunks of several MiB: average over
+                # the whole mirror so far instead of poll to poll.
+                if self._disk_origin is None:
+                    if prev.disk_processed > 0:
+                        self._disk_origin = (prev.elapsed_s, prev.disk_processed)
+                else:
+                    t0, p0 = self._disk_origin
+                    if sample.elapsed_s - t0 > 0 and sample.disk_processed > p0:
+                        inst = (sample.disk_processed - p0) / (sample.elapsed_s - t0)
+                        alpha = 1.0
+            elif sample.memory_bps <= 0:
+                moved = sample.memory_processed - prev.memory_processed
+                if moved > 0 and prev.memory_processed > 0:
+                    inst = moved / dt
+        if phase != "disk" and sample.memory_bps > 0:
             inst = float(sample.memory_bps)
         if inst is None or inst <= 0:
             return
@@ -736,10 +757,10 @@ class MigrationEstimator:
         """Relative instability of the transfer rate: 2 x coefficient of variation."""
         xs = self._rates
         if len(xs) < 3:
-            return 0.1
+            return 0.1  # too few readings to tell: assume a modest wobble
         mean = sum(xs) / len(xs)
         var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
-        return min(2.0 * math.sqrt(var) / mean, 0.5) if mean > 0 else 0.5
+        return min(max(2.0 * math.sqrt(var) / mean, 0.02), 0.3) if mean > 0 else 0.3
 
     # -- iterations -------------------------------------------------------------------
 
@@ -846,18 +867,24 @@ class MigrationEstimator:
                         f" {_mib(bw)} MiB/s (~{_secs(disk_s)}); memory size unknown until"
                         " memory starts"),
             )
-        model = dirty_model(self._obs, self._pf, bw, float(self._memory_hint), self._cfg)
+        # Memory goes at the migration's bandwidth limit once the mirror is in sync.
+        mem_bw = float(limits.max_bandwidth_bps or bw)
+        model = dirty_model(self._obs, self._pf, mem_bw, float(self._memory_hint), self._cfg)
+        spread = self._spread()
         sit = _Situation(
             before_memory_s=disk_s, pass_left=float(self._memory_hint), pass_elapsed=0.0,
-            drain=1.0, drain_fast=1.0 / (1.0 - self._cfg.zero_share_low), bandwidth=bw,
-            bandwidth_spread=self._spread(), model=model,
+            drain=1.0, drain_fast=1.0 / (1.0 - self._cfg.zero_share_low), bandwidth=mem_bw,
+            bandwidth_spread=0.1, model=model,
             max_downtime_s=limits.max_downtime_s, elapsed_s=sample.elapsed_s,
         )
         eta = _eta_band(sit, self._cfg)
+        # The disk part's own doubt: its rate may wobble by `spread`.
+        low = None if eta.low is None else max(eta.low - disk_s * spread, 0.0)
+        high = None if eta.high is None else eta.high + disk_s * spread
         return Estimate(
             transfer_rate_bps=bw,
             dirty_rate_bps=model.rate if model.measured else None,
-            eta_s=eta.eta, eta_low_s=eta.low, eta_high_s=eta.high,
+            eta_s=eta.eta, eta_low_s=low, eta_high_s=high,
             projected_remaining_bytes=(sample.disk_remaining + eta.plan.bytes
                                        if eta.eta is not None else None),
             reason=f"copying disks: {_mib(sample.disk_remaining)} MiB left, then memory",

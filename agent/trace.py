@@ -471,6 +471,19 @@ def source_steps(trace: Trace) -> Iterator[ReplayStep]:
         )
 
 
+def memory_size_hint(trace: Trace) -> int | None:
+    """The guest's RAM in bytes as the job stats first report it (``memory_total``).
+
+    An agent knows this before the job from ``virDomainGetInfo``; a trace only records the
+    job stats, so this is the stand-in for replay (needed during a disk mirror, when the
+    memory counters are all zero).
+    """
+    for rec in trace.source_stats:
+        if rec.sample is not None and rec.sample.memory_total > 0:
+            return rec.sample.memory_total
+    return None
+
+
 def find_traces(*dirs: str | Path) -> list[Path]:
     """Every ``*.jsonl`` file in the given directories (missing ones skipped), sorted."""
     found: list[Path] = []
