@@ -140,7 +140,7 @@ def plan_passes(
     drain_factor: float = 1.0,
     check_interval_s: float = 0.1,
     horizon_s: float = math.inf,
-    max_passes: int = 100_000,
+    max_passes: int = 1_000_000,
 ) -> PassPlan:
     """Simulate the remaining pre-copy passes (see the module docstring).
 
@@ -165,16 +165,40 @@ def plan_passes(
     time = above / (bandwidth_bps * drain)
     sent = above / drain
     excess = min(rate * (pass_elapsed_s + time), cap)
+    rho = rate / bandwidth_bps
     passes = 0
-    while excess >= enough:
-        passes += 1
-        step = excess / bandwidth_bps
-        time += step
-        sent += excess
-        nxt = min(rate * step, cap)
-        if nxt >= excess or time > horizon_s or passes >= max_passes:
-            return PassPlan(False, math.inf, math.inf, passes)
-        excess = nxt
+    never = PassPlan(False, math.inf, math.inf, 0)
+    if excess > 0 and enough <= 0:
+        return never  # a zero max downtime never lets QEMU switch over
+    # While the hot set caps a pass, step one pass at a time (at most once: after a capped
+    # pass e <= cap, so rho x e < cap unless rho >= 1, which never converges anyway).
+    while excess >= enough and excess > 0:
+        if rho >= 1.0:
+            return never
+        nxt = rho * excess
+        if nxt > cap:
+            passes += 1
+            time += excess / bandwidth_bps
+            sent += excess
+            if cap >= excess:
+                return never
+            excess = cap
+            continue
+        # Geometric from here: e_k = excess x rho^k for the n passes until e_n < enough.
+        if rho <= 0.0:
+            n = 1
+        else:
+            n = max(1, math.ceil(math.log(enough / excess) / math.log(rho)))
+        if n > max_passes:
+            return never
+        total = excess * (1.0 - rho**n) / (1.0 - rho)
+        passes += n
+        time += total / bandwidth_bps
+        sent += total
+        excess = excess * rho**n
+        break
+    if time > horizon_s:
+        return never
     # Switch-over: the leftover and the last pass's dirt go unthrottled while paused.
     return PassPlan(True, time, sent + leftover + excess, passes)
 

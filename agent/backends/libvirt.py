@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import libvirt
@@ -37,6 +38,7 @@ from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
 from migwatch.agent.jobstats import parse_job_stats
 from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase
+from migwatch.agent.recorder import TraceRecorder
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +117,11 @@ class LibvirtBackend:
         sample_interval_s: float = 0.5,
         scan_interval_s: float = 1.0,
         host_name: str = "",
+        recorder: TraceRecorder | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._uri = uri
+        self._recorder = recorder
         self._interval = sample_interval_s
         self._scan_interval = scan_interval_s
         self._host_override = host_name
@@ -140,6 +144,7 @@ class LibvirtBackend:
             sample_interval_s=config.sample_interval_s,
             scan_interval_s=config.scan_interval_s,
             host_name=config.host_name,
+            recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
         )
 
     @property
@@ -253,6 +258,8 @@ class LibvirtBackend:
         del conn
 
     async def close(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
         self._outgoing.clear()
         self._incoming.clear()
         await self._disconnect()
@@ -355,16 +362,27 @@ class LibvirtBackend:
             return
         try:
             watch.limits = await self._call(_read_limits, dom, watch.limits)
+            if self._recorder is not None:
+                self._recorder.start(watch.info, watch.limits, self._interval, uri=self._uri)
             while not watch.done:
+                began = time.monotonic()
                 try:
                     stats = await self._call(dom.jobStats)
                 except libvirt.libvirtError as exc:
+                    if self._recorder is not None:
+                        self._recorder.stats_error(
+                            watch.info.domain_uuid, exc.get_error_message() or str(exc), _code(exc)
+                        )
                     if _code(exc) in _CONNECTION_LOST and self._conn is None:
                         return
                     # NO_DOMAIN (transient guest gone) or OPERATION_INVALID
                     # ("domain is not running" while QEMU is torn down after
                     # the switch-over): the job is over either way.
                     break
+                if self._recorder is not None:
+                    self._recorder.stats(
+                        watch.info.domain_uuid, stats, (time.monotonic() - began) * 1000
+                    )
                 job_type = int(stats.get("type", _JOB_NONE))
                 if job_type == _JOB_CANCELLED:
                     watch.saw_cancelled = True
@@ -436,6 +454,9 @@ class LibvirtBackend:
                 downtime = float(params["downtime"]) / 1000
         watch.phase = phase
         self._emit_outgoing(watch, error, downtime)
+        if self._recorder is not None:
+            outcome = {Phase.COMPLETED: "completed", Phase.CANCELLED: "aborted"}.get(phase, "failed")
+            self._recorder.finish(watch.info.domain_uuid, outcome, error or None, params)
         self._outgoing.pop(watch.info.domain_uuid, None)
         if watch.task is not None and watch.task is not asyncio.current_task():
             watch.task.cancel()
@@ -470,6 +491,10 @@ class LibvirtBackend:
     def _on_iteration(self, _conn: Any, dom: Any, iteration: int, _opaque: Any) -> None:
         watch = self._outgoing.get(dom.UUIDString())
         if watch is not None:
+            if self._recorder is not None:
+                self._recorder.event(
+                    watch.info.domain_uuid, "MIGRATION_ITERATION", dom=dom.name(), iteration=iteration
+                )
             watch.wake.set()
         elif self._discover_now is not None:
             self._discover_now.set()
@@ -482,12 +507,21 @@ class LibvirtBackend:
         if op is not None and int(op) != _OP_MIGRATION_OUT:
             return
         watch.final_params = dict(params)
+        if self._recorder is not None:
+            self._recorder.event(
+                watch.info.domain_uuid, "JOB_COMPLETED", dom=dom.name(), params=watch.final_params
+            )
         self._finish(watch, Phase.COMPLETED, watch.final_params)
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         uuid = dom.UUIDString()
         out = self._outgoing.get(uuid)
         if out is not None:
+            if self._recorder is not None:
+                self._recorder.event(
+                    uuid, "LIFECYCLE", dom=dom.name(), lifecycle=_LIFECYCLE.get(event, str(event)),
+                    detail=_detail_name(event, detail), raw=[event, detail],
+                )  # fmt: skip
             if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
                 if detail == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY:
                     out.phase = Phase.POSTCOPY
@@ -662,6 +696,37 @@ def _running_phase(watch: _Outgoing, sample: JobSample) -> Phase:
     if sample.iteration == 0:
         return Phase.DISK_MIRROR if sample.disk_total > 0 else Phase.SETUP
     return Phase.PRECOPY
+
+
+_LIFECYCLE = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "DEFINED",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "UNDEFINED",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "STARTED",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "SUSPENDED",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "RESUMED",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "STOPPED",
+}
+_DETAILS = {
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: {
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED: "PAUSED",
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED: "MIGRATED",
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY: "POSTCOPY",
+    },
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: {
+        libvirt.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED: "UNPAUSED",
+        libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED: "MIGRATED",
+        libvirt.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY: "POSTCOPY",
+    },
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: {
+        libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED: "MIGRATED",
+        libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "FAILED",
+        libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "DESTROYED",
+    },
+}
+
+
+def _detail_name(event: int, detail: int) -> str:
+    return _DETAILS.get(event, {}).get(detail, str(detail))
 
 
 _impl_loop: asyncio.AbstractEventLoop | None = None

@@ -1,0 +1,313 @@
+"""Real live migrations between two real libvirt daemons, watched by real agents.
+
+Each test boots a small TCG guest on lab host A, starts a migration to B, and
+watches it through a fleet client subscribed to one agent per host (the agents
+are subprocesses running ``--backend libvirt``). ``make test`` brings the lab
+up first (``make lab``). These tests run unless MIGWATCH_SKIP_LAB=1, and then
+they are reported as skipped with that reason; a missing lab is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("MIGWATCH_SKIP_LAB") == "1":
+    pytest.skip(
+        "MIGWATCH_SKIP_LAB=1: the real-libvirt lab tests were NOT run", allow_module_level=True
+    )
+
+from lab.labctl import Lab  # noqa: E402  (needs libvirt-python: only when not opted out)
+from migwatch.client import (  # noqa: E402
+    AgentClient,
+    Convergence,
+    Direction,
+    Fleet,
+    ForceCompleteMethod,
+    Migration,
+    MigrationUpdate,
+    Phase,
+)
+
+pytestmark = pytest.mark.lab
+
+MIB = 1 << 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentProcess:
+    """``migwatch-agent --backend libvirt`` for one lab host, as a subprocess."""
+
+    def __init__(self, host: str, log_dir: Path) -> None:
+        self.host = host
+        self.port = _free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log = log_dir / f"agent-{host}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "migwatch.agent", "--backend", "libvirt",
+                "--libvirt-uri", Lab.uri(self.host), "--listen", self.target,
+                "--sample-interval", "0.25", "--log-level", "debug",
+            ],  # fmt: skip
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent for {self.host} exited: {self.log.read_text()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"agent for {self.host} did not listen: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    lab = Lab()
+    lab.up()
+    lab.destroy_all()
+    yield lab
+    lab.destroy_all()
+
+
+@pytest.fixture(scope="module")
+def agents(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, AgentProcess]]:
+    log_dir = tmp_path_factory.mktemp("agents")
+    procs = {h: AgentProcess(h, log_dir) for h in ("A", "B")}
+    for p in procs.values():
+        p.start()
+    yield procs
+    for p in procs.values():
+        p.stop()
+
+
+@pytest.fixture
+def fresh(lab: Lab) -> Iterator[Lab]:
+    """Every test starts and ends with no guest on either host."""
+    lab.destroy_all()
+    yield lab
+    lab.destroy_all()
+
+
+class Watcher:
+    """Collects the fleet's merged stream for one domain while a test runs."""
+
+    def __init__(self, fleet: Fleet, domain_uuid: str) -> None:
+        self.fleet = fleet
+        self.domain_uuid = domain_uuid
+        self.updates: list[MigrationUpdate] = []
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        async with self.fleet.watch() as stream:
+            async for update in stream:
+                if isinstance(update, MigrationUpdate) and update.migration.domain_uuid == self.domain_uuid:
+                    self.updates.append(update)
+                    self._changed.set()
+
+    def ends(self, direction: Direction) -> list[Migration]:
+        return [u.migration for u in self.updates if u.migration.direction is direction]
+
+    def source(self) -> list[Migration]:
+        return self.ends(Direction.OUTGOING)
+
+    async def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                seen = [(m.direction.name, m.phase.name, m.iteration) for m in (u.migration for u in self.updates)]
+                raise AssertionError(f"timed out waiting for {what}; saw {seen[-12:]}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+    def final(self, direction: Direction) -> Migration | None:
+        return next((m for m in self.ends(direction) if m.final), None)
+
+
+@pytest.fixture
+async def watch(agents: dict[str, AgentProcess]) -> AsyncIterator[Callable[[str], Watcher]]:
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(domain_uuid: str, targets: list[str] | None = None) -> Watcher:
+        fleet = Fleet(
+            targets or [agents["A"].target, agents["B"].target],
+            heartbeat_interval_s=1.0,
+            include_finished=False,
+        )
+        watcher = Watcher(fleet, domain_uuid)
+        tasks.append(asyncio.create_task(watcher.run()))
+        return watcher
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _boot(lab: Lab, name: str, **guest: int) -> str:
+    return await asyncio.to_thread(lab.boot_guest, name, **guest)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_converging_migration_is_followed_to_completion_from_both_ends(
+    fresh: Lab, watch: Callable[[str], Watcher]
+) -> None:
+    """A converging migration shows memory progress over >= 3 passes, completes with its
+    actual downtime, and the destination's view of it is joined to the same record."""
+    uuid = await _boot(fresh, "conv", mem_mib=512, fill_mib=384, ws_mib=64, rate=16)
+    w = watch(uuid)
+    await asyncio.sleep(1.0)  # the fleet's streams are up before the job starts
+    handle = fresh.start_migration("conv", bandwidth_mib_s=40)
+    outcome = await asyncio.to_thread(handle.wait, 180)
+    assert outcome.outcome == "completed", outcome
+    await w.wait_for("both final states", lambda: bool(w.final(Direction.OUTGOING) and w.final(Direction.INCOMING)), 30)
+
+    src = w.source()
+    running = [m for m in src if m.phase is Phase.PRECOPY]
+    iterations = sorted({m.iteration for m in running})
+    assert len(iterations) >= 3 and iterations == sorted(iterations), iterations
+    processed = [m.memory.processed_bytes for m in running]
+    assert processed == sorted(processed) and processed[-1] > processed[0]
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.COMPLETED
+    assert final.actual_downtime_s is not None and 0 < final.actual_downtime_s < 2
+    assert final.memory.processed_bytes >= final.memory.total_bytes  # re-sent pages count
+    dst_final = w.final(Direction.INCOMING)
+    assert dst_final is not None and dst_final.phase is Phase.COMPLETED
+    record = w.updates[-1].record
+    assert record.source is not None and record.destination is not None
+    assert record.source.agent_host == "labhost-A" and record.destination.agent_host == "labhost-B"
+    assert await asyncio.to_thread(fresh.domain_running_on, "B", "conv")
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
+    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+) -> None:
+    """A guest dirtying faster than the bandwidth leaves the 'converging' verdict; an
+    AbortMigration call ends the real job, the client sees CANCELLED and the guest still
+    runs on the source."""
+    uuid = await _boot(fresh, "hot", mem_mib=384, fill_mib=256, ws_mib=192, rate=120)
+    w = watch(uuid)
+    await asyncio.sleep(1.0)
+    handle = fresh.start_migration("hot", bandwidth_mib_s=50)
+    bad = (Convergence.NOT_CONVERGING, Convergence.STALLED, Convergence.SLOW)
+    await w.wait_for("a non-converging verdict", lambda: any(m.convergence in bad for m in w.source()), 90)
+    flagged = next(m for m in w.source() if m.convergence in bad)
+    assert flagged.convergence_reason, "the verdict carries its reason"
+    async with AgentClient(agents["A"].target) as client:
+        after = await client.abort(flagged.id)
+    assert after.id == flagged.id
+    outcome = await asyncio.to_thread(handle.wait, 60)
+    assert outcome.outcome == "aborted", outcome
+    await w.wait_for("the CANCELLED final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.CANCELLED
+    assert await asyncio.to_thread(fresh.domain_running_on, "A", "hot")
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_storage_migration_reports_disk_copy_first_then_memory(
+    fresh: Lab, watch: Callable[[str], Watcher]
+) -> None:
+    """With non-shared storage the disk mirror's progress is reported apart from memory,
+    disk first (memory counters still zero), then the memory passes."""
+    uuid = await _boot(fresh, "disky", mem_mib=384, fill_mib=192, ws_mib=32, rate=4, disk_mib=256, disk_rate=1)
+    w = watch(uuid)
+    await asyncio.sleep(1.0)
+    handle = fresh.start_migration("disky", bandwidth_mib_s=60, storage=True)
+    outcome = await asyncio.to_thread(handle.wait, 180)
+    assert outcome.outcome == "completed", outcome
+    await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
+
+    src = w.source()
+    mirror = [m for m in src if m.phase is Phase.DISK_MIRROR]
+    memory = [m for m in src if m.phase is Phase.PRECOPY]
+    assert mirror, [m.phase for m in src]
+    assert all(m.memory.total_bytes == 0 and m.disk.total_bytes > 0 for m in mirror)
+    assert mirror[-1].disk.processed_bytes > mirror[0].disk.processed_bytes
+    assert memory and memory[0].memory.total_bytes > 0
+    assert src.index(mirror[-1]) < src.index(memory[0]), "disk copy comes before memory"
+    assert all(m.disk.remaining_bytes == 0 for m in memory)
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.COMPLETED and final.disk.total_bytes > 0
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_force_complete_switches_a_postcopy_migration_over(
+    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+) -> None:
+    """ForceCompleteMigration on a post-copy-enabled migration that cannot converge
+    switches it to post-copy and it completes on the destination."""
+    uuid = await _boot(fresh, "pc", mem_mib=384, fill_mib=256, ws_mib=192, rate=120)
+    w = watch(uuid)
+    await asyncio.sleep(1.0)
+    handle = fresh.start_migration("pc", bandwidth_mib_s=50, postcopy=True)
+    await w.wait_for("pre-copy progress", lambda: any(m.iteration >= 2 for m in w.source()), 60)
+    running = w.source()[-1]
+    async with AgentClient(agents["A"].target) as client:
+        after, method = await client.force_complete(running.id)
+    assert method is ForceCompleteMethod.POST_COPY
+    assert after.phase is Phase.POSTCOPY
+    outcome = await asyncio.to_thread(handle.wait, 120)
+    assert outcome.outcome == "completed", outcome
+    await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.COMPLETED
+    assert await asyncio.to_thread(fresh.domain_running_on, "B", "pc")
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_agent_started_after_the_migration_began_picks_it_up(
+    fresh: Lab, watch: Callable[[str], Watcher], tmp_path: Path
+) -> None:
+    """An agent started while a migration is already running finds it by scanning and
+    follows it to completion."""
+    uuid = await _boot(fresh, "late", mem_mib=512, fill_mib=384, ws_mib=32, rate=4)
+    handle = fresh.start_migration("late", bandwidth_mib_s=30)
+    await asyncio.sleep(2.5)
+    assert not handle.done()
+    late = AgentProcess("A", tmp_path)
+    await asyncio.to_thread(late.start)
+    try:
+        w = watch(uuid, [late.target])
+        outcome = await asyncio.to_thread(handle.wait, 180)
+        assert outcome.outcome == "completed", outcome
+        await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
+        src = w.source()
+        assert src[0].elapsed_s is not None and src[0].elapsed_s >= 2.0, "found mid-job"
+        final = w.final(Direction.OUTGOING)
+        assert final is not None and final.phase is Phase.COMPLETED
+    finally:
+        await asyncio.to_thread(late.stop)
