@@ -26,7 +26,6 @@ import statistics
 import time
 
 import grpc
-
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.hub import Filter, Hub
 from migwatch.agent.model import Direction, Migration, Phase, Transfer
@@ -63,7 +62,7 @@ def bench_hub(subscribers: int, migrations: int, rounds: int) -> None:
             hub.publish(_migration(i, step))
     elapsed = time.perf_counter() - began
     publishes = rounds * migrations
-    pending = max(len(s._pending) for s in subs)  # noqa: SLF001 (benchmark introspection)
+    pending = max(len(s._pending) for s in subs)
     print(
         f"hub: {subscribers} idle subscribers, {migrations} migrations x {rounds} updates: "
         f"{publishes / elapsed:,.0f} publishes/s, {elapsed / publishes * 1e6:.1f} us per publish "

@@ -1,0 +1,415 @@
+"""ETA / band / verdict benchmark over recorded migration traces.
+
+Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces`` and
+``../shared/lab/traces`` relative to the repository).
+
+Every trace is replayed through ``MigrationEstimator`` exactly as the agent would see it:
+the source's running samples in order, the limits in force (bandwidth, max downtime,
+post-copy flag) and whether post-copy had been started. Nothing reads ``meta.guest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from migwatch.agent.estimator import EstimatorConfig, MigrationEstimator, fit_preflight, predict
+from migwatch.agent.model import Convergence, Estimate, Preflight
+from migwatch.agent.trace import (
+    Trace,
+    TraceError,
+    find_traces,
+    limits_at,
+    memory_size_hint,
+    preflight_of,
+    read_trace,
+    source_steps,
+    true_duration_s,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DIRS = (REPO / "bench" / "traces", REPO.parent / "shared" / "lab" / "traces")
+CHECKPOINTS = (0.10, 0.25, 0.50, 0.75)
+FLAGS = (Convergence.NOT_CONVERGING, Convergence.STALLED)
+TARGET_ERR = 0.10  # p90 ETA error from 25 % elapsed
+TARGET_BAND = 0.80  # share of true durations inside the band
+TARGET_FLAG_ITERS = 3
+TARGET_PREFLIGHT = 0.15
+
+METHOD = """\
+Method
+  Replay: each trace's source samples (running jobs only) go through MigrationEstimator in
+  order with the limits in force (migrate params, speed/downtime actions, post-copy flag)
+  and post-copy after a successful `postcopy` action. meta.guest is never read. The guest's
+  RAM size (what virDomainGetInfo tells an agent) is taken from the first memory_total
+  in the trace: it only matters during a disk mirror, when the memory counters are zero.
+  True duration = completed job's time_elapsed (JOB_COMPLETED / completed stats).
+  ETA error at x% = |elapsed + eta - true| / true, using the last sample at or before
+  x% of the true duration; no ETA there = miss (counted as an infinite error).
+  Band: the true remaining time lies in [eta_low, eta_high] at that sample (missing = out).
+  Naive baseline: data_remaining / memory_bps (or the disk copy rate before memory starts);
+  naive band: none. Naive flag: remaining at an iteration start >= the previous one.
+  Flag: first sample with verdict NOT_CONVERGING or STALLED, on aborted migrations (time
+  and memory iteration); false flag: any such sample on a migration with no action lines.
+  Pre-flight columns: the same replay with the trace's dirtyrate readings as prior, and
+  predict() from them before the first sample (memory size from the first sample's
+  memory_total, a stand-in for virDomainGetInfo; disk from disk_total; bandwidth from the
+  migrate params).
+  Aggregates pool the self-converging migrations (completed, no action lines); the rest are
+  shown per trace. Targets: p90 err <= 10% from 25%; band >= 80%; flag <= 3 iterations;
+  no false flags; pre-flight p90 <= 15%."""
+
+
+@dataclass
+class Run:
+    """One replay of one trace through the estimator."""
+
+    errors: dict[str, float | None] = field(default_factory=dict)  # checkpoint -> err
+    naive: dict[str, float | None] = field(default_factory=dict)
+    inside: dict[str, bool] = field(default_factory=dict)
+    band_share_all: float | None = None  # share of all samples whose band holds the truth
+    flag_s: float | None = None
+    flag_iteration: int | None = None
+    naive_flag_s: float | None = None
+    naive_flag_iteration: int | None = None
+    flags: int = 0  # samples flagged
+    naive_flags: int = 0
+
+
+@dataclass
+class TraceReport:
+    name: str
+    path: str
+    outcome: str
+    true_s: float | None
+    intervened: bool
+    preflight: bool
+    live: Run
+    with_prior: Run | None
+    predict_err: float | None = None
+    predict_inside: bool | None = None
+    predict_verdict: str | None = None
+    predict_eta_s: float | None = None
+
+    @property
+    def self_converging(self) -> bool:
+        return self.outcome == "completed" and not self.intervened and self.true_s is not None
+
+
+def _naive_eta(stats: Mapping[str, object], prev: Mapping[str, object] | None,
+               dt: float) -> float | None:
+    def num(d: Mapping[str, object], k: str) -> float:
+        v = d.get(k, 0)
+        return float(v) if isinstance(v, (int, float)) else 0.0
+
+    remaining = num(stats, "data_remaining")
+    bps = num(stats, "memory_bps")
+    if bps <= 0 and prev is not None and dt > 0:
+        bps = (num(stats, "data_processed") - num(prev, "data_processed")) / dt
+    if bps <= 0:
+        return None
+    return remaining / bps
+
+
+def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig) -> Run:
+    """Replay one trace and score it (see METHOD)."""
+    true = true_duration_s(trace)
+    est = MigrationEstimator(config, preflight, memory_bytes=memory_size_hint(trace))
+    points: list[tuple[float, Estimate, float | None]] = []
+    run = Run()
+    prev_stats: Mapping[str, object] | None = None
+    prev_elapsed = 0.0
+    last_iter = 0
+    start_remaining: list[int] = []
+    for step in source_steps(trace):
+        s = step.sample
+        e = est.observe(s, step.limits, postcopy=step.postcopy)
+        naive = _naive_eta(step.stats, prev_stats, s.elapsed_s - prev_elapsed)
+        prev_stats, prev_elapsed = step.stats, s.elapsed_s
+        points.append((s.elapsed_s, e, naive))
+        if e.convergence in FLAGS:
+            run.flags += 1
+            if run.flag_s is None:
+                run.flag_s, run.flag_iteration = s.elapsed_s, s.iteration
+        if s.iteration > last_iter and not step.postcopy:
+            if s.iteration >= 3 and start_remaining and s.memory_remaining >= start_remaining[-1]:
+                run.naive_flags += 1
+                if run.naive_flag_s is None:
+                    run.naive_flag_s, run.naive_flag_iteration = s.elapsed_s, s.iteration
+            if s.iteration >= 2:
+                start_remaining.append(s.memory_remaining)
+            last_iter = s.iteration
+    if true is None:
+        return run
+    for frac in CHECKPOINTS:
+        key = f"{int(frac * 100)}%"
+        at = [p for p in points if p[0] <= frac * true]
+        if not at:
+            run.errors[key] = run.naive[key] = None
+            run.inside[key] = False
+            continue
+        elapsed, e, naive = at[-1]
+        run.errors[key] = None if e.eta_s is None else abs(elapsed + e.eta_s - true) / true
+        run.naive[key] = None if naive is None else abs(elapsed + naive - true) / true
+        run.inside[key] = _inside(e, true - elapsed)
+    held = [_inside(e, true - t) for t, e, _ in points if t < true]
+    run.band_share_all = sum(held) / len(held) if held else None
+    return run
+
+
+def _inside(e: Estimate, remaining: float) -> bool:
+    return (e.eta_low_s is not None and e.eta_high_s is not None
+            and e.eta_low_s <= remaining <= e.eta_high_s)
+
+
+def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig) -> Estimate | None:
+    steps = list(source_steps(trace))
+    memory = next((st.sample.memory_total for st in steps if st.sample.memory_total > 0), 0)
+    disk = next((st.sample.disk_total for st in steps if st.sample.disk_total > 0), 0)
+    limits = limits_at(trace, 0.0)
+    bw = limits.max_bandwidth_bps
+    if not memory or not bw:
+        return None
+    fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2)
+    return predict(
+        memory, disk, fit.rate_bps, fit.hot_bytes, float(bw), limits.max_downtime_s,
+        dirty_rate_sigma_bps=fit.rate_sigma_bps, hot_set_low_bytes=fit.hot_low_bytes,
+        limits=limits, config=config,
+    )
+
+
+def evaluate(path: Path, config: EstimatorConfig) -> TraceReport:
+    trace = read_trace(path)
+    true = true_duration_s(trace)
+    result = trace.result
+    pf = preflight_of(trace)
+    report = TraceReport(
+        name=trace.name,
+        path=str(path),
+        outcome=result.outcome if result else "?",
+        true_s=true,
+        intervened=bool(trace.actions),
+        preflight=pf is not None,
+        live=replay(trace, None, config),
+        with_prior=replay(trace, pf, config) if pf is not None else None,
+    )
+    if pf is not None:
+        p = _predict(trace, pf, config)
+        if p is not None:
+            report.predict_verdict = p.convergence.name
+            report.predict_eta_s = p.eta_s
+            if true is not None and p.eta_s is not None:
+                report.predict_err = abs(p.eta_s - true) / true
+                report.predict_inside = _inside(p, true)
+            elif true is not None:
+                report.predict_inside = False
+    return report
+
+
+# --- aggregation and printing ----------------------------------------------------------
+
+
+def _pct(xs: Sequence[float | None], q: float) -> float | None:
+    """Nearest-rank percentile; a miss (None) counts as +inf."""
+    vals = sorted(math.inf if x is None else x for x in xs)
+    if not vals:
+        return None
+    k = max(math.ceil(q * len(vals)) - 1, 0)
+    return vals[k]
+
+
+def _fmt(x: float | None, pct: bool = True) -> str:
+    if x is None:
+        return "-"
+    if math.isinf(x):
+        return "miss"
+    return f"{x * 100:.0f}%" if pct else f"{x:.1f}"
+
+
+def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
+    selfc = [r for r in reports if r.self_converging]
+    out: dict[str, object] = {"self_converging": [r.name for r in selfc]}
+
+    def pool(runs: Sequence[Run], keys: Sequence[str], naive: bool = False) -> list[float | None]:
+        return [(run.naive if naive else run.errors).get(k) for run in runs for k in keys]
+
+    later = [f"{int(f * 100)}%" for f in CHECKPOINTS if f >= 0.25]
+    for label, runs_of in (("live", lambda r: r.live), ("prior", lambda r: r.with_prior)):
+        runs = [runs_of(r) for r in selfc if runs_of(r) is not None]
+        if not runs:
+            continue
+        block: dict[str, object] = {"traces": len(runs)}
+        for frac in CHECKPOINTS:
+            k = f"{int(frac * 100)}%"
+            block[f"p50@{k}"] = _pct(pool(runs, [k]), 0.5)
+            block[f"p90@{k}"] = _pct(pool(runs, [k]), 0.9)
+            block[f"naive_p90@{k}"] = _pct(pool(runs, [k], naive=True), 0.9)
+        block["p90_from_25"] = _pct(pool(runs, later), 0.9)
+        block["naive_p90_from_25"] = _pct(pool(runs, later, naive=True), 0.9)
+        inside = [run.inside.get(f"{int(f * 100)}%", False) for run in runs for f in CHECKPOINTS]
+        block["band_share"] = sum(inside) / len(inside) if inside else None
+        alls = [run.band_share_all for run in runs if run.band_share_all is not None]
+        block["band_share_all_samples"] = sum(alls) / len(alls) if alls else None
+        out[label] = block
+    aborted = [r for r in reports if r.outcome == "aborted"]
+    out["flag"] = {r.name: {"s": r.live.flag_s, "iteration": r.live.flag_iteration,
+                            "prior_s": r.with_prior.flag_s if r.with_prior else None,
+                            "prior_iteration": (r.with_prior.flag_iteration
+                                                if r.with_prior else None),
+                            "naive_s": r.live.naive_flag_s,
+                            "naive_iteration": r.live.naive_flag_iteration}
+                   for r in aborted}
+    clean = [r for r in reports if r.outcome == "completed" and not r.intervened]
+    out["false_flags"] = sum(1 for r in clean if r.live.flags)
+    out["false_flags_prior"] = sum(1 for r in clean if r.with_prior and r.with_prior.flags)
+    out["naive_false_flags"] = sum(1 for r in clean if r.live.naive_flags)
+    out["clean_traces"] = len(clean)
+    pre = [r for r in selfc if r.preflight]
+    if pre:
+        out["predict_p90"] = _pct([r.predict_err for r in pre], 0.9)
+        out["predict_band_share"] = sum(bool(r.predict_inside) for r in pre) / len(pre)
+    targets: dict[str, bool | None] = {}
+    live = out.get("live")
+    if isinstance(live, dict):
+        p90 = live.get("p90_from_25")
+        targets["eta_p90_from_25_le_10pct"] = isinstance(p90, float) and p90 <= TARGET_ERR
+        share = live.get("band_share")
+        targets["band_ge_80pct"] = isinstance(share, float) and share >= TARGET_BAND
+    prior = out.get("prior")
+    if isinstance(prior, dict):
+        p90 = prior.get("p90_from_25")
+        targets["eta_p90_from_25_le_10pct_with_prior"] = (isinstance(p90, float)
+                                                          and p90 <= TARGET_ERR)
+        share = prior.get("band_share")
+        targets["band_ge_80pct_with_prior"] = isinstance(share, float) and share >= TARGET_BAND
+    targets["flag_within_3_iterations"] = bool(aborted) and all(
+        r.live.flag_iteration is not None and r.live.flag_iteration <= TARGET_FLAG_ITERS
+        for r in aborted)
+    targets["no_false_flags"] = out["false_flags"] == 0
+    if pre:
+        pp = out.get("predict_p90")
+        targets["preflight_p90_le_15pct"] = isinstance(pp, float) and pp <= TARGET_PREFLIGHT
+    out["targets"] = targets
+    return out
+
+
+def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) -> str:
+    lines = [METHOD, ""]
+    cps = [f"{int(f * 100)}%" for f in CHECKPOINTS]
+    head = (f"{'trace':<20} {'outcome':<10} {'true s':>6}  "
+            + "  ".join(f"{c:>11}" for c in cps) + "  band@cp  band/all  flag(s,it)  naiveflag")
+    lines.append("ETA error per checkpoint: estimator / naive   (prior rows: with pre-flight)")
+    lines.append(head)
+    lines.append("-" * len(head))
+    for r in reports:
+        variants: list[tuple[str, Run]] = [("", r.live)]
+        if r.with_prior is not None:
+            variants.append((" +prior", r.with_prior))
+        for suffix, run in variants:
+            cells = "  ".join(
+                f"{_fmt(run.errors.get(c)):>5}/{_fmt(run.naive.get(c)):<5}" for c in cps)
+            if r.true_s is None:
+                cells = "  ".join(f"{'-':>11}" for _ in cps)
+            inside = sum(run.inside.get(c, False) for c in cps)
+            band = f"{inside}/{len(cps)}" if r.true_s is not None else "-"
+            allb = _fmt(run.band_share_all) if r.true_s is not None else "-"
+            flag = (f"{run.flag_s:.1f},{run.flag_iteration}" if run.flag_s is not None else "-")
+            nflag = (f"{run.naive_flag_s:.1f},{run.naive_flag_iteration}"
+                     if run.naive_flag_s is not None else "-")
+            tag = r.outcome + ("*" if r.intervened else "")
+            true = f"{r.true_s:.1f}" if r.true_s is not None else "-"
+            lines.append(f"{(r.name + suffix)[:20]:<20} {tag:<10} {true:>6}  {cells}  "
+                         f"{band:>7}  {allb:>8}  {flag:>10}  {nflag:>9}")
+    lines.append("(* = an action was applied: excluded from the ETA aggregates)")
+    lines.append("")
+    for label in ("live", "prior"):
+        block = summary.get(label)
+        if not isinstance(block, dict):
+            continue
+        name = "without pre-flight" if label == "live" else "with pre-flight prior"
+        lines.append(f"Self-converging migrations, {name} ({block['traces']} traces):")
+        row = "  ".join(
+            f"{c}: p50 {_fmt(block[f'p50@{c}'])} p90 {_fmt(block[f'p90@{c}'])}"
+            f" (naive p90 {_fmt(block[f'naive_p90@{c}'])})" for c in cps)
+        lines.append("  " + row)
+        lines.append(f"  p90 from 25%: {_fmt(block['p90_from_25'])}"
+                     f" (naive {_fmt(block['naive_p90_from_25'])});"
+                     f" band holds the truth at {_fmt(block['band_share'])} of checkpoints,"
+                     f" {_fmt(block['band_share_all_samples'])} of all samples")
+    flags = summary.get("flag")
+    if isinstance(flags, dict):
+        for name, f in flags.items():
+            lines.append(
+                f"Non-convergence flag, {name}: {_fmt(f['s'], False)} s at iteration"
+                f" {f['iteration']} (with prior: {_fmt(f['prior_s'], False)} s, it"
+                f" {f['prior_iteration']}; naive: {_fmt(f['naive_s'], False)} s, it"
+                f" {f['naive_iteration']})")
+    lines.append(f"False flags on {summary['clean_traces']} migrations without intervention:"
+                 f" {summary['false_flags']} (with prior {summary['false_flags_prior']};"
+                 f" naive {summary['naive_false_flags']})")
+    pre = [r for r in reports if r.preflight]
+    if pre:
+        lines.append("Pre-flight predict():")
+        for r in pre:
+            true = f"{r.true_s:.1f}" if r.true_s is not None else "-"
+            eta = _fmt(r.predict_eta_s, False) if r.predict_eta_s is not None else "none"
+            lines.append(f"  {r.name:<18} true {true:>5}  predicted {eta:>6}"
+                         f"  err {_fmt(r.predict_err):>5}  in band {r.predict_inside}"
+                         f"  verdict {r.predict_verdict}")
+        if "predict_p90" in summary:
+            lines.append(f"  p90 error on self-converging: {_fmt(summary['predict_p90'])};"
+                         f" band coverage {_fmt(summary['predict_band_share'])}")  # type: ignore[arg-type]
+    lines.append("")
+    targets = summary.get("targets")
+    if isinstance(targets, dict):
+        lines.append("Targets: " + ", ".join(
+            f"{k} {'MET' if v else 'MISSED'}" for k, v in targets.items()))
+    return "\n".join(lines)
+
+
+def _jsonable(x: object) -> object:
+    if isinstance(x, float) and math.isinf(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def run(dirs: Sequence[str | Path], config: EstimatorConfig = EstimatorConfig()
+        ) -> tuple[list[TraceReport], dict[str, object]]:
+    """Evaluate every trace in ``dirs``; returns the per-trace reports and the summary."""
+    reports = [evaluate(p, config) for p in find_traces(*dirs)]
+    return reports, summarize(reports)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.eta", description=__doc__)
+    parser.add_argument("dirs", nargs="*", help="trace directories")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    dirs = args.dirs or [str(d) for d in DEFAULT_DIRS]
+    try:
+        reports, summary = run(dirs)
+    except (TraceError, OSError) as exc:
+        print(f"bench.eta: {exc}", file=sys.stderr)
+        return 1
+    if not reports:
+        print(f"bench.eta: no *.jsonl traces in {', '.join(map(str, dirs))}", file=sys.stderr)
+        return 1
+    if args.json:
+        doc = {"method": METHOD, "traces": [asdict(r) for r in reports], "summary": summary}
+        print(json.dumps(_jsonable(doc), indent=2, default=str))
+    else:
+        print(format_table(reports, summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

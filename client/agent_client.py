@@ -1,0 +1,184 @@
+"""``AgentClient``: the calls of one agent's MigrationService, in client records.
+
+Create it inside a running event loop, preferably as ``async with AgentClient(t) as c``.
+Failed calls raise ``migwatch.client.errors.MigwatchError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncGenerator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from migwatch.v1 import migwatch_pb2 as pb
+from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
+
+from . import convert
+from .errors import translate_errors
+from .model import AgentStatus, ForceCompleteMethod, Migration, WatchEvent
+from .targets import parse_target
+
+ChannelOption = tuple[str, Any]
+
+# gRPC keepalive: a dead peer or a silent partition is noticed on an idle channel
+# too (ping every 20 s, fail after 10 s without an ack). Agents are configured to
+# accept pings this often, also without calls in flight.
+KEEPALIVE_OPTIONS: tuple[ChannelOption, ...] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+
+
+def open_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[ChannelOption] = (),
+) -> grpc.aio.Channel:
+    """A channel to ``target`` with keepalive; TLS when ``credentials`` are given."""
+    opts = [*KEEPALIVE_OPTIONS, *options]
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=opts)
+    return grpc.aio.secure_channel(target, credentials, options=opts)
+
+
+class AgentClient:
+    """A client for one agent.
+
+    Args:
+        target: the agent's ``host:port``.
+        credentials: ``grpc.ssl_channel_credentials(...)`` for TLS; plaintext if ``None``.
+        timeout_s: deadline of each unary call.
+        options: extra gRPC channel options, appended to the keepalive ones.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout_s: float = 10.0,
+        options: Sequence[ChannelOption] = (),
+    ) -> None:
+        self.target = parse_target(target)
+        self.timeout_s = timeout_s
+        self._channel = open_channel(self.target, credentials, options)
+        self._stub = pb_grpc.MigrationServiceStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def list_with_status(
+        self, *, domain_uuid: str = "", domain_name: str = "", include_finished: bool = False
+    ) -> tuple[builtins.list[Migration], AgentStatus | None]:
+        """The matching migrations (active first) and the agent's status."""
+        req = pb.ListMigrationsRequest(
+            domain_uuid=domain_uuid, domain_name=domain_name, include_finished=include_finished
+        )
+        with translate_errors(self.target):
+            resp = await self._stub.ListMigrations(req, timeout=self.timeout_s)
+        status = (
+            convert.agent_status_from_pb(resp.agent_status)
+            if resp.HasField("agent_status")
+            else None
+        )
+        return [convert.migration_from_pb(m) for m in resp.migrations], status
+
+    async def list(
+        self, *, domain_uuid: str = "", domain_name: str = "", include_finished: bool = False
+    ) -> builtins.list[Migration]:
+        """The matching migrations on this agent, active first."""
+        migrations, _ = await self.list_with_status(
+            domain_uuid=domain_uuid, domain_name=domain_name, include_finished=include_finished
+        )
+        return migrations
+
+    async def get(self, migration_id: str) -> Migration:
+        """One migration by id; raises ``NotFound`` when the agent has none."""
+        with translate_errors(self.target):
+            resp = await self._stub.GetMigration(
+                pb.GetMigrationRequest(id=migration_id), timeout=self.timeout_s
+            )
+        return convert.migration_from_pb(resp.migration)
+
+    async def abort(self, migration_id: str) -> Migration:
+        """Cancel an active outgoing migration; the guest stays on the source."""
+        with translate_errors(self.target):
+            resp = await self._stub.AbortMigration(
+                pb.AbortMigrationRequest(id=migration_id), timeout=self.timeout_s
+            )
+        return convert.migration_from_pb(resp.migration)
+
+    async def force_complete(self, migration_id: str) -> tuple[Migration, ForceCompleteMethod]:
+        """Switch to post-copy where allowed, else pause the guest so the copy finishes."""
+        with translate_errors(self.target):
+            resp = await self._stub.ForceCompleteMigration(
+                pb.ForceCompleteMigrationRequest(id=migration_id), timeout=self.timeout_s
+            )
+        method = convert.force_complete_method_from_pb(resp.method)
+        return convert.migration_from_pb(resp.migration), method
+
+    async def set_limits(
+        self,
+        migration_id: str,
+        *,
+        max_downtime_s: float | None = None,
+        max_bandwidth: int | None = None,
+    ) -> Migration:
+        """Change max downtime (seconds) and/or max bandwidth (bytes/s); ``None`` keeps it.
+
+        Raises:
+            ValueError: neither limit given.
+        """
+        if max_downtime_s is None and max_bandwidth is None:
+            raise ValueError("set_limits needs max_downtime_s and/or max_bandwidth")
+        req = convert.limits_request_pb(migration_id, max_downtime_s, max_bandwidth)
+        with translate_errors(self.target):
+            resp = await self._stub.UpdateMigrationLimits(req, timeout=self.timeout_s)
+        return convert.migration_from_pb(resp.migration)
+
+    async def watch(
+        self,
+        *,
+        domain_uuid: str = "",
+        domain_name: str = "",
+        include_finished: bool = False,
+        heartbeat_interval_s: float | None = None,
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """One watch stream, without reconnects: an ``AgentStatus``, the snapshot's
+        migrations, ``SnapshotComplete``, then changes and heartbeats until the agent
+        ends the stream (the iterator stops) or fails (``MigwatchError``).
+
+        For reconnects, re-syncs and liveness use ``Fleet.watch``.
+        """
+        req = pb.WatchMigrationsRequest(
+            domain_uuid=domain_uuid, domain_name=domain_name, include_finished=include_finished
+        )
+        if heartbeat_interval_s is not None:
+            req.heartbeat_interval.CopyFrom(convert.duration_pb(heartbeat_interval_s))
+        call = self._stub.WatchMigrations(req)
+        try:
+            while True:
+                with translate_errors(self.target):
+                    resp = await call.read()
+                if resp is grpc.aio.EOF:
+                    return
+                event = convert.event_from_pb(resp)
+                if event is not None:
+                    yield event
+        finally:
+            call.cancel()

@@ -1,0 +1,313 @@
+"""The ``migwatch`` command: watch and steer live migrations across agents.
+
+Thin: argument parsing, one ``Fleet``, ``print_*`` calls around ``render.format_*``.
+User errors (bad arguments, unreachable agents, refused requests) print one line on
+stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TextIO
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+
+from . import render
+from .errors import MigwatchError
+from .fleet import Fleet
+from .model import FleetSnapshot, Migration
+from .targets import DEFAULT_TARGET, ENV_VAR, resolve_targets
+from .units import parse_bandwidth, parse_duration
+
+PROG = "migwatch"
+_REFRESH_S = 0.25  # the live table redraws at most this often...
+_TICK_S = 1.0  # ...and at least this often, so staleness shows without updates
+
+EPILOG = f"""\
+agents:
+  --agent HOST:PORT (repeatable), else ${ENV_VAR} (comma-separated),
+  else {DEFAULT_TARGET}. With several agents, an ID is looked up on all of them.
+
+examples:
+  migwatch watch                                   live table, worst first
+  migwatch --agent hv1:50051 --agent hv2:50051 watch --json | jq .
+  {ENV_VAR}=hv1:50051,hv2:50051 migwatch list
+  migwatch get 3f9c…                               one migration in detail
+  migwatch set-limits 3f9c… --max-downtime 500ms --max-bandwidth 2GiB/s
+  migwatch force-complete 3f9c…                    post-copy, else pause the guest
+  migwatch abort 3f9c…                             the guest stays on the source
+
+--json prints one JSON object per line on every command. Errors are one line on
+stderr and exit status 1.
+"""
+
+
+class UsageError(Exception):
+    """A bad command line; ``str()`` is the one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors raise ``UsageError`` instead of printing usage and exiting 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On the top parser the options have real defaults; on subcommands they are
+    # SUPPRESSed so `migwatch --json list` and `migwatch list --json` both work.
+    default: Any = argparse.SUPPRESS
+    parser.add_argument(
+        "--agent",
+        action="append",
+        metavar="HOST:PORT",
+        default=None if top else default,
+        help=f"an agent to talk to; repeatable (default: ${ENV_VAR} or {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else default,
+        help="print one JSON object per line instead of tables",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        default="10s" if top else default,
+        help="deadline of each request, e.g. 3s (default 10s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, subcommands included."""
+    parser = _Parser(
+        prog=PROG,
+        description="Watch live migrations (progress, ETA, convergence) across migwatch agents, "
+        "and abort, force or re-limit them.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, help_: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> Any:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _common(p, top=False)
+        p.set_defaults(func=func)
+        return p
+
+    w = add("watch", "live table of active migrations across agents, worst first", _cmd_watch)
+    w.add_argument("--domain", metavar="NAME|UUID", help="only this domain")
+    w.add_argument(
+        "--include-finished", action="store_true", help="also report migrations that had ended"
+    )
+    w.add_argument(
+        "--heartbeat",
+        metavar="DURATION",
+        default="5s",
+        help="heartbeat interval asked of agents; an agent silent for 3 of them is "
+        "marked unreachable (default 5s)",
+    )
+    ls = add("list", "list migrations on every agent, worst first", _cmd_list)
+    ls.add_argument("--domain", metavar="NAME|UUID", help="only this domain")
+    ls.add_argument("--include-finished", action="store_true", help="also list ended migrations")
+    g = add("get", "show one migration", _cmd_get)
+    g.add_argument("id", help="migration id, or a unique prefix of one, as shown by 'list'")
+    a = add("abort", "abort a migration; the guest keeps running on the source", _cmd_abort)
+    a.add_argument("id", help="migration id or unique prefix (the source end's)")
+    f = add(
+        "force-complete",
+        "finish a migration now: post-copy where allowed, else pause the guest",
+        _cmd_force_complete,
+    )
+    f.add_argument("id", help="migration id or unique prefix (the source end's)")
+    s = add("set-limits", "change a migration's max downtime and/or bandwidth", _cmd_set_limits)
+    s.add_argument("id", help="migration id or unique prefix (the source end's)")
+    s.add_argument("--max-downtime", metavar="DURATION", help="e.g. 500ms, 1.5s")
+    s.add_argument("--max-bandwidth", metavar="RATE", help="e.g. 100MiB/s, 1GB/s, 10Gbit/s")
+    return parser
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _parsed(parse: Callable[[str], Any], text: str) -> Any:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _fleet(args: argparse.Namespace, **kwargs: Any) -> Fleet:
+    targets = _parsed(lambda _: resolve_targets(args.agent, os.environ), "")
+    domain = getattr(args, "domain", None) or ""
+    kwargs.setdefault("timeout_s", _parsed(parse_duration, args.timeout))
+    if domain:
+        kwargs["domain_uuid" if _is_uuid(domain) else "domain_name"] = domain
+    return Fleet(targets, **kwargs)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def print_line(text: str, out: TextIO | None = None) -> None:
+    """One line of output, flushed (pipes into jq see it at once)."""
+    print(text, file=out or sys.stdout, flush=True)
+
+
+def print_json(value: Any) -> None:
+    print_line(render.format_json(value))
+
+
+def print_rich(renderable: RenderableType) -> None:
+    Console(soft_wrap=False).print(renderable)
+
+
+def print_error(message: str) -> None:
+    print_line(f"{PROG}: {message}", sys.stderr)
+
+
+# -- commands --------------------------------------------------------------------
+
+
+async def _cmd_watch(args: argparse.Namespace) -> int:
+    heartbeat = _parsed(parse_duration, args.heartbeat)
+    fleet = _fleet(args, include_finished=args.include_finished, heartbeat_interval_s=heartbeat)
+    if args.json:
+        async with fleet.watch() as updates:
+            async for update in updates:
+                print_json(render.update_to_jsonable(update))
+        return 0
+    loop = asyncio.get_running_loop()
+    # auto_refresh off: every redraw happens here, on the loop thread that owns the state.
+    with Live(render.format_fleet(fleet.snapshot()), auto_refresh=False) as live:
+        async with fleet.watch() as updates:
+            stream = aiter(updates)
+            drawn = 0.0
+            while True:
+                try:
+                    async with asyncio.timeout(_TICK_S):
+                        await anext(stream)
+                except TimeoutError:
+                    pass
+                if loop.time() - drawn >= _REFRESH_S:
+                    live.update(render.format_fleet(fleet.snapshot()), refresh=True)
+                    drawn = loop.time()
+
+
+async def _cmd_list(args: argparse.Namespace) -> int:
+    fleet = _fleet(args, include_finished=args.include_finished)
+    snap = await fleet.fetch_snapshot()
+    if args.json:
+        for fm in snap.migrations + snap.finished:
+            for agent, end in ((fm.source_agent, fm.source), (fm.destination_agent, fm.destination)):
+                if end is not None and agent is not None:
+                    print_json(render.migration_to_jsonable(end, agent))
+    else:
+        print_rich(render.format_agents(snap.agents))
+        if snap.migrations:
+            print_rich(render.format_fleet_table(snap.migrations, show_ids=True))
+        if snap.finished:
+            print_rich(render.format_fleet_table(snap.finished, show_ids=True, title="finished"))
+        if not snap.migrations and not snap.finished:
+            print_line("no migrations")
+    return _report_unreachable(snap)
+
+
+def _report_unreachable(snap: FleetSnapshot) -> int:
+    down = snap.unreachable()
+    if down:
+        print_error("unreachable: " + "; ".join(f"{a.target} ({a.error})" for a in down))
+        return 1
+    return 0
+
+
+async def _cmd_get(args: argparse.Namespace) -> int:
+    agent, m = await _fleet(args).find(args.id)
+    if args.json:
+        print_json(render.migration_to_jsonable(m, agent))
+    else:
+        print_line(render.format_migration(m, agent))
+    return 0
+
+
+async def _control(
+    args: argparse.Namespace, verb: str, act: Callable[[Any, str], Awaitable[Migration]]
+) -> int:
+    fleet = _fleet(args)
+    agent, found = await fleet.find(args.id)
+    async with fleet.client(agent) as client:
+        m = await act(client, found.id)
+    if args.json:
+        print_json(render.migration_to_jsonable(m, agent))
+    else:
+        print_line(render.format_action_result(verb, m, agent))
+    return 0
+
+
+async def _cmd_abort(args: argparse.Namespace) -> int:
+    return await _control(args, "abort requested for", lambda c, i: c.abort(i))
+
+
+async def _cmd_set_limits(args: argparse.Namespace) -> int:
+    if args.max_downtime is None and args.max_bandwidth is None:
+        raise UsageError("set-limits needs --max-downtime and/or --max-bandwidth")
+    downtime = None if args.max_downtime is None else _parsed(parse_duration, args.max_downtime)
+    bandwidth = (
+        None if args.max_bandwidth is None else _parsed(parse_bandwidth, args.max_bandwidth)
+    )
+    return await _control(
+        args,
+        "limits set for",
+        lambda c, i: c.set_limits(i, max_downtime_s=downtime, max_bandwidth=bandwidth),
+    )
+
+
+async def _cmd_force_complete(args: argparse.Namespace) -> int:
+    fleet = _fleet(args)
+    agent, found = await fleet.find(args.id)
+    async with fleet.client(agent) as client:
+        m, method = await client.force_complete(found.id)
+    if args.json:
+        print_json({**render.migration_to_jsonable(m, agent), "method": render.enum_name(method)})
+    else:
+        print_line(render.format_action_result("forced", m, agent, method))
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 user error, 130 interrupted)."""
+    try:
+        args = build_parser().parse_args(argv)
+        status: int = asyncio.run(args.func(args))
+        return status
+    except (UsageError, MigwatchError) as exc:
+        print_error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader (head, a closed jq) went away: not an error. Point stdout at
+        # devnull so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Pure ``format_*`` functions for the CLI: strings and rich renderables, no output."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .model import (
+    AgentState,
+    Convergence,
+    FleetMigration,
+    FleetSnapshot,
+    ForceCompleteMethod,
+    HostState,
+    Migration,
+    Transfer,
+    Update,
+)
+from .units import format_bytes, format_duration, format_rate
+
+_VERDICT = {
+    Convergence.UNKNOWN: "unknown",
+    Convergence.CONVERGING: "converging",
+    Convergence.SLOW: "slow",
+    Convergence.STALLED: "stalled",
+    Convergence.NOT_CONVERGING: "not converging",
+}
+_VERDICT_STYLE = {
+    Convergence.UNKNOWN: "dim",
+    Convergence.CONVERGING: "green",
+    Convergence.SLOW: "yellow",
+    Convergence.STALLED: "red",
+    Convergence.NOT_CONVERGING: "bold red",
+}
+
+
+def enum_name(value: enum.Enum) -> str:
+    """``Phase.DISK_MIRROR`` -> ``disk_mirror``: the spelling used in JSON and tables."""
+    return value.name.lower()
+
+
+def format_eta(eta_s: float | None, low_s: float | None = None, high_s: float | None = None) -> str:
+    """``1m05s (58s–1m20s)``; just ``1m05s`` without a band; ``unknown`` without an ETA."""
+    if eta_s is None:
+        return "unknown"
+    if low_s is None or high_s is None:
+        return format_duration(eta_s)
+    return f"{format_duration(eta_s)} ({format_duration(low_s)}–{format_duration(high_s)})"
+
+
+def format_bar(fraction: float, width: int = 10) -> str:
+    """A text progress bar with percentage: ``██████░░░░  60%``; clamped to 0..100 %."""
+    f = min(1.0, max(0.0, fraction))
+    filled = round(f * width)
+    return f"{'█' * filled}{'░' * (width - filled)} {f * 100:3.0f}%"
+
+
+def format_transfer(t: Transfer, width: int = 10) -> str:
+    """A bar for a memory or disk transfer; ``–`` when there is nothing to copy."""
+    return "–" if t.total_bytes == 0 else format_bar(t.fraction_done, width)
+
+
+def format_hosts(source_host: str, destination_host: str) -> str:
+    """``hv1 → hv2``."""
+    return f"{source_host or '?'} → {destination_host or '?'}"
+
+
+def format_verdict(convergence: Convergence, reason: str = "") -> str:
+    """``not converging: dirty rate 1.2 GiB/s ≥ link 1.1 GiB/s``; the bare verdict without a reason."""
+    verdict = _VERDICT[convergence]
+    return f"{verdict}: {reason}" if reason else verdict
+
+
+def format_recommendation(m: Migration | None) -> str:
+    """The top recommendation's summary, or ``""``."""
+    if m is None or not m.recommendations:
+        return ""
+    return m.recommendations[0].summary
+
+
+def format_agent(state: AgentState) -> str:
+    """One agent's reachability in a few words: ``hv1:50051 up (libvirt)``."""
+    if state.reachable:
+        s = state.status
+        if s is not None and s.state is HostState.DEGRADED:
+            return f"{state.target} DEGRADED: {s.message or 'hypervisor unreachable'}"
+        word = "up" if state.synced else "syncing"
+        backend = f" ({s.backend})" if s is not None and s.backend else ""
+        return f"{state.target} {word}{backend}"
+    if not state.error:
+        return f"{state.target} connecting"
+    return f"{state.target} UNREACHABLE: {state.error}"
+
+
+def format_agents(agents: tuple[AgentState, ...]) -> Text:
+    """All agents on one line, problems in red."""
+    text = Text("agents: ", style="bold")
+    for i, a in enumerate(agents):
+        if i:
+            text.append(" · ")
+        ok = a.reachable and (a.status is None or a.status.state is not HostState.DEGRADED)
+        text.append(format_agent(a), style="green" if ok else "red")
+    return text
+
+
+def _phase_text(m: FleetMigration) -> str:
+    phase = enum_name(m.phase).replace("_", "-")
+    return f"{phase} (stale)" if m.stale else phase
+
+
+def short_ids(ids: list[str], minimum: int = 8) -> dict[str, str]:
+    """The shortest prefix (at least ``minimum`` long) telling each id apart from the others.
+
+    ``migwatch get`` and the control commands accept such a prefix.
+    """
+    out: dict[str, str] = {}
+    for i in ids:
+        n = min(minimum, len(i))
+        while n < len(i) and any(o != i and o.startswith(i[:n]) for o in ids):
+            n += 1
+        out[i] = i[:n]
+    return out
+
+
+def format_fleet_table(
+    migrations: tuple[FleetMigration, ...], *, show_ids: bool = False, title: str | None = None
+) -> Table:
+    """The migrations table, rows in the given order (``FleetSnapshot`` is worst first).
+
+    Two lines per migration keep it narrow: hosts, phase and pass, ETA and band, and
+    verdict and top recommendation each stack; only the last column wraps.
+    """
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True
+    )
+    if show_ids:
+        table.add_column("id", no_wrap=True)
+    table.add_column("domain / hosts", no_wrap=True)
+    table.add_column("phase / pass", no_wrap=True)
+    table.add_column("memory / disk", no_wrap=True)
+    table.add_column("rate / dirty", justify="right", no_wrap=True)
+    table.add_column("ETA (band)", justify="right", no_wrap=True)
+    table.add_column("verdict → top recommendation", min_width=28, ratio=1)
+    ids = short_ids([m.id for m in migrations])
+    for fm in migrations:
+        src = fm.source
+        cells: list[RenderableType] = [ids[fm.id]] if show_ids else []
+        domain = Text(fm.domain_name or fm.domain_uuid)
+        domain.append(f"\n{format_hosts(fm.source_host, fm.destination_host)}", style="dim")
+        cells += [
+            domain,
+            f"{_phase_text(fm)}\npass {src.iteration}" if src else _phase_text(fm),
+            (
+                f"mem  {format_transfer(src.memory, 8)}\ndisk {format_transfer(src.disk, 8)}"
+                if src
+                else "?"
+            ),
+            (
+                f"{format_rate(src.memory.bytes_per_second + src.disk.bytes_per_second)}\n"
+                f"dirty {format_rate(src.dirty_rate_bytes_per_second)}"
+                if src
+                else "?"
+            ),
+            _eta_cell(src),
+            _advice_cell(fm),
+        ]
+        table.add_row(*cells, style="dim" if fm.stale else None)
+    return table
+
+
+def _eta_cell(src: Migration | None) -> str:
+    if src is None:
+        return "?"
+    band = format_eta(src.eta_s, src.eta_low_s, src.eta_high_s)
+    return band.replace(" (", "\n(", 1)
+
+
+def _advice_cell(fm: FleetMigration) -> Text:
+    src = fm.source
+    verdict = format_verdict(fm.convergence, src.convergence_reason if src else "")
+    advice = Text(verdict, style=_VERDICT_STYLE[fm.convergence])
+    if recommendation := format_recommendation(src):
+        advice.append(f"\n→ {recommendation}", style="bold")
+    return advice
+
+
+def format_fleet(snapshot: FleetSnapshot, *, show_ids: bool = False) -> RenderableType:
+    """The whole watch screen: agents' reachability, then the table (or a quiet note)."""
+    parts: list[RenderableType] = [format_agents(snapshot.agents)]
+    if snapshot.migrations:
+        parts.append(format_fleet_table(snapshot.migrations, show_ids=show_ids))
+    else:
+        parts.append(Text("no active migrations", style="dim"))
+    return Group(*parts)
+
+
+def format_migration(m: Migration, agent: str = "") -> str:
+    """A multi-line, human description of one migration end (for ``migwatch get``)."""
+    bandwidth = format_rate(m.max_bandwidth) if m.max_bandwidth else "unlimited"
+    lines = [
+        f"{m.domain_name or m.domain_uuid}  {format_hosts(m.source_host, m.destination_host)}",
+        f"  id           {m.id}" + (f"  (agent {agent})" if agent else ""),
+        (
+            f"  direction    {enum_name(m.direction)}   phase {enum_name(m.phase)}"
+            f"   backend {m.backend or '?'}"
+        ),
+        (
+            f"  memory       {format_transfer(m.memory, 20)}  {format_bytes(m.memory.total_bytes)}"
+            f"  remaining {format_bytes(m.memory.remaining_bytes)}"
+        ),
+        f"  disk         {format_transfer(m.disk, 20)}  {format_bytes(m.disk.total_bytes)}",
+        (
+            f"  rate         {format_rate(m.memory.bytes_per_second + m.disk.bytes_per_second)}"
+            f"   dirty {format_rate(m.dirty_rate_bytes_per_second)}   iteration {m.iteration}"
+        ),
+        (
+            f"  elapsed      {format_duration(m.elapsed_s)}"
+            f"   ETA {format_eta(m.eta_s, m.eta_low_s, m.eta_high_s)} [{enum_name(m.eta_basis)}]"
+        ),
+        f"  verdict      {format_verdict(m.convergence, m.convergence_reason)}",
+        (
+            f"  downtime     expected {format_duration(m.expected_downtime_s)}"
+            f"   max {format_duration(m.max_downtime_s)}   bandwidth max {bandwidth}"
+        ),
+    ]
+    if m.actual_downtime_s is not None:
+        lines.append(f"  downtime     actual {format_duration(m.actual_downtime_s)}")
+    if m.error_message:
+        lines.append(f"  error        {m.error_message}")
+    for i, r in enumerate(m.recommendations):
+        lines.append(f"  {'recommend' if i == 0 else '':<12} {enum_name(r.action)}: {r.summary}")
+    return "\n".join(lines)
+
+
+def format_action_result(
+    verb: str, m: Migration, agent: str, method: ForceCompleteMethod | None = None
+) -> str:
+    """One line confirming a control: ``aborted vm1 (id 7) on hv1:50051: phase cancelled``."""
+    how = f" by {enum_name(method).replace('_', '-')}" if method is not None else ""
+    return (
+        f"{verb} {m.domain_name or m.domain_uuid} (id {m.id}) on {agent}{how}: "
+        f"phase {enum_name(m.phase)}"
+    )
+
+
+# -- JSON -------------------------------------------------------------------------
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON data for client records: enums as lower-case names, datetimes as
+    ISO 8601, tuples as lists; ``FleetMigration`` also gets ``id`` and ``phase``."""
+    if isinstance(value, enum.Enum):
+        return enum_name(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, FleetMigration):
+            out["id"] = value.id
+            out["phase"] = enum_name(value.phase)
+        return out
+    return value
+
+
+def format_json(value: Any) -> str:
+    """One compact JSON line (no newline) for a record or plain data."""
+    return json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def update_to_jsonable(update: Update) -> dict[str, Any]:
+    """A fleet update as JSON data, tagged with ``kind`` and ``agent``."""
+    body = to_jsonable(update)
+    assert isinstance(body, dict)
+    return {"kind": update.kind, **body}
+
+
+def migration_to_jsonable(m: Migration, agent: str) -> dict[str, Any]:
+    """One migration end as JSON data, tagged with the ``agent`` target that has it."""
+    body = to_jsonable(m)
+    assert isinstance(body, dict)
+    return {"agent": agent, **body}

@@ -1,0 +1,134 @@
+"""INDEX.md for a directory of traces: one table row per trace, with the same
+columns as /work/shared/lab/traces/INDEX.md, computed from the traces alone.
+
+    python -m lab.index bench/traces
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+HEADER = """# migwatch lab traces
+
+Real libvirt live migrations A -> B recorded by `lab/labctl.py` (`make lab-record`): two
+libvirt 9.0 daemons on one machine, QEMU 7.2 under TCG, peer-to-peer, `migrate_uri
+tcp://127.0.0.1`, guest kernel `pti=on`, sampled every 0.25 s; format in
+`/work/shared/lab/TRACE_FORMAT.md` (shared/lab/TRACE_FORMAT.md). Each meta line records every
+parameter (`guest`, `bandwidth_mib_s`, `flag_names`, `params`, `actions`); traces with
+`"preflight": true` carry three `dirtyrate` lines (page-sampling, periods 1, 2, 4 s) taken
+just before the migrate call. The scenarios are defined in `lab/scenarios.py`.
+
+Columns as in the shared INDEX.md: *fill* = MiB filled with non-zero data at boot; *hot set* =
+MiB rewritten in a sequential sweep at *dirty rate* MiB/s; *disk* = qcow2 copied with the memory
+(non-shared storage); *duration* = wall time of the migrate call (includes ~1.2-2.3 s of source
+QEMU teardown after the switch-over); *job s* = `time_elapsed` of the completed job;
+*iterations*, *final downtime* (actual) and *sent* from the source's JOB_COMPLETED params; for
+aborted runs, the last source sample before the abort ("at abort"; the downtime there is QEMU's
+expected one). *guest_check*: whether the guest was healthy afterwards on the host it ended on.
+*pre-flight 1 / 2 / 4 s* = `megabytes_per_second` of the three measurements (MiB/s).
+"""
+
+COLUMNS = ["name", "RAM MiB", "fill MiB (% RAM)", "hot set MiB", "dirty rate MiB/s",
+           "bandwidth MiB/s", "disk", "action", "outcome", "duration s (migrate call)",
+           "job s (time_elapsed)", "iterations", "final downtime", "sent MiB (data_processed)",
+           "guest_check", "pre-flight 1 s MiB/s", "pre-flight 2 s MiB/s",
+           "pre-flight 4 s MiB/s"]  # fmt: skip
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _action_text(meta: dict[str, Any], actions: list[dict[str, Any]]) -> str:
+    if not actions:
+        return "none"
+    parts = []
+    for a in actions:
+        at = f"@{a['dt']:.1f} s"
+        if a["action"] == "postcopy":
+            pbw = meta["params"].get("bandwidth.postcopy")
+            extra = f" (bandwidth.postcopy {pbw} MiB/s)" if pbw else ""
+            parts.append(f"post-copy {at}{extra}")
+        elif a["action"] == "downtime":
+            parts.append(f"max downtime {a['arg']} ms {at}")
+        elif a["action"] == "speed":
+            parts.append(f"bandwidth → {a['arg']} MiB/s {at}")
+        else:
+            parts.append(f"{a['action']} {at}" + (f" ({a['arg']})" if a["arg"] else ""))
+        if a.get("result") != "ok":
+            parts[-1] += f" [{a['result']}]"
+    return "; ".join(parts)
+
+
+def _disk_text(meta: dict[str, Any]) -> str:
+    g = meta["guest"]
+    if not g.get("disk_mib"):
+        return "—"
+    return (f"{g['disk_mib']} MiB qcow2, {meta.get('disk_fill_mib') or 0} MiB written, "
+            f"guest writes {g.get('disk_rate', 0)} MiB/s")  # fmt: skip
+
+
+def _last_src_stats_before(lines: list[dict[str, Any]], dt: float) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    for line in lines:
+        is_src_sample = line["type"] == "stats" and line.get("host") == "A" and "stats" in line
+        # the counters of a running (UNBOUNDED, type 2) job sampled before the abort
+        if is_src_sample and line["dt"] is not None and line["dt"] <= dt:
+            last = line["stats"] if line["stats"].get("type") == 2 else last
+    return last
+
+
+def row(path: Path) -> list[str]:
+    lines = _load(path)
+    meta = next(line for line in lines if line["type"] == "meta")
+    result = next(line for line in lines if line["type"] == "result")
+    actions = [line for line in lines if line["type"] == "action"]
+    rates = {line["period_s"]: line["megabytes_per_second"]
+             for line in lines if line["type"] == "dirtyrate"}  # fmt: skip
+    g = meta["guest"]
+    fill_pct = round(100 * g["fill_mib"] / g["mem_mib"])
+    done = result["job_completed_event"].get("A") or {}
+    check = result["guest_check"]
+    if result["outcome"] == "completed" and done:
+        job_s = f"{done['time_elapsed'] / 1000:.1f}"
+        iterations = str(done["memory_iteration"])
+        downtime = f"{done['downtime']} ms"
+        sent = f"{done['data_processed'] / MIB:.0f}"
+    else:
+        abort_dt = next((a["dt"] for a in actions if a["action"] == "abort"), float("inf"))
+        last = _last_src_stats_before(lines, abort_dt)
+        job_s = "—"
+        iterations = f"{last.get('memory_iteration', '?')} at abort"
+        downtime = f"— (expected {last.get('downtime', '?')} ms at abort)"
+        sent = f"{last.get('data_processed', 0) / MIB:.0f} at abort"
+    return [
+        path.stem, str(g["mem_mib"]), f"{g['fill_mib']} ({fill_pct} %)", str(g["ws_mib"]),
+        str(g["rate"]), str(meta["bandwidth_mib_s"]), _disk_text(meta),
+        _action_text(meta, actions), result["outcome"], f"{result['duration_s']:.1f}", job_s,
+        iterations, downtime, sent,
+        f"{'ok' if check['ok'] else 'FAIL'} ({check['host']})",
+        *(str(rates.get(p, "—")) for p in (1, 2, 4)),
+    ]  # fmt: skip
+
+
+def render(out_dir: Path) -> str:
+    rows = [row(p) for p in sorted(out_dir.glob("*.jsonl"))]
+    table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    table += ["| " + " | ".join(r) + " |" for r in rows]
+    return (f"{HEADER}\n{len(rows)} traces.\n\n<!-- table -->\n" + "\n".join(table)
+            + "\n<!-- /table -->\n")  # fmt: skip
+
+
+def write_index(out_dir: Path) -> Path:
+    path = out_dir / "INDEX.md"
+    path.write_text(render(out_dir))
+    return path
+
+
+if __name__ == "__main__":
+    print(write_index(Path(sys.argv[1] if len(sys.argv) > 1 else "bench/traces")))

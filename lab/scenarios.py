@@ -1,0 +1,57 @@
+"""The standard set of recorded traces (`make lab-record`, `labctl record-set`).
+
+It varies RAM (384-1152 MiB), fill, hot set, dirty rate and bandwidth (30-120
+MiB/s): converging runs with rate/bandwidth from 0 to ~0.75, runs that never
+converge (aborted at 25 s), one rescued by a larger max downtime and one by a
+higher bandwidth, storage copies and a post-copy. About half carry pre-flight
+dirty-rate measurements. Each migration takes seconds to ~40 s.
+"""
+
+from __future__ import annotations
+
+from lab.guest import GuestSpec
+from lab.migrate import Action, MigrationSpec
+from lab.record import Scenario
+
+
+def _sc(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int, *,
+        preflight: bool = False, disk: int = 0, disk_fill: int = 0, disk_rate: int = 0,
+        postcopy_bw: int | None = None, actions: tuple[Action, ...] = (),
+        note: str = "") -> Scenario:  # fmt: skip
+    guest = GuestSpec(name="lab1", mem_mib=mem, fill_mib=fill, ws_mib=ws, rate=rate,
+                      disk_mib=disk, disk_rate=disk_rate, disk_fill_mib=disk_fill)  # fmt: skip
+    migration = MigrationSpec(
+        name="lab1", bandwidth_mib_s=bw, storage=bool(disk),
+        postcopy=postcopy_bw is not None, postcopy_bandwidth_mib_s=postcopy_bw, actions=actions,
+    )  # fmt: skip
+    return Scenario(label=label, scenario=kind, guest=guest, migration=migration,
+                    preflight=preflight, note=note)  # fmt: skip
+
+
+STANDARD_SET: list[Scenario] = [
+    _sc("mw-idle384", "idle", 384, 300, 300, 0, 30, note="idle guest, slow link"),
+    _sc("mw-conv-low", "converge", 640, 480, 256, 10, 60, preflight=True,
+        note="rate/bw 0.17"),
+    _sc("mw-conv-mid", "converge", 1024, 720, 384, 25, 80, preflight=True, note="rate/bw 0.31"),
+    _sc("mw-conv-high", "converge", 768, 560, 192, 40, 60, preflight=True, note="rate/bw 0.67"),
+    _sc("mw-conv-fast", "converge", 1152, 800, 64, 30, 120, note="big guest, small hot set"),
+    _sc("mw-conv-slowbw", "converge", 512, 384, 128, 12, 30, preflight=True, note="rate/bw 0.4"),
+    _sc("mw-hard", "converge", 896, 600, 288, 40, 55, preflight=True,
+        note="rate/bw 0.73, many iterations"),
+    _sc("mw-nc-abort1", "nonconverge-abort", 1024, 700, 256, 150, 45, preflight=True,
+        actions=(Action(25, "abort"),), note="never converges; aborted"),
+    _sc("mw-nc-abort2", "nonconverge-abort", 640, 480, 160, 120, 40,
+        actions=(Action(25, "abort"),), note="never converges; aborted"),
+    _sc("mw-downtime", "downtime", 768, 512, 48, 150, 50,
+        actions=(Action(18, "downtime", 1500),),
+        note="stuck at ~hot set remaining; max downtime 1500 ms lets it switch over"),
+    _sc("mw-speedup", "speed", 640, 400, 200, 50, 30, preflight=True,
+        actions=(Action(24, "speed", 120),),
+        note="does not converge at 30 MiB/s; bandwidth raised to 120 MiB/s"),
+    _sc("mw-storage1", "storage", 512, 256, 96, 8, 60, preflight=True, disk=384, disk_fill=192,
+        disk_rate=3, note="NBD disk copy first, then memory"),
+    _sc("mw-storage2", "storage", 448, 300, 64, 15, 90, disk=256, disk_fill=128, disk_rate=2,
+        note="NBD disk copy first, then memory"),
+    _sc("mw-postcopy", "postcopy", 896, 640, 224, 160, 50, postcopy_bw=25,
+        actions=(Action(15, "postcopy"),), note="switch to post-copy at 15 s"),
+]

@@ -1,0 +1,120 @@
+"""``migwatch-agent``'s command line: user errors are one line and exit 1; config files work."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from migwatch.v1 import migwatch_pb2 as pb
+from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from conftest import SpawnAgent
+
+
+def run_agent(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "migwatch.agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit 1, no traceback, one line on stderr naming what is wrong."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("migwatch-agent: ")
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_help_shows_examples() -> None:
+    """--help exits 0 and shows example command lines, grpcurl included."""
+    result = run_agent("--help")
+    assert result.returncode == 0
+    assert "examples:" in result.stdout
+    assert "migwatch-agent --backend libvirt" in result.stdout
+    assert "grpcurl -plaintext" in result.stdout
+
+
+def test_unknown_backend_flag_is_a_one_line_error() -> None:
+    """--backend with an unknown name exits 1 with one line naming the valid backends."""
+    assert_user_error(run_agent("--backend", "xen"), "xen", "simulated")
+
+
+def test_unknown_backend_in_config_file_is_a_one_line_error(tmp_path: Path) -> None:
+    """backend = "xen" in the TOML file exits 1 with one line naming the valid backends."""
+    assert_user_error(run_agent("--config", str(write(tmp_path, 'backend = "xen"\n'))), "xen")
+
+
+@pytest.mark.parametrize("listen", ["nope", "127.0.0.1", ":50051", "127.0.0.1:70000", "h:p"])
+def test_malformed_listen_is_a_one_line_error(listen: str) -> None:
+    """A --listen that is not HOST:PORT exits 1 with one line giving an example."""
+    assert_user_error(run_agent("--listen", listen), repr(listen), "127.0.0.1:50051")
+
+
+def test_unlistenable_address_is_a_one_line_error() -> None:
+    """A well-formed --listen that cannot be bound exits 1 with one line, not a traceback."""
+    assert_user_error(run_agent("--listen", "256.1.1.1:50051"), "256.1.1.1:50051")
+
+
+def test_unknown_toml_key_is_a_one_line_error(tmp_path: Path) -> None:
+    """A misspelt key in the config file exits 1 with one line naming the key."""
+    path = write(tmp_path, 'lisen = "127.0.0.1:1"\n')
+    assert_user_error(run_agent("--config", str(path)), "'lisen'", "listen")
+
+
+def test_invalid_toml_and_missing_file_are_one_line_errors(tmp_path: Path) -> None:
+    """A config file that is not TOML, or not there, exits 1 with one line naming the file."""
+    bad = write(tmp_path, "listen = \n")
+    assert_user_error(run_agent("--config", str(bad)), str(bad))
+    missing = tmp_path / "missing.toml"
+    assert_user_error(run_agent("--config", str(missing)), str(missing))
+
+
+def test_unknown_scenario_is_a_one_line_error() -> None:
+    """An unknown simulated scenario exits 1 with one line listing the catalog."""
+    assert_user_error(run_agent("--scenario", "bogus"), "'bogus'", "converging")
+
+
+def test_config_file_is_honoured_and_flags_override_it(
+    tmp_path: Path, spawn_agent: SpawnAgent, unused_port: int
+) -> None:
+    """The agent listens on the TOML file's port, with its scenarios, and a flag beats the file."""
+    port = unused_port
+    path = write(
+        tmp_path,
+        f'listen = "127.0.0.1:{port}"\n'
+        'host-name = "file-host"\n'
+        'simulated_scenarios = ["quick", "quick"]\n'
+        "simulated_speed = 20\n"
+        "sample_interval_s = 0.05\n",
+    )
+    sub = spawn_agent("--config", str(path), "--host-name", "flag-host", port=port, listen_flag=False)
+    with grpc.insecure_channel(sub.target) as chan:
+        reply = pb_grpc.MigrationServiceStub(chan).ListMigrations(
+            pb.ListMigrationsRequest(include_finished=True), timeout=5
+        )
+    assert reply.agent_status.host == "flag-host"
+    assert reply.agent_status.backend == "simulated"
+    names = {m.domain_name for m in reply.migrations}
+    assert len(names) == 2 and all(n.startswith("sim-quick-") for n in names)
+    sub.proc.send_signal(signal.SIGTERM)
+    assert sub.proc.wait(timeout=10) == 0

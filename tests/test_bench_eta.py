@@ -1,0 +1,71 @@
+"""Tests for the ETA benchmark (bench/eta.py) on the shared lab traces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.eta import format_table, main, run
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "lab" / "traces"
+
+
+@pytest.fixture(scope="module")
+def results() -> tuple[dict[str, object], dict[str, object]]:
+    if not (SHARED / "converge.jsonl").exists():
+        pytest.skip(f"shared traces not present in {SHARED}")
+    reports, summary = run([SHARED])
+    return {r.name: r for r in reports}, summary
+
+
+def test_nonconverge_flagged_converge_not(
+        results: tuple[dict[str, object], dict[str, object]]) -> None:
+    """The aborted non-converging run is flagged within 3 iterations; converge never is."""
+    reports, summary = results
+    nonconv = reports["nonconverge-abort"]
+    conv = reports["converge"]
+    assert nonconv.live.flag_iteration is not None  # type: ignore[attr-defined]
+    assert nonconv.live.flag_iteration <= 3  # type: ignore[attr-defined]
+    assert conv.live.flags == 0  # type: ignore[attr-defined]
+    assert summary["false_flags"] == 0
+
+
+def test_converge_eta_accurate_once_passes_measured(
+        results: tuple[dict[str, object], dict[str, object]]) -> None:
+    """On converge the ETA is within 10 % at 50 % and 75 % and its band holds the truth."""
+    reports, _ = results
+    run_ = reports["converge"].live  # type: ignore[attr-defined]
+    assert run_.errors["50%"] is not None and run_.errors["50%"] < 0.10
+    assert run_.errors["75%"] is not None and run_.errors["75%"] < 0.10
+    assert run_.inside["50%"] and run_.inside["75%"]
+
+
+def test_preflight_prior_flags_pf_abort_in_first_pass(
+        results: tuple[dict[str, object], dict[str, object]]) -> None:
+    """With its pre-flight readings pf-abort is flagged during pass 1; predict() agrees."""
+    reports, _ = results
+    pf = reports["pf-abort"]
+    assert pf.with_prior is not None and pf.with_prior.flag_iteration == 1  # type: ignore[attr-defined]
+    assert pf.predict_verdict == "NOT_CONVERGING"  # type: ignore[attr-defined]
+
+
+def test_table_and_json_output(capsys: pytest.CaptureFixture[str],
+                               results: tuple[dict[str, object], dict[str, object]]) -> None:
+    """The table states the method and the targets; --json is parseable with a summary."""
+    reports, summary = results
+    text = format_table(list(reports.values()), summary)  # type: ignore[arg-type]
+    assert text.startswith("Method") and "Targets:" in text and "converge" in text
+    assert main(["--json", str(SHARED)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {"method", "traces", "summary"} <= set(doc)
+    assert doc["summary"]["false_flags"] == 0
+
+
+def test_missing_dir_is_a_one_line_error(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """No traces at all is a user error: exit status 1 and one line on stderr."""
+    assert main([str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bench.eta: no *.jsonl traces") and err.count("\n") == 1

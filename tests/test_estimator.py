@@ -1,0 +1,375 @@
+"""Tests for the pure ETA / convergence estimator (agent/estimator.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from migwatch.agent.estimator import (
+    EstimatorConfig,
+    MigrationEstimator,
+    fit_preflight,
+    plan_passes,
+    predict,
+    preflight_dirty_model,
+)
+from migwatch.agent.model import (
+    Action,
+    Convergence,
+    Estimate,
+    EtaBasis,
+    JobSample,
+    Limits,
+    Preflight,
+)
+
+MIB = 1024 * 1024
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def synth(mem_mib: float, bw_mib: float, rate_mib: float, hot_mib: float, *,
+          downtime: float = 0.3, zero_mib: float = 0.0, poll_ticks: int = 5,
+          max_s: float = 120.0) -> tuple[list[JobSample], float | None]:
+    """A QEMU-like pre-copy: 50 ms bursts at the bandwidth, a sync whenever what is pending
+    drops below bandwidth x downtime, the sync adding min(rate x pass, hot set), the dirty
+    rate refreshed over >= 1 s. Pass 1 meets `zero_mib` of zero pages at its end. Returns the
+    samples (every `poll_ticks` x 50 ms) and the switch-over time (None: never)."""
+    step = 0.05
+    total, bw, rate, hot = mem_mib * MIB, bw_mib * MIB, rate_mib * MIB, hot_mib * MIB
+    zero = zero_mib * MIB
+    threshold = bw * downtime
+    remaining, processed, iteration = total, 0.0, 1
+    pass_start = last_rate = 0.0
+    dirty_pages = 0
+    samples: list[JobSample] = []
+    tick = 0
+    while tick * step < max_s:
+        tick += 1
+        t = tick * step
+        sent = min(bw * step, remaining)
+        remaining -= sent
+        processed += sent
+        if iteration == 1 and remaining <= zero:
+            remaining = 0.0
+        if remaining < threshold:
+            period = t - pass_start
+            new = min(rate * period, hot)
+            if t - last_rate >= 1.0:
+                dirty_pages = int(new / max(period, step) / 4096)
+                last_rate = t
+            remaining += new
+            if remaining < threshold:
+                return samples, t
+            iteration += 1
+            pass_start = t
+        if tick % poll_ticks == 0:
+            samples.append(JobSample(
+                elapsed_s=round(t, 3), memory_total=int(total), memory_processed=int(processed),
+                memory_remaining=int(remaining), memory_bps=int(bw),
+                dirty_pages_per_s=dirty_pages, iteration=iteration,
+            ))
+    return samples, None
+
+
+def replay(samples: list[JobSample], limits: Limits, *, preflight: Preflight | None = None,
+           config: EstimatorConfig = EstimatorConfig()) -> list[Estimate]:
+    est = MigrationEstimator(config, preflight)
+    return [est.observe(s, limits) for s in samples]
+
+
+def check_invariants(e: Estimate) -> None:
+    if e.eta_s is not None:
+        assert e.eta_s >= 0
+        assert e.eta_low_s is not None and 0 <= e.eta_low_s <= e.eta_s
+        if e.eta_high_s is not None:
+            assert e.eta_s <= e.eta_high_s
+    if e.eta_low_s is not None:
+        assert e.eta_low_s >= 0
+    if e.projected_remaining_bytes is not None:
+        assert e.projected_remaining_bytes >= 0
+
+
+# --- the pass model ----------------------------------------------------------------------
+
+
+def test_plan_idle_guest_is_one_pass() -> None:
+    """No dirtying: the current pass sends all but the leftover, then switch-over."""
+    plan = plan_passes(pass_left_bytes=100 * MIB, pass_elapsed_s=0.0, bandwidth_bps=50 * MIB,
+                       dirty_rate_bps=0.0, hot_set_bytes=None, max_downtime_s=0.3)
+    # leftover = 50 MiB/s x (0.3 s - 0.05 s) = 12.5 MiB -> (100 - 12.5) / 50 = 1.75 s
+    assert plan.converges and plan.passes == 0
+    assert plan.time_s == pytest.approx(1.75)
+
+
+def test_plan_geometric_passes() -> None:
+    """rho = 1/3: each pass is a third of the one before, until below threshold - leftover."""
+    plan = plan_passes(pass_left_bytes=280 * MIB, pass_elapsed_s=0.0, bandwidth_bps=60 * MIB,
+                       dirty_rate_bps=20 * MIB, hot_set_bytes=None, max_downtime_s=0.3)
+    first = (280 - 15) / 60  # leftover 15 MiB
+    e0 = 20 * first  # MiB dirtied meanwhile; passes until e < 3 MiB: 4
+    expected = first + e0 * (1 - (1 / 3) ** 4) / (2 / 3) / 60
+    assert plan.converges and plan.passes == 4
+    assert plan.time_s == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("rate", "hot", "converges"), [
+    (60.0, None, False),  # dirtying equals the bandwidth
+    (200.0, 256.0, False),  # fast writer, hot set far above what fits in the downtime
+    (200.0, 2.0, True),  # fast writer on a 2 MiB hot set: fits after one pass
+    (10.0, 256.0, True),
+])
+def test_plan_convergence_table(rate: float, hot: float | None, converges: bool) -> None:
+    """Whether pre-copy ends depends on rate vs bandwidth and on the hot set."""
+    plan = plan_passes(pass_left_bytes=500 * MIB, pass_elapsed_s=2.0, bandwidth_bps=50 * MIB,
+                       dirty_rate_bps=rate * MIB,
+                       hot_set_bytes=None if hot is None else hot * MIB, max_downtime_s=0.3)
+    assert plan.converges is converges
+    assert math.isinf(plan.time_s) is not converges
+
+
+def test_plan_zero_downtime_never_switches() -> None:
+    """A zero max downtime leaves nothing that fits, unless nothing is dirtied."""
+    args = dict(pass_left_bytes=10 * MIB, pass_elapsed_s=1.0, bandwidth_bps=50 * MIB,
+                hot_set_bytes=None, max_downtime_s=0.0)
+    assert not plan_passes(dirty_rate_bps=1 * MIB, **args).converges  # type: ignore[arg-type]
+    assert plan_passes(dirty_rate_bps=0.0, **args).converges  # type: ignore[arg-type]
+
+
+@FAST
+@given(left=st.floats(0, 4e9), more=st.floats(0, 4e9), bw=st.floats(1e6, 1e9),
+       rate=st.floats(0, 2e8), hot=st.one_of(st.none(), st.floats(0, 4e9)),
+       downtime=st.floats(0.01, 5), drain=st.floats(1, 10))
+def test_plan_properties(left: float, more: float, bw: float, rate: float, hot: float | None,
+                         downtime: float, drain: float) -> None:
+    """Plans are never negative, and more bytes left never means less time."""
+    kw = dict(pass_elapsed_s=0.0, bandwidth_bps=bw, dirty_rate_bps=rate, hot_set_bytes=hot,
+              max_downtime_s=downtime, drain_factor=drain)
+    a = plan_passes(pass_left_bytes=left, **kw)  # type: ignore[arg-type]
+    b = plan_passes(pass_left_bytes=left + more, **kw)  # type: ignore[arg-type]
+    assert a.time_s >= 0 and a.bytes >= 0
+    if a.converges and b.converges:
+        assert b.time_s >= a.time_s - 1e-9
+
+
+# --- pre-flight ---------------------------------------------------------------------------
+
+
+def test_preflight_flat_readings_are_a_rate() -> None:
+    """Readings flat across periods (pf-easy1: 20/16/18) mean no hot set: a P^2-weighted rate."""
+    fit = fit_preflight(Preflight(0.0, {1: 20, 2: 16, 4: 18}))
+    assert fit.hot_bytes is None
+    assert fit.rate_bps == pytest.approx((20 + 32 * 2 + 72 * 4) / 21 * MIB)
+    assert fit.hot_low_bytes == pytest.approx(72 * MIB)
+
+
+def test_preflight_falling_readings_reveal_hot_set() -> None:
+    """Readings falling as 1/P (pf-abort: 140/97/51) give the hot set from the long periods."""
+    rate, hot = preflight_dirty_model(Preflight(0.0, {1: 140, 2: 97, 4: 51}))
+    assert rate == pytest.approx(140 * MIB)
+    assert hot is not None and hot == pytest.approx((194 + 204) / 2 * MIB)
+
+
+# --- the live estimator -------------------------------------------------------------------
+
+LIMITS = Limits(max_downtime_s=0.3, max_bandwidth_bps=50 * MIB)
+
+
+def test_setup_sample_has_no_eta() -> None:
+    """Before the first memory pass (and without disks) nothing can be estimated."""
+    e = MigrationEstimator().observe(JobSample(elapsed_s=0.25), LIMITS)
+    assert e.eta_s is None and e.convergence is Convergence.UNKNOWN
+    assert e.basis is EtaBasis.UNKNOWN
+
+
+def test_first_pass_basis_default_then_preflight() -> None:
+    """Pass 1 leans on the default assumption, or on the pre-flight measurement if given."""
+    samples, _ = synth(512, 50, 10, 128, max_s=3)
+    plain = replay(samples, LIMITS)[-1]
+    prior = replay(samples, LIMITS, preflight=Preflight(0.0, {1: 10, 2: 10, 4: 10}))[-1]
+    assert plain.basis is EtaBasis.DEFAULT and plain.dirty_rate_bps is None
+    assert prior.basis is EtaBasis.PREFLIGHT
+    assert prior.dirty_rate_bps == pytest.approx(10 * MIB)
+    assert plain.convergence is Convergence.UNKNOWN
+
+
+def test_converging_migration_eta_and_verdict() -> None:
+    """rho = 1/3: after pass 1 the verdict is CONVERGING and the ETA is within 5 %."""
+    samples, done = synth(1024, 60, 20, 512)
+    assert done is not None
+    limits = Limits(max_bandwidth_bps=60 * MIB)
+    estimates = replay(samples, limits)
+    for s, e in zip(samples, estimates):
+        check_invariants(e)
+        assert e.convergence not in (Convergence.NOT_CONVERGING, Convergence.STALLED)
+        if s.iteration >= 2:
+            assert e.convergence is Convergence.CONVERGING and e.basis is EtaBasis.LIVE
+            assert e.eta_s is not None
+            assert abs(s.elapsed_s + e.eta_s - done) / done < 0.05
+            assert e.eta_low_s is not None and e.eta_high_s is not None
+            assert e.eta_low_s <= done - s.elapsed_s <= e.eta_high_s
+
+
+def test_band_narrows_as_passes_accumulate() -> None:
+    """The band is wider in pass 1 (assumed rate) than once passes were measured."""
+    samples, _ = synth(1024, 60, 20, 512)
+    estimates = replay(samples, Limits(max_bandwidth_bps=60 * MIB))
+    width = [(e.eta_high_s or math.inf) - (e.eta_low_s or 0) for e in estimates if e.eta_s]
+    first = [w for s, w in zip(samples, width) if s.iteration == 1]
+    later = [w for s, w in zip(samples[len(samples) - len(width):], width) if s.iteration >= 3]
+    assert later and max(later) < min(first)
+
+
+def test_non_converging_flagged_within_three_iterations() -> None:
+    """200 MiB/s over a 256 MiB hot set at 50 MiB/s: NOT_CONVERGING by iteration 3, no ETA."""
+    samples, done = synth(1024, 50, 200, 256, max_s=40)
+    assert done is None
+    estimates = replay(samples, LIMITS)
+    flagged = [(s, e) for s, e in zip(samples, estimates)
+               if e.convergence is Convergence.NOT_CONVERGING]
+    assert flagged and flagged[0][0].iteration <= 3
+    s, e = flagged[-1]
+    assert e.eta_s is None
+    assert "MiB/s against" in e.reason and "bandwidth" in e.reason
+    assert [r.action for r in e.recommendations] == [Action.ABORT]
+
+
+def test_non_converging_recommends_postcopy_when_allowed() -> None:
+    """With the post-copy flag, post-copy replaces the abort."""
+    samples, _ = synth(1024, 50, 200, 256, max_s=40)
+    e = replay(samples, Limits(max_bandwidth_bps=50 * MIB, postcopy_allowed=True))[-1]
+    actions = [r.action for r in e.recommendations]
+    assert Action.POST_COPY in actions and Action.ABORT not in actions
+
+
+def test_small_hot_set_recommends_max_downtime() -> None:
+    """A 64 MiB hot set rewritten every pass fits in ~1.5 s: raise max downtime to that."""
+    samples, _ = synth(512, 50, 200, 64, max_s=30)
+    e = replay(samples, LIMITS)[-1]
+    assert e.convergence is Convergence.NOT_CONVERGING
+    rec = {r.action: r for r in e.recommendations}[Action.RAISE_MAX_DOWNTIME]
+    assert rec.max_downtime_s is not None and 64 / 50 <= rec.max_downtime_s <= 2.0
+    assert rec.predicted_eta_s is not None and rec.predicted_eta_s < 2.0
+
+
+def test_stalled_when_boundaries_stop_falling() -> None:
+    """Remaining ~100 MiB at every boundary, though the dirty rate reads low: STALLED."""
+    samples = [JobSample(elapsed_s=0.5 + 0.5 * i, memory_total=1024 * MIB,
+                         memory_processed=int(25 * MIB * (i + 1)),
+                         memory_remaining=int(1024 * MIB - 25 * MIB * (i + 1)),
+                         memory_bps=50 * MIB, iteration=1) for i in range(38)]
+    t = samples[-1].elapsed_s
+    for it in range(2, 8):  # passes of 2 s: 100 MiB falling at 50 MiB/s
+        for k in range(4):
+            t += 0.5
+            samples.append(JobSample(
+                elapsed_s=t, memory_total=1024 * MIB, memory_processed=0,
+                memory_remaining=int((100 - 25 * k) * MIB), memory_bps=50 * MIB,
+                dirty_pages_per_s=int(10 * MIB / 4096), iteration=it))
+    estimates = replay(samples, LIMITS)
+    verdicts = [e.convergence for e in estimates]
+    assert Convergence.STALLED in verdicts
+    first = verdicts.index(Convergence.STALLED)
+    assert samples[first].iteration == 4  # three boundaries after pass 1
+    assert "left after each of the last 3 passes" in estimates[first].reason
+
+
+def test_slow_when_over_budget() -> None:
+    """A migration that will finish after the budget is SLOW, with a bandwidth remedy."""
+    samples, _ = synth(1024, 60, 20, 512, max_s=19)
+    config = EstimatorConfig(budget_s=21)
+    e = replay(samples, Limits(max_bandwidth_bps=60 * MIB), config=config)[-1]
+    assert e.convergence is Convergence.SLOW and e.eta_s is not None
+    rec = {r.action: r for r in e.recommendations}[Action.RAISE_BANDWIDTH]
+    assert rec.max_bandwidth_bps is not None and rec.max_bandwidth_bps > 60 * MIB
+
+
+def test_postcopy_eta_is_remaining_over_rate() -> None:
+    """In post-copy every page goes once: ETA = remaining / post-copy rate."""
+    est = MigrationEstimator()
+    limits = Limits(postcopy_allowed=True, postcopy_bandwidth_bps=20 * MIB)
+    e = est.observe(JobSample(elapsed_s=20.0, memory_total=1024 * MIB,
+                              memory_remaining=200 * MIB, memory_bps=20 * MIB, iteration=3,
+                              postcopy_requests=5), limits, postcopy=True)
+    assert e.eta_s == pytest.approx(10.0)
+    assert e.convergence is Convergence.CONVERGING and e.basis is EtaBasis.LIVE
+    check_invariants(e)
+
+
+def test_disk_phase_needs_memory_size() -> None:
+    """During the disk mirror the ETA needs the guest's RAM size; without it, only a floor."""
+    samples = [JobSample(elapsed_s=0.5 * i, disk_total=512 * MIB,
+                         disk_processed=int(25 * MIB * i),
+                         disk_remaining=int(512 * MIB - 25 * MIB * i)) for i in range(1, 8)]
+    plain = replay(samples, LIMITS)[-1]
+    assert plain.eta_s is None and plain.eta_low_s == pytest.approx((512 - 175) / 50, rel=0.05)
+    hinted_est = MigrationEstimator(memory_bytes=512 * MIB)
+    hinted = [hinted_est.observe(s, LIMITS) for s in samples][-1]
+    assert hinted.eta_s is not None and hinted.eta_s > plain.eta_low_s + 512 / 50 * 0.5
+
+
+def test_repeated_sample_returns_previous_estimate() -> None:
+    """A sample that does not move the job clock forward changes nothing."""
+    samples, _ = synth(256, 50, 5, 64, max_s=2)
+    est = MigrationEstimator()
+    last = [est.observe(s, LIMITS) for s in samples][-1]
+    assert est.observe(samples[0], LIMITS) is last
+
+
+def test_predict_idle_guest() -> None:
+    """An idle 512 MiB guest at 50 MiB/s: one pass, ~(512 - leftover) / 50 s."""
+    p = predict(512 * MIB, 0, 0.0, None, 50 * MIB, 0.3)
+    assert p.convergence is Convergence.CONVERGING and p.basis is EtaBasis.PREFLIGHT
+    assert p.eta_s == pytest.approx((512 - 12.5) / 50)
+    check_invariants(p)
+
+
+def test_predict_matches_synthetic_migration() -> None:
+    """The pre-flight prediction and a QEMU-like run agree within 5 %."""
+    _, done = synth(1024, 60, 20, 512)
+    p = predict(1024 * MIB, 0, 20 * MIB, 512 * MIB, 60 * MIB, 0.3)
+    assert done is not None and p.eta_s is not None
+    assert abs(p.eta_s - done) / done < 0.05
+
+
+def test_predict_non_converging() -> None:
+    """200 MiB/s over 256 MiB at 50 MiB/s will not converge: no ETA, a verdict with numbers."""
+    p = predict(1024 * MIB, 0, 200 * MIB, 256 * MIB, 50 * MIB, 0.3)
+    assert p.eta_s is None and p.convergence is Convergence.NOT_CONVERGING
+    assert "200 MiB/s against 50 MiB/s" in p.reason
+    assert p.recommendations
+
+
+@FAST
+@given(mem=st.integers(64, 2048), bw=st.integers(10, 200), rate=st.floats(0, 300),
+       hot_frac=st.floats(0.001, 1.0), downtime=st.floats(0.05, 2.0), zero=st.floats(0, 0.6),
+       pf=st.booleans())
+def test_synthetic_migrations_keep_invariants(mem: int, bw: int, rate: float, hot_frac: float,
+                                              downtime: float, zero: float, pf: bool) -> None:
+    """On any QEMU-like run: ETA never negative, low <= eta <= high, bytes never negative."""
+    samples, _ = synth(mem, bw, rate, mem * hot_frac, downtime=downtime, zero_mib=mem * zero,
+                       poll_ticks=10, max_s=40)
+    limits = Limits(max_downtime_s=downtime, max_bandwidth_bps=bw * MIB)
+    preflight = Preflight(0.0, {1: rate, 2: rate, 4: rate}) if pf else None
+    for e in replay(samples, limits, preflight=preflight):
+        check_invariants(e)
+
+
+@FAST
+@given(st.lists(st.tuples(st.floats(0.01, 5), st.integers(0, 2**34), st.integers(0, 2**34),
+                          st.integers(0, 2**34), st.integers(0, 2**28), st.integers(0, 10**6),
+                          st.integers(0, 30), st.integers(0, 2**34), st.booleans()),
+                min_size=1, max_size=30))
+def test_arbitrary_samples_keep_invariants(
+        rows: list[tuple[float, int, int, int, int, int, int, int, bool]]) -> None:
+    """Even nonsense counters never produce a negative ETA or an inverted band."""
+    est = MigrationEstimator(preflight=Preflight(0.0, {1: 50.0, 4: 20.0}))
+    t = 0.0
+    for dt, total, proc, rem, bps, dirty, it, disk, pc in rows:
+        t += dt
+        sample = JobSample(elapsed_s=t, memory_total=total, memory_processed=proc,
+                           memory_remaining=rem, memory_bps=bps, dirty_pages_per_s=dirty,
+                           iteration=it, disk_total=disk, disk_remaining=disk // 2,
+                           disk_processed=disk // 2)
+        check_invariants(est.observe(sample, LIMITS, postcopy=pc))
