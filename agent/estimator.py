@@ -297,6 +297,8 @@ class DirtyModel:
     hot_low: float
     basis: EtaBasis
     measured: bool  # rate comes from a measurement (not the DEFAULT assumption)
+    # Every reading was capped by the hot set: the true rate is higher by an unknown amount.
+    capped: bool = False
 
 
 def dirty_model(
@@ -394,6 +396,7 @@ def dirty_model(
         hot_low=hot_low,
         basis=EtaBasis.LIVE,
         measured=True,
+        capped=hot is not None and top.volume >= (1.0 - tol) * hot,
     )
 
 
@@ -503,7 +506,11 @@ def _recommendations(
         else:
             why_not.append(f"max downtime would need {need:.1f} s")
     # 2. Bandwidth: the smallest limit (x1.25 steps) at which the plan finishes in budget.
-    if limits.max_bandwidth_bps is not None and bw > 0:
+    #    Not when every reading was capped by the hot set: the true rate is unknown then.
+    if m.capped:
+        why_not.append(f"the dirty rate is hidden by the hot set (at least {_mib(m.rate)}"
+                       " MiB/s), so no bandwidth can be promised")
+    elif limits.max_bandwidth_bps is not None and bw > 0:
         found: tuple[float, PassPlan] | None = None
         candidate = max(float(limits.max_bandwidth_bps), bw) * 1.25
         ceiling = bw * cfg.bandwidth_ceiling_factor

@@ -362,8 +362,7 @@ class LibvirtBackend:
             return
         try:
             watch.limits = await self._call(_read_limits, dom, watch.limits)
-            if self._recorder is not None:
-                self._recorder.start(watch.info, watch.limits, self._interval, uri=self._uri)
+            limits_iteration = -1
             while not watch.done:
                 began = time.monotonic()
                 try:
@@ -379,6 +378,14 @@ class LibvirtBackend:
                     # ("domain is not running" while QEMU is torn down after
                     # the switch-over): the job is over either way.
                     break
+                sample = parse_job_stats(stats)
+                if sample is not None and sample.iteration != limits_iteration:
+                    # The migration's own bandwidth and downtime apply only once
+                    # the job is past setup; re-read them at each pass.
+                    limits_iteration = sample.iteration
+                    watch.limits = await self._call(_read_limits, dom, watch.limits)
+                    if self._recorder is not None and (sample.iteration or sample.disk_total):
+                        self._recorder.start(watch.info, watch.limits, self._interval, uri=self._uri)
                 if self._recorder is not None:
                     self._recorder.stats(
                         watch.info.domain_uuid, stats, (time.monotonic() - began) * 1000
@@ -388,7 +395,6 @@ class LibvirtBackend:
                     watch.saw_cancelled = True
                 if job_type in (_JOB_NONE, _JOB_COMPLETED, _JOB_FAILED, _JOB_CANCELLED):
                     break
-                sample = parse_job_stats(stats)
                 if sample is not None:
                     watch.sample = sample
                     watch.phase = _running_phase(watch, sample)
