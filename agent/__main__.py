@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from migwatch.agent.config import BACKENDS, AgentConfig, ConfigError, build, load_toml
 
@@ -31,8 +32,16 @@ stops the agent cleanly (streams end with UNAVAILABLE); a second one exits at on
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit status 1, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="migwatch-agent",
         description="Watch the live migrations on this hypervisor and stream their "
         "progress, ETA and convergence verdict over gRPC (migwatch.v1).",
@@ -107,6 +116,10 @@ async def amain(config: AgentConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # gRPC's C core writes its own errors to stderr (e.g. a second line for an
+    # address it cannot bind); ours say the same in one line. GRPC_VERBOSITY=ERROR
+    # brings them back for debugging.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     args = parse_args(argv)
     try:
         config = load_config(args)

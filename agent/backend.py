@@ -25,6 +25,7 @@ class MigrationInfo:
     destination_host: str
     direction: Direction
     started_at: float  # unix seconds; with uuid and direction it makes the id
+    memory_bytes: int | None = None  # guest RAM, known before memory copy starts
 
 
 @dataclass(frozen=True, slots=True)

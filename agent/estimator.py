@@ -234,7 +234,7 @@ def fit_preflight(preflight: Preflight, noise_mib: float = 10.7, chi2: float = 4
     hot_low = max(vols)
 
     def rate_fit(idx: Sequence[int]) -> float:
-        return sum(vols[i] * periods[i] for i in idx) / sum(periods[i] ** 2 for i in idx)
+        return float(sum(vols[i] * periods[i] for i in idx) / sum(periods[i] ** 2 for i in idx))
 
     all_idx = range(len(pts))
     flat = rate_fit(all_idx)
@@ -319,16 +319,16 @@ def dirty_model(
     if not recent:
         if preflight is not None:
             sig = 2.0 * preflight.rate_sigma_bps
-            hot = preflight.hot_bytes
-            if hot is None and preflight.hot_low_bytes > 0 and memory_total > 0:
+            prior_hot = preflight.hot_bytes
+            if prior_hot is None and preflight.hot_low_bytes > 0 and memory_total > 0:
                 # Hot set somewhere between what was seen and all of RAM: take the middle
                 # on a log scale (a scale-free prior).
-                hot = math.sqrt(preflight.hot_low_bytes * max(memory_total, 1.0))
+                prior_hot = math.sqrt(preflight.hot_low_bytes * max(memory_total, 1.0))
             return DirtyModel(
                 rate=preflight.rate_bps,
                 rate_low=max(0.0, preflight.rate_bps - sig),
                 rate_high=preflight.rate_bps + sig,
-                hot=hot,
+                hot=prior_hot,
                 hot_low=preflight.hot_low_bytes,
                 basis=EtaBasis.PREFLIGHT,
                 measured=True,
@@ -373,9 +373,12 @@ def dirty_model(
         or (preflight is not None and abs(preflight.rate_bps - live)
             <= max(tol * live, 2.0 * preflight.rate_sigma_bps))
     )
-    rates = [o.dirty_bps for o in recent]
+    # How much the uncapped readings disagree: the workload's own variability.
+    rates = [o.dirty_bps for o in recent if o not in saturated]
     spread = (max(rates) - min(rates)) / live if live > 0 and len(rates) > 1 else 0.0
-    if preflight is not None and preflight.rate_bps > live:
+    # The pre-flight rate stands in for a live reading that may be capped (the long pass 1
+    # mostly); once a live reading is confirmed uncapped, the migration's own count wins.
+    if preflight is not None and preflight.rate_bps > live and not confirmed:
         sig = 2.0 * preflight.rate_sigma_bps
         return DirtyModel(
             rate=preflight.rate_bps,
@@ -387,10 +390,10 @@ def dirty_model(
             measured=True,
         )
     headroom = tol if confirmed else config.live_rate_headroom
-    last = recent[-1].dirty_bps
+    last = max(recent[-1].dirty_bps, min(rates, default=live))
     return DirtyModel(
         rate=live,
-        rate_low=min(last, live),
+        rate_low=min(min(rates, default=live), last, live),
         rate_high=live * (1.0 + max(headroom, spread)),
         hot=hot,
         hot_low=hot_low,
@@ -515,9 +518,11 @@ def _recommendations(
         candidate = max(float(limits.max_bandwidth_bps), bw) * 1.25
         ceiling = bw * cfg.bandwidth_ceiling_factor
         while candidate <= ceiling:
+            # The band's upper dirty rate: a bandwidth that only works for the central
+            # rate is a coin toss, not a recommendation.
             plan = plan_passes(
                 pass_left_bytes=pass_remaining, pass_elapsed_s=sit.pass_elapsed,
-                bandwidth_bps=candidate, dirty_rate_bps=m.rate, hot_set_bytes=m.hot,
+                bandwidth_bps=candidate, dirty_rate_bps=m.rate_high, hot_set_bytes=m.hot,
                 max_downtime_s=sit.max_downtime_s, check_interval_s=cfg.check_interval_s,
                 horizon_s=cfg.budget_s * cfg.horizon_factor,
             )
@@ -529,8 +534,9 @@ def _recommendations(
             target, plan = found
             recs.append(Recommendation(
                 action=Action.RAISE_BANDWIDTH,
-                summary=(f"raise bandwidth to {_mib(target)} MiB/s: dirtying {_mib(m.rate)}"
-                         f" MiB/s would then leave x{m.rate / target:.2f} after each pass;"
+                summary=(f"raise bandwidth to {_mib(target)} MiB/s: dirtying"
+                         f" {_mib(m.rate)}-{_mib(m.rate_high)} MiB/s would then leave"
+                         f" x{m.rate_high / target:.2f} or less after each pass;"
                          f" done in ~{_secs(plan.time_s)}"),
                 max_bandwidth_bps=int(target),
                 predicted_eta_s=plan.time_s,
@@ -542,13 +548,13 @@ def _recommendations(
     # 3. Post-copy: the guest moves now and every page left goes once.
     if limits.postcopy_allowed:
         pc_bw = float(limits.postcopy_bandwidth_bps or bw)
-        eta = pass_remaining / pc_bw if pc_bw > 0 else None
+        pc_eta = pass_remaining / pc_bw if pc_bw > 0 else None
         recs.append(Recommendation(
             action=Action.POST_COPY,
             summary=(f"switch to post-copy: the guest runs on the destination at once;"
                      f" ~{_mib(pass_remaining)} MiB left at {_mib(pc_bw)} MiB/s"
-                     + (f", ~{_secs(eta)}" if eta is not None else "")),
-            predicted_eta_s=eta,
+                     + (f", ~{_secs(pc_eta)}" if pc_eta is not None else "")),
+            predicted_eta_s=pc_eta,
         ))
     else:
         why_not.append("post-copy was not enabled at start")
@@ -606,6 +612,9 @@ def _verdict(
             f" ({sit.max_downtime_s:.2f} s at {_mib(bw)} MiB/s)"
         )
     if eta.eta is None:
+        if rho < cfg.not_converging_ratio:  # converges, but beyond the planning horizon
+            return Convergence.SLOW, (
+                f"would take over {_secs(cfg.budget_s * cfg.horizon_factor)}: " + keeps_pace)
         return Convergence.NOT_CONVERGING, keeps_pace
     total = sit.elapsed_s + eta.eta
     if total > cfg.budget_s:
@@ -777,7 +786,11 @@ class MigrationEstimator:
                 moved = sample.memory_processed - prev.memory_processed
                 if moved > 0 and prev.memory_processed > 0:
                     inst = moved / dt
-        if phase != "disk" and sample.memory_bps > 0:
+        if phase == "postcopy" and sample.iteration <= self._iteration:
+            # migrateStartPostCopy() returned but QEMU has not switched yet: that
+            # sample's memory_bps is still the pre-copy rate.
+            inst = None
+        elif phase != "disk" and sample.memory_bps > 0:
             inst = float(sample.memory_bps)
         if inst is None or inst <= 0:
             return
@@ -801,8 +814,14 @@ class MigrationEstimator:
         if it <= 0:
             return
         if self._pass_start is None or self._iteration == 0:
-            # Pass 1 began when the first byte went: back off by what was sent.
-            self._pass_start = max(sample.elapsed_s - sample.memory_processed / max(bw, 1.0), 0.0)
+            if it == 1:
+                # Pass 1 began when the first byte went: back off by what was sent.
+                self._pass_start = max(
+                    sample.elapsed_s - sample.memory_processed / max(bw, 1.0), 0.0)
+            else:
+                # Joined mid-migration (agent restart): this pass's start is unknown;
+                # counting from now under-states its dirtying only until the next boundary.
+                self._pass_start = sample.elapsed_s
             self._iteration = it
             return
         if it <= self._iteration or prev is None:
@@ -827,8 +846,9 @@ class MigrationEstimator:
         """Pass-1 drain factor: how much faster remaining fell than bytes were sent."""
         if sample.memory_processed <= 0 or sample.memory_total <= 0:
             return 1.0
-        fell = sample.memory_total - sample.memory_remaining
-        return min(max(fell / sample.memory_processed, 1.0), 20.0)
+        fell = float(sample.memory_total - sample.memory_remaining)
+        ratio: float = fell / float(sample.memory_processed)
+        return min(max(ratio, 1.0), 20.0)
 
     # -- main -------------------------------------------------------------------------
 

@@ -398,7 +398,7 @@ def true_duration_s(trace: Trace) -> float | None:
     for stats in candidates:
         done = completed_job(stats)
         if done is not None and done.elapsed_s > 0:
-            return done.elapsed_s
+            return float(done.elapsed_s)
     return None
 
 
@@ -480,7 +480,7 @@ def memory_size_hint(trace: Trace) -> int | None:
     """
     for rec in trace.source_stats:
         if rec.sample is not None and rec.sample.memory_total > 0:
-            return rec.sample.memory_total
+            return int(rec.sample.memory_total)
     return None
 
 

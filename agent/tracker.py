@@ -69,7 +69,9 @@ class Tracker:
             track = _Track(
                 id=migration_id(obs.info),
                 info=obs.info,
-                estimator=MigrationEstimator(self._config, obs.preflight),
+                estimator=MigrationEstimator(
+                    self._config, obs.preflight, memory_bytes=obs.info.memory_bytes
+                ),
             )
             self._active[key] = track
         if obs.sample is not None:

@@ -60,6 +60,7 @@ Method
   predict() from them before the first sample (memory size from the first sample's
   memory_total, a stand-in for virDomainGetInfo; disk from disk_total; bandwidth from the
   migrate params).
+  "After pass 1": every sample once memory_iteration >= 2, i.e. once a dirty rate exists.
   Aggregates pool the self-converging migrations (completed, no action lines); the rest are
   shown per trace. Targets: p90 err <= 10% from 25%; band >= 80%; flag <= 3 iterations;
   no false flags; pre-flight p90 <= 15%."""
@@ -79,6 +80,8 @@ class Run:
     naive_flag_iteration: int | None = None
     flags: int = 0  # samples flagged
     naive_flags: int = 0
+    # Every sample after the first iteration boundary (evidence measured): err, naive err.
+    after_pass1: list[tuple[float | None, float | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class TraceReport:
     predict_inside: bool | None = None
     predict_verdict: str | None = None
     predict_eta_s: float | None = None
+    first_action_s: float | None = None
 
     @property
     def self_converging(self) -> bool:
@@ -157,6 +161,12 @@ def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig) -
         run.errors[key] = None if e.eta_s is None else abs(elapsed + e.eta_s - true) / true
         run.naive[key] = None if naive is None else abs(elapsed + naive - true) / true
         run.inside[key] = _inside(e, true - elapsed)
+    iters = [st.sample.iteration for st in source_steps(trace)]
+    for (t, e, naive), it in zip(points, iters, strict=True):
+        if it >= 2 and t < true:
+            run.after_pass1.append(
+                (None if e.eta_s is None else abs(t + e.eta_s - true) / true,
+                 None if naive is None else abs(t + naive - true) / true))
     held = [_inside(e, true - t) for t, e, _ in points if t < true]
     run.band_share_all = sum(held) / len(held) if held else None
     return run
@@ -197,6 +207,7 @@ def evaluate(path: Path, config: EstimatorConfig) -> TraceReport:
         preflight=pf is not None,
         live=replay(trace, None, config),
         with_prior=replay(trace, pf, config) if pf is not None else None,
+        first_action_s=next((a.dt for a in trace.actions if a.dt is not None), None),
     )
     if pf is not None:
         p = _predict(trace, pf, config)
@@ -239,8 +250,11 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
         return [(run.naive if naive else run.errors).get(k) for run in runs for k in keys]
 
     later = [f"{int(f * 100)}%" for f in CHECKPOINTS if f >= 0.25]
-    for label, runs_of in (("live", lambda r: r.live), ("prior", lambda r: r.with_prior)):
-        runs = [runs_of(r) for r in selfc if runs_of(r) is not None]
+    variants: tuple[tuple[str, list[Run]], ...] = (
+        ("live", [r.live for r in selfc]),
+        ("prior", [r.with_prior for r in selfc if r.with_prior is not None]),
+    )
+    for label, runs in variants:
         if not runs:
             continue
         block: dict[str, object] = {"traces": len(runs)}
@@ -249,6 +263,9 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
             block[f"p50@{k}"] = _pct(pool(runs, [k]), 0.5)
             block[f"p90@{k}"] = _pct(pool(runs, [k]), 0.9)
             block[f"naive_p90@{k}"] = _pct(pool(runs, [k], naive=True), 0.9)
+        block["p90_after_pass1"] = _pct([a for run in runs for a, _ in run.after_pass1], 0.9)
+        block["naive_p90_after_pass1"] = _pct(
+            [n for run in runs for _, n in run.after_pass1], 0.9)
         block["p90_from_25"] = _pct(pool(runs, later), 0.9)
         block["naive_p90_from_25"] = _pct(pool(runs, later, naive=True), 0.9)
         inside = [run.inside.get(f"{int(f * 100)}%", False) for run in runs for f in CHECKPOINTS]
@@ -257,6 +274,10 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
         block["band_share_all_samples"] = sum(alls) / len(alls) if alls else None
         out[label] = block
     aborted = [r for r in reports if r.outcome == "aborted"]
+    # Migrations rescued by an action (post-copy, downtime): shown, not scored.
+    rescued = [r for r in reports if r.outcome == "completed" and r.intervened]
+    out["flag_rescued"] = {r.name: {"s": r.live.flag_s, "iteration": r.live.flag_iteration,
+                                    "action_s": r.first_action_s} for r in rescued}
     out["flag"] = {r.name: {"s": r.live.flag_s, "iteration": r.live.flag_iteration,
                             "prior_s": r.with_prior.flag_s if r.with_prior else None,
                             "prior_iteration": (r.with_prior.flag_iteration
@@ -341,6 +362,9 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
                      f" (naive {_fmt(block['naive_p90_from_25'])});"
                      f" band holds the truth at {_fmt(block['band_share'])} of checkpoints,"
                      f" {_fmt(block['band_share_all_samples'])} of all samples")
+        lines.append(f"  every sample after pass 1 (dirty rate measured): p90"
+                     f" {_fmt(block['p90_after_pass1'])}"
+                     f" (naive {_fmt(block['naive_p90_after_pass1'])})")
     flags = summary.get("flag")
     if isinstance(flags, dict):
         for name, f in flags.items():
@@ -349,6 +373,12 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
                 f" {f['iteration']} (with prior: {_fmt(f['prior_s'], False)} s, it"
                 f" {f['prior_iteration']}; naive: {_fmt(f['naive_s'], False)} s, it"
                 f" {f['naive_iteration']})")
+    rescued = summary.get("flag_rescued")
+    if isinstance(rescued, dict):
+        for name, f in rescued.items():
+            lines.append(
+                f"  (rescued by an action at {_fmt(f['action_s'], False)} s) {name}: flagged at"
+                f" {_fmt(f['s'], False)} s, iteration {f['iteration']}")
     lines.append(f"False flags on {summary['clean_traces']} migrations without intervention:"
                  f" {summary['false_flags']} (with prior {summary['false_flags_prior']};"
                  f" naive {summary['naive_false_flags']})")
@@ -361,9 +391,10 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
             lines.append(f"  {r.name:<18} true {true:>5}  predicted {eta:>6}"
                          f"  err {_fmt(r.predict_err):>5}  in band {r.predict_inside}"
                          f"  verdict {r.predict_verdict}")
-        if "predict_p90" in summary:
-            lines.append(f"  p90 error on self-converging: {_fmt(summary['predict_p90'])};"
-                         f" band coverage {_fmt(summary['predict_band_share'])}")  # type: ignore[arg-type]
+        p90, share = summary.get("predict_p90"), summary.get("predict_band_share")
+        if isinstance(p90, float) and isinstance(share, float):
+            lines.append(f"  p90 error on self-converging: {_fmt(p90)};"
+                         f" band coverage {_fmt(share)}")
     lines.append("")
     targets = summary.get("targets")
     if isinstance(targets, dict):
@@ -382,10 +413,11 @@ def _jsonable(x: object) -> object:
     return x
 
 
-def run(dirs: Sequence[str | Path], config: EstimatorConfig = EstimatorConfig()
+def run(dirs: Sequence[str | Path], config: EstimatorConfig | None = None
         ) -> tuple[list[TraceReport], dict[str, object]]:
     """Evaluate every trace in ``dirs``; returns the per-trace reports and the summary."""
-    reports = [evaluate(p, config) for p in find_traces(*dirs)]
+    cfg = config or EstimatorConfig()
+    reports = [evaluate(p, cfg) for p in find_traces(*dirs)]
     return reports, summarize(reports)
 
 

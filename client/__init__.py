@@ -3,15 +3,19 @@
 ::
 
     import asyncio
-    from migwatch.client import Fleet, MigrationUpdate
+    from migwatch.client import AgentUpdate, Fleet, MigrationUpdate
 
     async def main() -> None:
-        fleet = Fleet(["hv1:50051", "hv2:50051"])  # or MIGWATCH_AGENTS
+        fleet = Fleet(["hv1:50051", "hv2:50051"])  # or $MIGWATCH_AGENTS
         async with fleet.watch() as updates:
             async for update in updates:
-                if isinstance(update, MigrationUpdate) and update.migration.final:
-                    print(update.agent, update.migration.domain_name, update.migration.phase)
-                worst = fleet.snapshot().migrations[:1]
+                match update:
+                    case MigrationUpdate(agent=agent, migration=m) if m.final:
+                        print(f"{m.domain_name} {m.phase.name.lower()} (from {agent})")
+                    case AgentUpdate(agent=agent, state=s) if not s.reachable:
+                        print(f"{agent} unreachable: {s.error}")
+                for slow in fleet.snapshot().not_converging():
+                    print("not converging:", slow.domain_name, slow.source_host, "→", slow.destination_host)
 
     asyncio.run(main())
 

@@ -32,16 +32,20 @@ _TICK_S = 1.0  # ...and at least this often, so staleness shows without updates
 EPILOG = f"""\
 agents:
   --agent HOST:PORT (repeatable), else ${ENV_VAR} (comma-separated),
-  else {DEFAULT_TARGET}. With several agents, an ID is looked up on all of them.
+  else {DEFAULT_TARGET}. With several agents, an ID is looked up on all of them;
+  a unique prefix of an ID (as 'list' shows it) is enough.
 
 examples:
   migwatch watch                                   live table, worst first
   migwatch --agent hv1:50051 --agent hv2:50051 watch --json | jq .
   {ENV_VAR}=hv1:50051,hv2:50051 migwatch list
-  migwatch get 3f9c…                               one migration in detail
-  migwatch set-limits 3f9c… --max-downtime 500ms --max-bandwidth 2GiB/s
-  migwatch force-complete 3f9c…                    post-copy, else pause the guest
-  migwatch abort 3f9c…                             the guest stays on the source
+  migwatch get 3f9c1a2b                            one migration in detail
+  migwatch set-limits 3f9c1a2b --max-downtime 500ms --max-bandwidth 2GiB/s
+  migwatch force-complete 3f9c1a2b                 post-copy, else pause the guest
+  migwatch abort 3f9c1a2b                          the guest stays on the source
+
+'watch' redraws as updates arrive; an agent silent for 3 heartbeats (default
+5s each) is shown UNREACHABLE and its rows stale, and is retried with backoff.
 
 --json prints one JSON object per line on every command. Errors are one line on
 stderr and exit status 1.
@@ -98,8 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def add(name: str, help_: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> Any:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _common(p, top=False)
         p.set_defaults(func=func)
         return p
@@ -211,9 +220,14 @@ async def _cmd_watch(args: argparse.Namespace) -> int:
 async def _cmd_list(args: argparse.Namespace) -> int:
     fleet = _fleet(args, include_finished=args.include_finished)
     snap = await fleet.fetch_snapshot()
+    if len(snap.unreachable()) == len(snap.agents):
+        return _report_unreachable(snap)  # nothing to show but the error
     if args.json:
         for fm in snap.migrations + snap.finished:
-            for agent, end in ((fm.source_agent, fm.source), (fm.destination_agent, fm.destination)):
+            for agent, end in (
+                (fm.source_agent, fm.source),
+                (fm.destination_agent, fm.destination),
+            ):
                 if end is not None and agent is not None:
                     print_json(render.migration_to_jsonable(end, agent))
     else:
@@ -266,9 +280,7 @@ async def _cmd_set_limits(args: argparse.Namespace) -> int:
     if args.max_downtime is None and args.max_bandwidth is None:
         raise UsageError("set-limits needs --max-downtime and/or --max-bandwidth")
     downtime = None if args.max_downtime is None else _parsed(parse_duration, args.max_downtime)
-    bandwidth = (
-        None if args.max_bandwidth is None else _parsed(parse_bandwidth, args.max_bandwidth)
-    )
+    bandwidth = None if args.max_bandwidth is None else _parsed(parse_bandwidth, args.max_bandwidth)
     return await _control(
         args,
         "limits set for",

@@ -80,6 +80,10 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> MigwatchError:
     message = details[0] if details else code.name.lower().replace("_", " ")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"no answer in time ({message})"
+    elif "failed to connect" in message.lower():
+        # gRPC's "failed to connect to all addresses; last error: UNKNOWN: ipv4:...:
+        # Failed to connect to remote host: Connection refused" -> the last clause.
+        message = f"cannot connect: {message.rsplit(': ', 1)[-1]}"
     cls = _BY_CODE.get(code, AgentError)
     return cls(target, message, code.name)
 

@@ -149,7 +149,8 @@ class Fleet:
         Unreachable agents are marked so in the result instead of raising.
         """
         finished = self._include_finished if include_finished is None else include_finished
-        state = FleetState(self.targets, include_finished=finished)
+        # One-shot: keep every finished record the agents retain.
+        state = FleetState(self.targets, include_finished=finished, finished_keep=1_000_000)
         found, failed = await self._gather(
             lambda c: c.list_with_status(
                 domain_uuid=self._config.domain_uuid,

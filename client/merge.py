@@ -71,11 +71,15 @@ def severity_key(m: FleetMigration) -> tuple[float, int, float, str, str]:
     return (-eta, -_SEVERITY[m.convergence], -(elapsed or 0.0), m.domain_name, m.id)
 
 
-_Key = tuple[str, str, str]  # domain_uuid, source_host, destination_host
+# The two ends share only the domain UUID: a hypervisor does not tell the source
+# where its guest goes, nor the destination where it came from (libvirt), so each
+# end reports the other host empty. Repeat migrations of one domain get a new
+# record when an end that already finished is followed by a new one (``_join``).
+_Key = str  # domain_uuid
 
 
 def _key(m: Migration) -> _Key:
-    return (m.domain_uuid, m.source_host, m.destination_host)
+    return m.domain_uuid
 
 
 def _is_source(m: Migration) -> bool:
@@ -102,11 +106,19 @@ class _Record:
     def view(self, unreachable: frozenset[str]) -> FleetMigration:
         ends = [e for e in (self.source, self.destination) if e is not None]
         first = ends[0][1]
+        src = self.source[1] if self.source else None
+        dst = self.destination[1] if self.destination else None
         return FleetMigration(
             domain_uuid=first.domain_uuid,
             domain_name=next((m.domain_name for _, m in ends if m.domain_name), ""),
-            source_host=first.source_host,
-            destination_host=first.destination_host,
+            # Each end knows its own host for sure and the other's perhaps.
+            source_host=next(
+                (h for h in (src and src.source_host, dst and dst.source_host) if h), ""
+            ),
+            destination_host=next(
+                (h for h in (dst and dst.destination_host, src and src.destination_host) if h),
+                "",
+            ),
             source=self.source[1] if self.source else None,
             destination=self.destination[1] if self.destination else None,
             source_agent=self.source[0] if self.source else None,
@@ -166,13 +178,13 @@ class FleetState:
     def apply(self, target: str, event: WatchEvent, now: float) -> list[Update]:
         """Apply one event from ``target``'s stream; return the updates to emit."""
         book = self._books[target]
-        out = self._set_state(book, now, reachable=True, error="")
+        # Any message proves the agent reachable; the first one is its AgentStatus.
+        status = event if isinstance(event, AgentStatus) else None
+        out = self._set_state(book, now, reachable=True, error="", status=status)
         if isinstance(event, Migration):
             out += self._apply_migration(target, book, event)
         elif isinstance(event, SnapshotComplete):
             out += self._complete_snapshot(target, book, now)
-        elif isinstance(event, AgentStatus):
-            out += self._set_state(book, now, status=event)
         elif isinstance(event, Heartbeat):
             pass  # liveness is the stream layer's business
         return out
@@ -208,7 +220,9 @@ class FleetState:
         views = [r.view(unreachable) for r in self._records.values()]
         active = sorted((v for v in views if not v.final), key=severity_key)
         finished = [self._records[k].view(unreachable) for k in reversed(self._finished)]
-        return FleetSnapshot(agents=self.agents(), migrations=tuple(active), finished=tuple(finished))
+        return FleetSnapshot(
+            agents=self.agents(), migrations=tuple(active), finished=tuple(finished)
+        )
 
     # -- internals ------------------------------------------------------------
 
@@ -279,7 +293,7 @@ class FleetState:
         if rec is not None:
             old = rec.end(src)
             if old is not None and old[1].id != m.id and old[1].final and not m.final:
-                # The same domain migrates along the same path again: a new record.
+                # The same domain migrates again: a new record.
                 rec = None
         if rec is None:
             rec = _Record()

@@ -315,9 +315,7 @@ class FleetSnapshot:
     def by_domain(self, domain: str) -> tuple[FleetMigration, ...]:
         """Active and recently finished migrations of a domain, by UUID or name."""
         return tuple(
-            m
-            for m in self.migrations + self.finished
-            if domain in (m.domain_uuid, m.domain_name)
+            m for m in self.migrations + self.finished if domain in (m.domain_uuid, m.domain_name)
         )
 
     def unreachable(self) -> tuple[AgentState, ...]:

@@ -35,6 +35,13 @@ class StreamConfig:
     credentials: grpc.ChannelCredentials | None = None
     channel_options: Sequence[ChannelOption] = ()
 
+    def __post_init__(self) -> None:
+        # The agent rejects other intervals with INVALID_ARGUMENT; say so up front.
+        if not 0.1 <= self.heartbeat_interval_s <= 300:
+            raise ValueError("heartbeat_interval_s must be within 0.1 to 300 seconds")
+        if self.liveness_factor < 1:
+            raise ValueError("liveness_factor must be at least 1 (heartbeat intervals)")
+
     @property
     def liveness_s(self) -> float:
         """Longest silence tolerated on a stream."""

@@ -31,9 +31,7 @@ def parse_target(text: str) -> str:
     return t
 
 
-def resolve_targets(
-    explicit: Iterable[str] | None, environ: Mapping[str, str]
-) -> tuple[str, ...]:
+def resolve_targets(explicit: Iterable[str] | None, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The targets to use: ``explicit`` if any, else ``MIGWATCH_AGENTS``
     (comma-separated), else ``127.0.0.1:50051``. Duplicates are dropped, order kept.
 

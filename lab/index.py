@@ -116,8 +116,15 @@ def row(path: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _first_t(path: Path) -> float:
+    with path.open() as fh:
+        t: float = json.loads(fh.readline())["t"]
+    return t
+
+
 def render(out_dir: Path) -> str:
-    rows = [row(p) for p in sorted(out_dir.glob("*.jsonl"))]
+    # In recording order (the order of lab/scenarios.py), not alphabetical.
+    rows = [row(p) for p in sorted(out_dir.glob("*.jsonl"), key=_first_t)]
     table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
     return (f"{HEADER}\n{len(rows)} traces.\n\n<!-- table -->\n" + "\n".join(table)

@@ -47,8 +47,8 @@ class Action:
         return cls(float(after), name, int(arg) if arg else None)
 
     def as_list(self) -> list[object]:
-        after: float | int = int(self.after_s) if self.after_s.is_integer() else self.after_s
-        return [after, self.action, self.arg]
+        after = float(self.after_s)
+        return [int(after) if after.is_integer() else after, self.action, self.arg]
 
 
 @dataclass(frozen=True)

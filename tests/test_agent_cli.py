@@ -105,7 +105,8 @@ def test_config_file_is_honoured_and_flags_override_it(
         'host-name = "file-host"\n'
         'simulated_scenarios = ["quick", "quick"]\n'
         "simulated_speed = 20\n"
-        "sample_interval_s = 0.05\n",
+        "sample_interval_s = 0.05\n"
+        "simulated_repeat = false\n",
     )
     sub = spawn_agent("--config", str(path), "--host-name", "flag-host", port=port, listen_flag=False)
     with grpc.insecure_channel(sub.target) as chan:

@@ -35,7 +35,9 @@ def test_seeded_randomness_gives_repeatable_delays() -> None:
     """The caller owns the randomness: the same seed gives the same schedule."""
     b = Backoff()
     one, two = random.Random(7), random.Random(7)
-    assert [b.delay(n, one.random()) for n in range(8)] == [b.delay(n, two.random()) for n in range(8)]
+    assert [b.delay(n, one.random()) for n in range(8)] == [
+        b.delay(n, two.random()) for n in range(8)
+    ]
 
 
 @pytest.mark.parametrize(

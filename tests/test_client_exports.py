@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import migwatch.client as client
+from migwatch import client
 
 EXPECTED = [
     "Action",

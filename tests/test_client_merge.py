@@ -302,7 +302,10 @@ def histories(draw: st.DrawFn) -> list[Migration]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(history=histories(), cuts=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=4))
+@given(
+    history=histories(),
+    cuts=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=4),
+)
 def test_redelivering_any_prefix_after_reconnect_never_emits_a_final_twice(
     history: list[Migration], cuts: list[tuple[int, int]]
 ) -> None:
@@ -323,4 +326,3 @@ def test_redelivering_any_prefix_after_reconnect_never_emits_a_final_twice(
     emitted = Counter(finals(out))
     assert all(n == 1 for n in emitted.values()), emitted
     assert set(emitted) == {m.id for m in history if m.final}
-

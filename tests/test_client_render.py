@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from migwatch.client import render
 from migwatch.client.model import (
+    Action,
     AgentState,
     AgentStatus,
     AgentUpdate,
@@ -21,7 +22,6 @@ from migwatch.client.model import (
     Migration,
     Phase,
     Recommendation,
-    Action,
     Transfer,
 )
 from migwatch.client.targets import parse_target, resolve_targets
@@ -120,7 +120,8 @@ def test_format_rate_shows_a_dash_for_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fraction", "expected"), [(0.0, "░░░░░░░░░░   0%"), (0.6, "██████░░░░  60%"), (1.7, "██████████ 100%")]
+    ("fraction", "expected"),
+    [(0.0, "░░░░░░░░░░   0%"), (0.6, "██████░░░░  60%"), (1.7, "██████████ 100%")],
 )
 def test_format_bar_is_clamped(fraction: float, expected: str) -> None:
     """Bars fill proportionally and clamp at 0..100 %."""
@@ -134,7 +135,14 @@ def test_format_transfer_dash_when_nothing_to_copy() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("1.5s", 1.5), ("2m", 120.0), ("1h", 3600.0), (" 250 ms ", 0.25), ("100us", 1e-4)],
+    [
+        ("500ms", 0.5),
+        ("1.5s", 1.5),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        (" 250 ms ", 0.25),
+        ("100us", 1e-4),
+    ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     """Human durations become seconds."""
@@ -143,7 +151,12 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     ("text", "needle"),
-    [("500", "give a unit"), ("fast", "expected a number and a unit"), ("5 parsecs", "bad duration"), ("", "bad")],
+    [
+        ("500", "give a unit"),
+        ("fast", "expected a number and a unit"),
+        ("5 parsecs", "bad duration"),
+        ("", "bad"),
+    ],
 )
 def test_parse_duration_rejects_with_one_line(text: str, needle: str) -> None:
     """Bad durations raise ValueError with one helpful line."""
@@ -260,7 +273,9 @@ def test_empty_fleet_says_so() -> None:
 def test_format_agent_degraded() -> None:
     """An agent that cannot reach its hypervisor is shown DEGRADED with its reason."""
     state = AgentState(
-        "hv1:50051", reachable=True, status=AgentStatus("hv1", "libvirt", HostState.DEGRADED, "down 5 s")
+        "hv1:50051",
+        reachable=True,
+        status=AgentStatus("hv1", "libvirt", HostState.DEGRADED, "down 5 s"),
     )
     assert render.format_agent(state) == "hv1:50051 DEGRADED: down 5 s"
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from migwatch.agent.estimator import (
     EstimatorConfig,
     MigrationEstimator,
+    PassPlan,
     fit_preflight,
     plan_passes,
     predict,
@@ -74,8 +75,8 @@ def synth(mem_mib: float, bw_mib: float, rate_mib: float, hot_mib: float, *,
 
 
 def replay(samples: list[JobSample], limits: Limits, *, preflight: Preflight | None = None,
-           config: EstimatorConfig = EstimatorConfig()) -> list[Estimate]:
-    est = MigrationEstimator(config, preflight)
+           config: EstimatorConfig | None = None) -> list[Estimate]:
+    est = MigrationEstimator(config or EstimatorConfig(), preflight)
     return [est.observe(s, limits) for s in samples]
 
 
@@ -131,10 +132,12 @@ def test_plan_convergence_table(rate: float, hot: float | None, converges: bool)
 
 def test_plan_zero_downtime_never_switches() -> None:
     """A zero max downtime leaves nothing that fits, unless nothing is dirtied."""
-    args = dict(pass_left_bytes=10 * MIB, pass_elapsed_s=1.0, bandwidth_bps=50 * MIB,
-                hot_set_bytes=None, max_downtime_s=0.0)
-    assert not plan_passes(dirty_rate_bps=1 * MIB, **args).converges  # type: ignore[arg-type]
-    assert plan_passes(dirty_rate_bps=0.0, **args).converges  # type: ignore[arg-type]
+    def plan(rate: float) -> bool:
+        return plan_passes(pass_left_bytes=10 * MIB, pass_elapsed_s=1.0, bandwidth_bps=50 * MIB,
+                           dirty_rate_bps=rate, hot_set_bytes=None, max_downtime_s=0.0).converges
+
+    assert not plan(1 * MIB)
+    assert plan(0.0)
 
 
 @FAST
@@ -144,10 +147,12 @@ def test_plan_zero_downtime_never_switches() -> None:
 def test_plan_properties(left: float, more: float, bw: float, rate: float, hot: float | None,
                          downtime: float, drain: float) -> None:
     """Plans are never negative, and more bytes left never means less time."""
-    kw = dict(pass_elapsed_s=0.0, bandwidth_bps=bw, dirty_rate_bps=rate, hot_set_bytes=hot,
-              max_downtime_s=downtime, drain_factor=drain)
-    a = plan_passes(pass_left_bytes=left, **kw)  # type: ignore[arg-type]
-    b = plan_passes(pass_left_bytes=left + more, **kw)  # type: ignore[arg-type]
+    def plan(pass_left: float) -> PassPlan:
+        return plan_passes(pass_left_bytes=pass_left, pass_elapsed_s=0.0, bandwidth_bps=bw,
+                           dirty_rate_bps=rate, hot_set_bytes=hot, max_downtime_s=downtime,
+                           drain_factor=drain)
+
+    a, b = plan(left), plan(left + more)
     assert a.time_s >= 0 and a.bytes >= 0
     if a.converges and b.converges:
         assert b.time_s >= a.time_s - 1e-9
@@ -229,7 +234,7 @@ def test_non_converging_flagged_within_three_iterations() -> None:
     flagged = [(s, e) for s, e in zip(samples, estimates)
                if e.convergence is Convergence.NOT_CONVERGING]
     assert flagged and flagged[0][0].iteration <= 3
-    s, e = flagged[-1]
+    _, e = flagged[-1]
     assert e.eta_s is None
     assert "MiB/s against" in e.reason and "bandwidth" in e.reason
     assert [r.action for r in e.recommendations] == [Action.ABORT]
@@ -306,7 +311,20 @@ def test_disk_phase_needs_memory_size() -> None:
     assert plain.eta_s is None and plain.eta_low_s == pytest.approx((512 - 175) / 50, rel=0.05)
     hinted_est = MigrationEstimator(memory_bytes=512 * MIB)
     hinted = [hinted_est.observe(s, LIMITS) for s in samples][-1]
-    assert hinted.eta_s is not None and hinted.eta_s > plain.eta_low_s + 512 / 50 * 0.5
+    assert plain.eta_low_s is not None and hinted.eta_s is not None
+    assert hinted.eta_s > plain.eta_low_s + 512 / 50 * 0.5
+
+
+def test_joining_mid_migration() -> None:
+    """An agent that starts watching in pass 4 still estimates, without a false flag."""
+    samples, done = synth(1024, 60, 20, 512)
+    late = [s for s in samples if s.iteration >= 4]
+    estimates = replay(late, Limits(max_bandwidth_bps=60 * MIB))
+    assert done is not None and late
+    for e in estimates:
+        check_invariants(e)
+        assert e.convergence not in (Convergence.NOT_CONVERGING, Convergence.STALLED)
+    assert estimates[-1].eta_s is not None
 
 
 def test_repeated_sample_returns_previous_estimate() -> None:

@@ -276,19 +276,21 @@ class LibvirtBackend:
         conn = self._conn
         if conn is None:
             return
-        found = await self._call(_scan_jobs, conn)
+        found = await self._call(_scan_jobs, conn)  # (uuid, name, kind, stats, memory)
         now = self._clock()
-        for uuid, name, kind, stats in found:
+        for uuid, name, kind, stats, memory in found:
             if kind == "out" and uuid not in self._outgoing:
-                self._start_outgoing(uuid, name, stats, now)
+                self._start_outgoing(uuid, name, stats, memory, now)
             elif kind == "out":
                 self._ensure_watcher(self._outgoing[uuid])
             elif kind == "in" and uuid not in self._incoming:
                 self._start_incoming(uuid, name, now, Phase.PRECOPY)
-        await self._check_incoming({uuid: kind for uuid, _, kind, _ in found})
-        await self._check_lost_outgoing({uuid for uuid, _, kind, _ in found if kind == "out"})
+        await self._check_incoming({uuid: kind for uuid, _, kind, _, _ in found})
+        await self._check_lost_outgoing({uuid for uuid, _, kind, _, _ in found if kind == "out"})
 
-    def _start_outgoing(self, uuid: str, name: str, stats: Mapping[str, Any], now: float) -> None:
+    def _start_outgoing(
+        self, uuid: str, name: str, stats: Mapping[str, Any], memory: int, now: float
+    ) -> None:
         sample = parse_job_stats(stats)
         elapsed = sample.elapsed_s if sample is not None else 0.0
         info = MigrationInfo(
@@ -299,6 +301,7 @@ class LibvirtBackend:
             direction=Direction.OUTGOING,
             # Rounded so a restarted agent derives the same id for the same job.
             started_at=round(now - elapsed, 1),
+            memory_bytes=memory or None,
         )
         watch = _Outgoing(info=info, limits=Limits())
         self._outgoing[uuid] = watch
@@ -642,15 +645,17 @@ class LibvirtBackend:
 
 
 # -- blocking helpers (run in worker threads) -------------------------------------------
-def _scan_jobs(conn: Any) -> list[tuple[str, str, str, dict[str, Any]]]:
-    """(uuid, name, "out"|"in", stats) for every active domain with a migration job."""
-    found: list[tuple[str, str, str, dict[str, Any]]] = []
+def _scan_jobs(conn: Any) -> list[tuple[str, str, str, dict[str, Any], int]]:
+    """(uuid, name, "out"|"in", stats, RAM bytes) for every active domain with a
+    migration job. The RAM size lets the ETA cover a disk mirror, during which
+    the memory counters are all zero."""
+    found: list[tuple[str, str, str, dict[str, Any], int]] = []
     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
             stats = dom.jobStats()
         except libvirt.libvirtError as exc:
             if _code(exc) == _OPERATION_UNSUPPORTED:
-                found.append((dom.UUIDString(), dom.name(), "in", {}))
+                found.append((dom.UUIDString(), dom.name(), "in", {}, 0))
             continue
         job_type = int(stats.get("type", _JOB_NONE))
         op = stats.get("operation")
@@ -658,7 +663,7 @@ def _scan_jobs(conn: Any) -> list[tuple[str, str, str, dict[str, Any]]]:
             continue
         if op is not None and int(op) != _OP_MIGRATION_OUT:
             continue
-        found.append((dom.UUIDString(), dom.name(), "out", stats))
+        found.append((dom.UUIDString(), dom.name(), "out", stats, int(dom.info()[1]) * 1024))
     return found
 
 

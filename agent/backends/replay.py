@@ -34,6 +34,7 @@ from migwatch.agent.trace import (
     TraceEvent,
     TraceResult,
     limits_at,
+    memory_size_hint,
     postcopy_started_at,
     preflight_of,
     read_trace,
@@ -130,6 +131,7 @@ class ReplayBackend:
             destination_host=str(raw.get("dst_host", "")),
             direction=Direction.OUTGOING,
             started_at=start,
+            memory_bytes=memory_size_hint(trace),
         )
         return _Replay(trace, info, preflight_of(trace), limits=limits_at(trace, 0.0))
 

@@ -326,6 +326,7 @@ class SimulatedBackend:
             destination_host=self._destination,
             direction=Direction.OUTGOING,
             started_at=self._clock(),
+            memory_bytes=spec.ram_mib * MIB,
         )
         run = _Running(info, SimulatedMigration(spec), slot)
         self._running[info.domain_uuid] = run
