@@ -36,10 +36,16 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 	  --grpc_python_out=proto --mypy_grpc_out=proto proto/migwatch/v1/migwatch.proto
 
+## lint: buf lint (STANDARD), ruff, and strict mypy over the package as it installs
 lint: venv
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check agent client tests bench lab
-	$(VENV)/bin/mypy agent client
+	@# mypy cannot follow setuptools' editable import hook: give it the installed shape.
+	rm -rf build/typecheck && mkdir -p build/typecheck/migwatch
+	for f in __init__.py py.typed v1; do ln -s ../../../proto/migwatch/$$f build/typecheck/migwatch/$$f; done
+	ln -s ../../../agent build/typecheck/migwatch/agent
+	ln -s ../../../client build/typecheck/migwatch/client
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p migwatch
 
 ## bench: every benchmark, figures printed with their method
 bench: venv bench-hub bench-eta

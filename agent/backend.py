@@ -9,7 +9,7 @@ records, so every backend gets the same estimator.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
@@ -35,7 +35,7 @@ class Observation:
     info: MigrationInfo
     now: float  # unix seconds
     phase: Phase
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     sample: JobSample | None = None  # source job stats; None on the destination
     error_message: str = ""
     actual_downtime_s: float | None = None  # set with the final state when known

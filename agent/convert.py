@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from migwatch.agent.model import (
     Action,
     Convergence,

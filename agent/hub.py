@@ -149,7 +149,7 @@ class Hub:
     def get(self, migration_id: str) -> Migration | None:
         return self._migrations.get(migration_id)
 
-    def list(self, flt: Filter) -> list[Migration]:
+    def matching(self, flt: Filter) -> list[Migration]:
         """Matching migrations, active first, then most recently finished."""
         self.prune()
         found = [
@@ -226,7 +226,7 @@ class Hub:
                 f"(limit {self._max_subscribers}); retry later or raise max_subscribers"
             )
         snapshot = [self._status_update] + [
-            self._payloads[m.id] for m in self.list(flt)
+            self._payloads[m.id] for m in self.matching(flt)
         ]
         sub = Subscription(flt, self._capacity)
         self._subscribers.add(sub)

@@ -14,10 +14,9 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import migwatch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
-import migwatch
 from migwatch.agent.backend import Backend
 from migwatch.agent.config import AgentConfig, ConfigError
 from migwatch.agent.estimator import EstimatorConfig

@@ -17,7 +17,6 @@ from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-
 from migwatch.agent.convert import migration_to_pb
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
 from migwatch.agent.hub import Filter, Hub, SubscriberLimitReached
@@ -116,7 +115,7 @@ class MigrationServicer:
         self._clock = clock_unix
 
     # -- streams -------------------------------------------------------------------
-    async def WatchMigrations(  # noqa: N802 (gRPC method name)
+    async def WatchMigrations(
         self, request: pb.WatchMigrationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         """Yields pre-serialized WatchMigrationsResponse bytes (see ``generic_handler``)."""
@@ -167,7 +166,7 @@ class MigrationServicer:
         ).SerializeToString()
 
     # -- unary ---------------------------------------------------------------------
-    async def ListMigrations(  # noqa: N802
+    async def ListMigrations(
         self, request: pb.ListMigrationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListMigrationsResponse:
         try:
@@ -175,11 +174,11 @@ class MigrationServicer:
         except _FieldError as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field)
         return pb.ListMigrationsResponse(
-            migrations=[migration_to_pb(m) for m in self._hub.list(flt)],
+            migrations=[migration_to_pb(m) for m in self._hub.matching(flt)],
             agent_status=self._hub.agent_status_pb(),
         )
 
-    async def GetMigration(  # noqa: N802
+    async def GetMigration(
         self, request: pb.GetMigrationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetMigrationResponse:
         migration_id = await self._valid_id(request.id, context)
@@ -194,7 +193,7 @@ class MigrationServicer:
             )
         return pb.GetMigrationResponse(migration=migration_to_pb(m))
 
-    async def AbortMigration(  # noqa: N802
+    async def AbortMigration(
         self, request: pb.AbortMigrationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AbortMigrationResponse:
         migration_id = await self._valid_id(request.id, context)
@@ -204,7 +203,7 @@ class MigrationServicer:
             await self._control_failed(exc, context)
         return pb.AbortMigrationResponse(migration=migration_to_pb(m))
 
-    async def ForceCompleteMigration(  # noqa: N802
+    async def ForceCompleteMigration(
         self,
         request: pb.ForceCompleteMigrationRequest,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -223,7 +222,7 @@ class MigrationServicer:
             ),
         )
 
-    async def UpdateMigrationLimits(  # noqa: N802
+    async def UpdateMigrationLimits(
         self,
         request: pb.UpdateMigrationLimitsRequest,
         context: grpc.aio.ServicerContext[Any, Any],

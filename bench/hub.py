@@ -131,28 +131,30 @@ async def bench_burst(streams: int) -> None:
     config = AgentConfig(
         listen="127.0.0.1:0", simulated_scenarios=("quick",), max_subscribers=streams + 10, grace_s=0.5
     )
-    async with running_agent(config) as agent:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.port}") as channel:
-            stub = pb_grpc.MigrationServiceStub(channel)
-            ok = 0
-            errors: dict[str, int] = {}
+    ok = 0
+    errors: dict[str, int] = {}
+    async with (
+        running_agent(config) as agent,
+        grpc.aio.insecure_channel(f"127.0.0.1:{agent.port}") as channel,
+    ):
+        stub = pb_grpc.MigrationServiceStub(channel)
 
-            async def one() -> None:
-                nonlocal ok
-                call = stub.WatchMigrations(pb.WatchMigrationsRequest())
-                try:
-                    async for msg in call:
-                        if msg.HasField("snapshot_complete"):
-                            ok += 1
-                            break
-                except grpc.aio.AioRpcError as exc:
-                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-                finally:
-                    call.cancel()
+        async def one() -> None:
+            nonlocal ok
+            call = stub.WatchMigrations(pb.WatchMigrationsRequest())
+            try:
+                async for msg in call:
+                    if msg.HasField("snapshot_complete"):
+                        ok += 1
+                        break
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+            finally:
+                call.cancel()
 
-            began = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(streams)))
-            elapsed = time.perf_counter() - began
+        began = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(streams)))
+        elapsed = time.perf_counter() - began
     print(
         f"burst: {streams} watch streams opened at once on one channel: {ok} got their snapshot "
         f"in {elapsed:.1f} s, failures {errors or 'none'}"

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-
 from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 

@@ -193,8 +193,8 @@ def test_include_finished_selects_finished_migrations_in_list_and_snapshot() -> 
     hub = make_hub()
     hub.publish(mig("done", phase=Phase.COMPLETED))
     hub.publish(mig("live"))
-    assert [m.id for m in hub.list(Filter())] == ["live"]
-    assert [m.id for m in hub.list(Filter(include_finished=True))] == ["live", "done"]
+    assert [m.id for m in hub.matching(Filter())] == ["live"]
+    assert [m.id for m in hub.matching(Filter(include_finished=True))] == ["live", "done"]
     snapshot, _ = hub.subscribe(Filter(include_finished=True))
     assert [m.id for m in migrations_of(snapshot)] == ["live", "done"]
 
@@ -218,12 +218,12 @@ def test_retention_prunes_only_finished_migrations_past_the_horizon() -> None:
     clock.now = 1_000.0 + 60.0
     assert hub.get("old") is not None  # exactly at the horizon it is kept
     clock.now = 1_000.0 + 61.0
-    listed = [m.id for m in hub.list(Filter(include_finished=True))]
+    listed = [m.id for m in hub.matching(Filter(include_finished=True))]
     assert listed == ["active", "recent"]
     assert hub.get("old") is None
     clock.now = 10_000.0
     hub.prune()
-    assert [m.id for m in hub.list(Filter(include_finished=True))] == ["active"]
+    assert [m.id for m in hub.matching(Filter(include_finished=True))] == ["active"]
     snapshot, _ = hub.subscribe(Filter(include_finished=True))
     assert [m.id for m in migrations_of(snapshot)] == ["active"]
 

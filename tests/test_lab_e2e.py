@@ -25,8 +25,7 @@ if os.environ.get("MIGWATCH_SKIP_LAB") == "1":
         "MIGWATCH_SKIP_LAB=1: the real-libvirt lab tests were NOT run", allow_module_level=True
     )
 
-from lab.labctl import Lab  # noqa: E402  (needs libvirt-python: only when not opted out)
-from migwatch.client import (  # noqa: E402
+from migwatch.client import (
     AgentClient,
     Convergence,
     Direction,
@@ -36,6 +35,8 @@ from migwatch.client import (  # noqa: E402
     MigrationUpdate,
     Phase,
 )
+
+from lab.labctl import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -64,7 +65,7 @@ class AgentProcess:
                 sys.executable, "-m", "migwatch.agent", "--backend", "libvirt",
                 "--libvirt-uri", Lab.uri(self.host), "--listen", self.target,
                 "--sample-interval", "0.25", "--log-level", "debug",
-            ],  # fmt: skip
+            ],
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )

@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 
 import libvirt
 import libvirtaio
-
 from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, StatusSink
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
@@ -245,17 +244,17 @@ class LibvirtBackend:
             return
         ids, self._callback_ids = self._callback_ids, []
 
-        def close() -> None:
+        def close(c: Any) -> None:
             for cb_id in ids:
                 with contextlib.suppress(libvirt.libvirtError):
-                    conn.domainEventDeregisterAny(cb_id)
+                    c.domainEventDeregisterAny(cb_id)
             with contextlib.suppress(libvirt.libvirtError):
-                conn.unregisterCloseCallback()
+                c.unregisterCloseCallback()
             with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+                c.close()
 
-        await asyncio.to_thread(close)
-        del conn
+        await asyncio.to_thread(close, conn)
+        del conn  # the last reference: libvirt frees the connection now (Pitfall 10)
 
     async def close(self) -> None:
         if self._recorder is not None:

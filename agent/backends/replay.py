@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, StatusSink
@@ -52,7 +52,7 @@ class _Replay:
     preflight: Preflight | None
     phase: Phase = Phase.SETUP
     sample: JobSample | None = None
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     done: bool = False
 
 
