@@ -10,6 +10,7 @@ from migwatch.agent.model import (
     Direction,
     EtaBasis,
     HostState,
+    Limits,
     Migration,
     Phase,
     Recommendation,
@@ -140,4 +141,79 @@ def agent_status_to_pb(
 ) -> pb.AgentStatus:
     return pb.AgentStatus(
         host=host, backend=backend, state=_HOST_STATE[state], message=message, version=version
+    )
+
+
+# -- migwatch.v1 -> agent records: the inverse, for the on-disk store ---------------
+_PHASE_BACK = {v: k for k, v in _PHASE.items()}
+_DIRECTION_BACK = {v: k for k, v in _DIRECTION.items()}
+_CONVERGENCE_BACK = {v: k for k, v in _CONVERGENCE.items()}
+_BASIS_BACK = {v: k for k, v in _BASIS.items()}
+_ACTION_BACK = {v: k for k, v in _ACTION.items()}
+
+
+def _seconds(msg: pb.Migration | pb.Recommendation, name: str) -> float | None:
+    if not msg.HasField(name):  # type: ignore[arg-type]
+        return None
+    value: Duration | Timestamp = getattr(msg, name)
+    return value.ToNanoseconds() / 1e9
+
+
+def _transfer_from_pb(t: pb.Transfer) -> Transfer:
+    return Transfer(
+        total_bytes=t.total_bytes,
+        processed_bytes=t.processed_bytes,
+        remaining_bytes=t.remaining_bytes,
+        bytes_per_second=t.bytes_per_second,
+        fraction_done=t.fraction_done,
+    )
+
+
+def migration_from_pb(msg: pb.Migration) -> Migration:
+    """The record a message was built from (``migration_to_pb`` round-trips)."""
+    return Migration(
+        id=msg.id,
+        domain_uuid=msg.domain_uuid,
+        domain_name=msg.domain_name,
+        source_host=msg.source_host,
+        destination_host=msg.destination_host,
+        direction=_DIRECTION_BACK[msg.direction],
+        phase=_PHASE_BACK[msg.phase],
+        backend=msg.backend,
+        agent_host=msg.agent_host,
+        memory=_transfer_from_pb(msg.memory),
+        disk=_transfer_from_pb(msg.disk),
+        dirty_rate_bps=msg.dirty_rate_bytes_per_second,
+        iteration=msg.iteration,
+        elapsed_s=_seconds(msg, "elapsed"),
+        eta_s=_seconds(msg, "eta"),
+        eta_low_s=_seconds(msg, "eta_low"),
+        eta_high_s=_seconds(msg, "eta_high"),
+        eta_basis=_BASIS_BACK[msg.eta_basis],
+        convergence=_CONVERGENCE_BACK[msg.convergence],
+        convergence_reason=msg.convergence_reason,
+        recommendations=tuple(
+            Recommendation(
+                action=_ACTION_BACK[r.action],
+                summary=r.summary,
+                max_downtime_s=_seconds(r, "max_downtime"),
+                max_bandwidth_bps=r.max_bandwidth or None,
+                predicted_eta_s=_seconds(r, "predicted_eta"),
+            )
+            for r in msg.recommendations
+        ),
+        expected_downtime_s=_seconds(msg, "expected_downtime"),
+        actual_downtime_s=_seconds(msg, "actual_downtime"),
+        limits=Limits(
+            max_downtime_s=_seconds(msg, "max_downtime") or 0.0,
+            max_bandwidth_bps=msg.max_bandwidth or None,
+            postcopy_allowed=msg.postcopy_allowed,
+        ),
+        started_at=_seconds(msg, "started_at"),
+        updated_at=_seconds(msg, "updated_at"),
+        finished_at=_seconds(msg, "finished_at"),
+        error_message=msg.error_message,
+        auto_converge_throttle=msg.auto_converge_throttle_percent or None,
+        postcopy_requests=msg.postcopy_requests,
+        sequence=msg.sequence,
     )

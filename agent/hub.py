@@ -139,6 +139,10 @@ class Hub:
         return self._sequence
 
     @property
+    def retention_s(self) -> float:
+        return self._retention_s
+
+    @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
@@ -172,8 +176,10 @@ class Hub:
             sub.offer(update)
         return migration
 
-    def restore(self, migrations: list[Migration]) -> None:
-        """Load finished migrations kept across a restart (not re-announced)."""
+    def restore(self, migrations: list[Migration], sequence_floor: int = 0) -> None:
+        """Load finished migrations kept across a restart (not re-announced), and
+        continue numbering above ``sequence_floor``."""
+        self._sequence = max(self._sequence, sequence_floor)
         for m in migrations:
             if m.id not in self._migrations:
                 self._migrations[m.id] = m

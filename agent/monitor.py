@@ -8,6 +8,7 @@ from migwatch.agent.backend import Backend, Observation
 from migwatch.agent.errors import ControlRefused, MigrationGone
 from migwatch.agent.hub import Hub
 from migwatch.agent.model import Direction, HostState, Migration
+from migwatch.agent.store import FinalStore
 from migwatch.agent.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -16,16 +17,23 @@ log = logging.getLogger(__name__)
 class Monitor:
     """Feeds backend observations through the tracker into the hub."""
 
-    def __init__(self, backend: Backend, tracker: Tracker, hub: Hub) -> None:
+    def __init__(
+        self, backend: Backend, tracker: Tracker, hub: Hub, store: FinalStore | None = None
+    ) -> None:
         self.backend = backend
         self.tracker = tracker
         self.hub = hub
+        self.store = store
 
     def observe(self, obs: Observation) -> None:
         migration = self.tracker.observe(obs)
         if migration is None:
             return
         published = self.hub.publish(migration)
+        if self.store is not None:
+            self.store.reserve(published.sequence)
+            if published.phase.terminal:
+                self.store.save(published, self.hub.retention_s)
         if published.phase.terminal:
             log.info(
                 "migration %s of %s %s after %.1fs%s",

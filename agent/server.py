@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import migwatch
@@ -22,6 +23,7 @@ from migwatch.agent.config import AgentConfig, ConfigError
 from migwatch.agent.estimator import EstimatorConfig
 from migwatch.agent.hub import Hub
 from migwatch.agent.monitor import Monitor
+from migwatch.agent.store import FinalStore
 from migwatch.agent.servicer import SERVICE_NAME, MigrationServicer, generic_handler
 from migwatch.agent.tracker import Tracker
 
@@ -89,7 +91,13 @@ class Agent:
         self.tracker = Tracker(
             lambda: self.backend.host, self.backend.name, EstimatorConfig(budget_s=config.slow_budget_s)
         )
-        self.monitor = Monitor(self.backend, self.tracker, self.hub)
+        self.store: FinalStore | None = None
+        if config.state_dir:
+            self.store = FinalStore(Path(config.state_dir) / "finals.sqlite3")
+            kept = self.store.load(time.time() - config.retention_s)
+            self.hub.restore(kept, self.store.sequence_floor())
+            log.info("restored %d finished migrations from %s", len(kept), self.store.path)
+        self.monitor = Monitor(self.backend, self.tracker, self.hub, self.store)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.server.add_generic_rpc_handlers(
@@ -148,6 +156,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._backend_task
         await self.backend.close()
+        if self.store is not None:
+            self.store.close()
 
     async def wait_for_backend(self) -> None:
         """Returns if the backend task ends by itself (a crash)."""
