@@ -23,8 +23,8 @@ from migwatch.agent.config import AgentConfig, ConfigError
 from migwatch.agent.estimator import EstimatorConfig
 from migwatch.agent.hub import Hub
 from migwatch.agent.monitor import Monitor
-from migwatch.agent.store import FinalStore
 from migwatch.agent.servicer import SERVICE_NAME, MigrationServicer, generic_handler
+from migwatch.agent.store import FinalStore
 from migwatch.agent.tracker import Tracker
 
 log = logging.getLogger(__name__)

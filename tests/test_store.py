@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.convert import migration_from_pb, migration_to_pb
 from migwatch.agent.hub import Filter
