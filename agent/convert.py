@@ -153,7 +153,7 @@ _ACTION_BACK = {v: k for k, v in _ACTION.items()}
 
 
 def _seconds(msg: pb.Migration | pb.Recommendation, name: str) -> float | None:
-    if not msg.HasField(name):  # type: ignore[arg-type]
+    if not msg.HasField(name):
         return None
     value: Duration | Timestamp = getattr(msg, name)
     return value.ToNanoseconds() / 1e9
