@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
+from migwatch.agent.prediction import DomainFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,11 @@ class Backend(Protocol):
         self, domain_uuid: str, max_downtime_s: float | None, max_bandwidth_bps: int | None
     ) -> None:
         """Apply new limits; ``None`` leaves a limit as it is."""
+        ...
+
+    async def describe(self, domain: str) -> DomainFacts:
+        """What a prediction needs of a running domain, by UUID or name; raises
+        MigrationGone when there is no such running domain."""
         ...
 
     async def close(self) -> None:

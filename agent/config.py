@@ -38,6 +38,8 @@ class AgentConfig:
     sample_interval_s: float = 0.5
     scan_interval_s: float = 2.0
     record_dir: str = ""  # write a trace per migration here (TRACE_FORMAT.md)
+    # Seconds between pre-flight dirty-rate measurements of each idle guest; 0: off.
+    preflight_interval_s: float = 120.0
     # replay
     traces: tuple[str, ...] = ()
     speed: float = 1.0

@@ -16,6 +16,7 @@ from migwatch.agent.model import (
     Recommendation,
     Transfer,
 )
+from migwatch.agent.prediction import DomainFacts, Prediction
 from migwatch.v1 import migwatch_pb2 as pb
 
 _PHASE = {
@@ -133,6 +134,37 @@ def migration_to_pb(m: Migration) -> pb.Migration:
     ):
         if unix_s is not None:
             getattr(msg, name).CopyFrom(timestamp(unix_s))
+    return msg
+
+
+def prediction_to_pb(
+    facts: DomainFacts, prediction: Prediction, limits: Limits, disk_bytes: int, now: float
+) -> pb.EstimateMigrationResponse:
+    est = prediction.estimate
+    msg = pb.EstimateMigrationResponse(
+        domain_uuid=facts.domain_uuid,
+        domain_name=facts.domain_name,
+        convergence=_CONVERGENCE[est.convergence],
+        reason=est.reason,
+        recommendations=[recommendation_to_pb(r) for r in est.recommendations],
+        memory_bytes=facts.memory_bytes,
+        disk_bytes=disk_bytes,
+        bandwidth=limits.max_bandwidth_bps or 0,
+        max_downtime=duration(limits.max_downtime_s),
+        dirty_rate_bytes_per_second=int(prediction.dirty_rate_bps or 0),
+        hot_set_bytes=int(prediction.hot_set_bytes or 0),
+        basis=_BASIS[est.basis],
+    )
+    for name, seconds in (
+        ("duration", est.eta_s),
+        ("duration_low", est.eta_low_s),
+        ("duration_high", est.eta_high_s),
+    ):
+        if seconds is not None and seconds != float("inf"):
+            getattr(msg, name).CopyFrom(duration(seconds))
+    if facts.preflight is not None:
+        msg.measured_at.CopyFrom(timestamp(facts.preflight.measured_at))
+        msg.measurement_age.CopyFrom(duration(now - facts.preflight.measured_at))
     return msg
 
 

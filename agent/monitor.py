@@ -8,6 +8,7 @@ from migwatch.agent.backend import Backend, Observation
 from migwatch.agent.errors import ControlRefused, MigrationGone
 from migwatch.agent.hub import Hub
 from migwatch.agent.model import Direction, HostState, Migration
+from migwatch.agent.prediction import DomainFacts
 from migwatch.agent.store import FinalStore
 from migwatch.agent.tracker import Tracker
 
@@ -76,6 +77,9 @@ class Monitor:
 
     def _latest(self, m: Migration) -> Migration:
         return self.hub.get(m.id) or m
+
+    async def describe(self, domain: str) -> DomainFacts:
+        return await self.backend.describe(domain)
 
     async def abort(self, migration_id: str) -> Migration:
         m = self.controllable(migration_id)

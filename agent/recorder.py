@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from migwatch.agent.backend import MigrationInfo
-from migwatch.agent.model import Limits
+from migwatch.agent.model import Limits, Preflight
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,14 @@ class TraceRecorder:
         self._clock = clock
         self._open: dict[str, _Open] = {}
 
-    def start(self, info: MigrationInfo, limits: Limits, interval_s: float, **meta: Any) -> None:
+    def start(
+        self,
+        info: MigrationInfo,
+        limits: Limits,
+        interval_s: float,
+        preflight: Preflight | None = None,
+        **meta: Any,
+    ) -> None:
         if info.domain_uuid in self._open:
             return
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", info.domain_name) or "domain"
@@ -63,8 +70,16 @@ class TraceRecorder:
             params={"bandwidth": bandwidth // (1 << 20)} if bandwidth else {},
             flag_names=["VIR_MIGRATE_POSTCOPY"] if limits.postcopy_allowed else [],
             guest={"name": info.domain_name},
+            preflight=preflight is not None,
             **meta,
         )
+        for period, mbps in sorted((preflight.rates if preflight else {}).items()):
+            assert preflight is not None
+            self._write(
+                info.domain_uuid, "dirtyrate", None, host="A", mode="page-sampling",
+                period_s=period, megabytes_per_second=mbps, calc_status=2,
+                measured_at=preflight.measured_at,
+            )  # fmt: skip
         log.info("recording migration of %s to %s", info.domain_name, path)
 
     def stats(self, domain_uuid: str, stats: Mapping[str, Any], call_ms: float) -> None:

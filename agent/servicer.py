@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import grpc
@@ -17,10 +18,11 @@ from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from migwatch.agent.convert import migration_to_pb
+from migwatch.agent.convert import migration_to_pb, prediction_to_pb
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
 from migwatch.agent.hub import Filter, Hub, SubscriberLimitReached
 from migwatch.agent.monitor import Monitor
+from migwatch.agent.prediction import predict_migration
 from migwatch.v1 import migwatch_pb2 as pb
 
 SERVICE_NAME = "migwatch.v1.MigrationService"
@@ -262,6 +264,57 @@ class MigrationServicer:
             await self._control_failed(exc, context)
         return pb.UpdateMigrationLimitsResponse(migration=migration_to_pb(m))
 
+    async def EstimateMigration(
+        self,
+        request: pb.EstimateMigrationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.EstimateMigrationResponse:
+        domain = request.domain_uuid or request.domain_name
+        if not domain or (request.domain_uuid and request.domain_name):
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "name the domain by domain_uuid or by domain_name (exactly one)",
+                "domain_uuid",
+            )
+        try:
+            facts = await self._monitor.describe(domain)
+        except ControlError as exc:
+            await self._control_failed(exc, context)
+        limits = facts.limits
+        if request.HasField("bandwidth"):
+            if request.bandwidth < _MIN_BANDWIDTH:
+                await _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"bandwidth {request.bandwidth} B/s is below 1 MiB/s; it is in bytes per second",
+                    "bandwidth",
+                )
+            limits = replace(limits, max_bandwidth_bps=request.bandwidth)
+        if request.HasField("max_downtime"):
+            downtime_s = request.max_downtime.ToNanoseconds() / 1e9
+            if not _MIN_DOWNTIME_S <= downtime_s <= _MAX_DOWNTIME_S:
+                await _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"max_downtime {downtime_s:g}s is out of range: give 1ms to 1h",
+                    "max_downtime",
+                )
+            limits = replace(limits, max_downtime_s=downtime_s)
+        if not limits.max_bandwidth_bps:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{facts.domain_name} has no migration bandwidth limit, so there is no rate "
+                "to predict with: pass bandwidth (bytes per second)",
+                "bandwidth",
+            )
+        disk = facts.disk_bytes if request.copy_storage else 0
+        prediction = predict_migration(
+            facts.memory_bytes, disk, facts.preflight, limits, self._monitor.tracker.config
+        )
+        return prediction_to_pb(facts, prediction, limits, disk, self._clock())
+
     # -- helpers -------------------------------------------------------------------
     async def _valid_id(self, value: str, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         try:
@@ -309,6 +362,11 @@ def generic_handler(servicer: MigrationServicer) -> grpc.GenericRpcHandler:
             servicer.ForceCompleteMigration,
             request_deserializer=pb.ForceCompleteMigrationRequest.FromString,
             response_serializer=pb.ForceCompleteMigrationResponse.SerializeToString,
+        ),
+        "EstimateMigration": grpc.unary_unary_rpc_method_handler(
+            servicer.EstimateMigration,
+            request_deserializer=pb.EstimateMigrationRequest.FromString,
+            response_serializer=pb.EstimateMigrationResponse.SerializeToString,
         ),
         "UpdateMigrationLimits": grpc.unary_unary_rpc_method_handler(
             servicer.UpdateMigrationLimits,

@@ -55,6 +55,10 @@ class Tracker:
         # may report an end twice (event and poll), the record goes out once.
         self._finished: dict[tuple[str, Direction], str] = {}
 
+    @property
+    def config(self) -> EstimatorConfig:
+        return self._config
+
     def active_ids(self) -> set[str]:
         return {t.id for t in self._active.values()}
 
@@ -64,7 +68,7 @@ class Tracker:
         key = (obs.info.domain_uuid, obs.info.direction)
         track = self._active.get(key)
         if track is None:
-            if obs.phase.terminal and self._finished.get(key) == migration_id(obs.info):
+            if self._finished.get(key) == migration_id(obs.info):
                 return None
             track = _Track(
                 id=migration_id(obs.info),

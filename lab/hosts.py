@@ -268,7 +268,9 @@ def wait_listening(spec: HostSpec, record: DaemonRecord, timeout: float = 20.0) 
             tail = host_dirs(spec.name).daemon_output.read_text(errors="replace")[-2000:]
             raise LabError(f"libvirtd for host {spec.name} exited during start:\n{tail}")
         time.sleep(0.02)
-    raise LabError(f"libvirtd for host {spec.name} not listening on {spec.tcp_port} after {timeout}s")
+    raise LabError(
+        f"libvirtd for host {spec.name} not listening on {spec.tcp_port} after {timeout}s"
+    )
 
 
 def _terminate(pid: int, start_time: int, timeout: float) -> None:

@@ -55,7 +55,7 @@ class Scenario:
 
 def _constant_names(prefix: str, exclude: Sequence[str] = ()) -> dict[int, str]:
     return {
-        getattr(libvirt, n): n[len(prefix):]
+        getattr(libvirt, n): n[len(prefix) :]
         for n in dir(libvirt)
         if n.startswith(prefix) and not n.endswith("_LAST") and not n.startswith(tuple(exclude))
     }
@@ -204,7 +204,9 @@ def measure_dirty_rate(conn: Any, uuid: str, period_s: int) -> dict[str, Any]:
     dom = conn.lookupByUUIDString(uuid)
 
     def read() -> dict[str, Any]:
-        stats: dict[str, Any] = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[0][1]
+        stats: dict[str, Any] = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[
+            0
+        ][1]
         return stats
 
     previous_start = read().get("dirtyrate.calc_start_time")

@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 import logging
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,7 +38,8 @@ from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, 
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
 from migwatch.agent.jobstats import parse_job_stats
-from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase
+from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
+from migwatch.agent.prediction import DomainFacts
 from migwatch.agent.recorder import TraceRecorder
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,8 @@ class LibvirtBackend:
         scan_interval_s: float = 1.0,
         host_name: str = "",
         recorder: TraceRecorder | None = None,
+        preflight_interval_s: float = 120.0,
+        preflight_periods: tuple[float, ...] = (1.0, 2.0, 4.0),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._uri = uri
@@ -135,6 +140,13 @@ class LibvirtBackend:
         self._closed_event: asyncio.Event | None = None
         self._discover_now: asyncio.Event | None = None
         self._impl: libvirtaio.virEventAsyncIOImpl | None = None
+        self._preflight_interval = preflight_interval_s
+        self._preflight_periods = preflight_periods
+        self._preflight: dict[str, Preflight] = {}
+        # Starting a measurement while a migration job runs blocks until the job
+        # ends (NOTES.md): give those calls their own thread, so a blocked one
+        # can never starve job sampling of workers.
+        self._dirtyrate_pool = ThreadPoolExecutor(1, thread_name_prefix="dirtyrate")
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> LibvirtBackend:
@@ -144,6 +156,7 @@ class LibvirtBackend:
             scan_interval_s=config.scan_interval_s,
             host_name=config.host_name,
             recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
+            preflight_interval_s=config.preflight_interval_s,
         )
 
     @property
@@ -212,6 +225,11 @@ class LibvirtBackend:
         """Scan for jobs until the connection closes."""
         assert self._closed_event is not None and self._discover_now is not None
         closed = asyncio.create_task(self._closed_event.wait())
+        sampler = (
+            asyncio.create_task(self._sample_dirty_rates(), name="dirtyrate")
+            if self._preflight_interval > 0
+            else None
+        )
         try:
             while not self._closed_event.is_set():
                 try:
@@ -228,6 +246,10 @@ class LibvirtBackend:
                 self._discover_now.clear()
         finally:
             closed.cancel()
+            if sampler is not None:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sampler
 
     async def _disconnect(self) -> None:
         """Stop watchers (their state stays, to resume after a reconnect) and close."""
@@ -257,6 +279,7 @@ class LibvirtBackend:
         del conn  # the last reference: libvirt frees the connection now (Pitfall 10)
 
     async def close(self) -> None:
+        self._dirtyrate_pool.shutdown(wait=False, cancel_futures=True)
         if self._recorder is not None:
             self._recorder.close()
         self._outgoing.clear()
@@ -387,7 +410,10 @@ class LibvirtBackend:
                     limits_iteration = sample.iteration
                     watch.limits = await self._call(_read_limits, dom, watch.limits)
                     if self._recorder is not None and (sample.iteration or sample.disk_total):
-                        self._recorder.start(watch.info, watch.limits, self._interval, uri=self._uri)
+                        self._recorder.start(
+                            watch.info, watch.limits, self._interval,
+                            self._preflight.get(watch.info.domain_uuid), uri=self._uri,
+                        )  # fmt: skip
                 if self._recorder is not None:
                     self._recorder.stats(
                         watch.info.domain_uuid, stats, (time.monotonic() - began) * 1000
@@ -480,6 +506,7 @@ class LibvirtBackend:
                 sample=watch.sample,
                 error_message=error,
                 actual_downtime_s=downtime,
+                preflight=self._preflight.get(watch.info.domain_uuid),
             )
         )
 
@@ -586,6 +613,63 @@ class LibvirtBackend:
         except libvirt.libvirtError as exc:
             raise map_control_error(exc, f"{what} of {watch.info.domain_name}") from exc
 
+    async def describe(self, domain: str) -> DomainFacts:
+        conn = self._conn
+        if conn is None:
+            raise BackendUnavailable(f"libvirt at {self._uri} is unreachable; retry after it reconnects")
+        try:
+            uuid, name, memory, disk, limits, busy = await self._call(_describe, conn, domain)
+        except libvirt.libvirtError as exc:
+            raise map_control_error(exc, f"estimate of {domain}") from exc
+        return DomainFacts(
+            domain_uuid=uuid,
+            domain_name=name,
+            memory_bytes=memory,
+            disk_bytes=disk,
+            limits=limits,
+            preflight=self._preflight.get(uuid),
+            migrating=busy,
+        )
+
+    # -- pre-flight dirty-rate measurements -------------------------------------------
+    async def _sample_dirty_rates(self) -> None:
+        """Measure every idle running guest's dirty rate, one guest at a time, each
+        about once per ``preflight_interval_s``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            conn = self._conn
+            if conn is None:
+                return
+            idle = await self._call(_idle_domains, conn)
+            busy = set(self._outgoing) | set(self._incoming)
+            due = [
+                uuid for uuid in idle
+                if uuid not in busy
+                and self._clock() - self._preflight.get(uuid, _NEVER).measured_at
+                >= self._preflight_interval
+            ]  # fmt: skip
+            for known in set(self._preflight) - set(idle) - busy:
+                del self._preflight[known]  # the guest left or stopped
+            if not due:
+                await asyncio.sleep(min(self._preflight_interval, 10.0))
+                continue
+            uuid = due[0]
+            rates: dict[float, float] = {}
+            for period in self._preflight_periods:
+                if uuid in self._outgoing or uuid in self._incoming:
+                    break  # never start one on a guest with a job
+                mbps = await loop.run_in_executor(
+                    self._dirtyrate_pool, _measure_dirty_rate, conn, uuid, period
+                )
+                if mbps is None:
+                    break
+                rates[period] = mbps
+            if rates:
+                self._preflight[uuid] = Preflight(measured_at=self._clock(), rates=rates)
+                log.debug("pre-flight dirty rate of %s: %s MiB/s", uuid, rates)
+            # Spread the guests over the interval rather than measuring in bursts.
+            await asyncio.sleep(self._preflight_interval / max(1, len(idle)) / 4)
+
     async def abort(self, domain_uuid: str) -> None:
         watch = self._active(domain_uuid)
         watch.abort_requested = True
@@ -664,6 +748,59 @@ def _scan_jobs(conn: Any) -> list[tuple[str, str, str, dict[str, Any], int]]:
             continue
         found.append((dom.UUIDString(), dom.name(), "out", stats, int(dom.info()[1]) * 1024))
     return found
+
+
+_NEVER = Preflight(measured_at=float("-inf"))
+
+
+def _idle_domains(conn: Any) -> list[str]:
+    """UUIDs of running domains with no job."""
+    idle = []
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING):
+        try:
+            if int(dom.jobStats().get("type", _JOB_NONE)) == _JOB_NONE:
+                idle.append(dom.UUIDString())
+        except libvirt.libvirtError:
+            continue
+    return idle
+
+
+def _measure_dirty_rate(conn: Any, uuid: str, period: float) -> float | None:
+    """One page-sampling measurement, in MiB/s; None if it could not be made.
+
+    Never the dirty-bitmap mode: on QEMU 7.2 under TCG it killed the guest (NOTES.md).
+    """
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+        dom.startDirtyRateCalc(int(period), libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)
+        deadline = time.monotonic() + period + 3.0
+        time.sleep(period + 0.3)
+        while time.monotonic() < deadline:
+            ((_, stats),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0)
+            if int(stats.get("dirtyrate.calc_status", 0)) == 2:  # measured
+                return float(stats.get("dirtyrate.megabytes_per_second", 0))
+            time.sleep(0.2)
+    except libvirt.libvirtError as exc:
+        log.debug("dirty-rate measurement of %s failed: %s", uuid, exc.get_error_message())
+    return None
+
+
+def _describe(conn: Any, domain: str) -> tuple[str, str, int, int, Limits, bool]:
+    try:
+        dom = conn.lookupByUUIDString(domain)
+    except libvirt.libvirtError:
+        dom = conn.lookupByName(domain)
+    if not dom.isActive():
+        raise libvirt.libvirtError(f"domain {domain} is not running")
+    memory = int(dom.info()[1]) * 1024
+    disk = 0
+    root = ET.fromstring(dom.XMLDesc(0))
+    for target in root.findall("./devices/disk[@device='disk']/target"):
+        with contextlib.suppress(libvirt.libvirtError):
+            disk += int(dom.blockInfo(target.get("dev", ""))[0])  # capacity
+    limits = _read_limits(dom, Limits())
+    busy = int(dom.jobStats().get("type", _JOB_NONE)) != _JOB_NONE
+    return dom.UUIDString(), dom.name(), memory, disk, limits, busy
 
 
 def _domain_state(conn: Any, uuid: str) -> tuple[int, int] | None:

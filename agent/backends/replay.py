@@ -27,6 +27,7 @@ from migwatch.agent.config import AgentConfig, ConfigError
 from migwatch.agent.errors import ControlRefused, MigrationGone
 from migwatch.agent.jobstats import completed_job, parse_job_stats
 from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
+from migwatch.agent.prediction import DomainFacts
 from migwatch.agent.trace import (
     SourceStats,
     Trace,
@@ -237,6 +238,25 @@ class ReplayBackend:
         self, domain_uuid: str, max_downtime_s: float | None, max_bandwidth_bps: int | None
     ) -> None:
         raise self._refuse(domain_uuid)
+
+    async def describe(self, domain: str) -> DomainFacts:
+        """A replayed domain as it was before its migration: what the recording's
+        first samples and pre-flight lines say."""
+        for replay in self._replays.values():
+            if domain in (replay.info.domain_uuid, replay.info.domain_name):
+                trace = replay.trace
+                disk = next((s.sample.disk_total for s in trace.source_stats
+                             if s.sample is not None and s.sample.disk_total), 0)  # fmt: skip
+                return DomainFacts(
+                    domain_uuid=replay.info.domain_uuid,
+                    domain_name=replay.info.domain_name,
+                    memory_bytes=replay.info.memory_bytes or 0,
+                    disk_bytes=disk,
+                    limits=limits_at(trace, 0.0),
+                    preflight=replay.preflight,
+                    migrating=not replay.done,
+                )
+        raise MigrationGone(f"no replayed domain {domain!r}")
 
     async def close(self) -> None:
         self._replays.clear()

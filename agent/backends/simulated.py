@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 
 from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, StatusSink
 from migwatch.agent.errors import ControlRefused, MigrationGone
-from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase
+from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
+from migwatch.agent.prediction import DomainFacts
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,27 @@ class SimulatedMigration:
         )
 
 
+def _facts(
+    spec: GuestSpec, domain_uuid: str, name: str, now: float, migrating: bool = False
+) -> DomainFacts:
+    # What page sampling would read: distinct pages written in P seconds, which
+    # level off at the hot set (NOTES.md).
+    rates = {p: min(spec.dirty_mib_s * p, spec.hot_mib) / p for p in (1.0, 2.0, 4.0)}
+    return DomainFacts(
+        domain_uuid=domain_uuid,
+        domain_name=name,
+        memory_bytes=spec.ram_mib * MIB,
+        disk_bytes=spec.disk_mib * MIB,
+        limits=Limits(
+            max_downtime_s=spec.max_downtime_s,
+            max_bandwidth_bps=int(spec.bandwidth_mib_s * MIB),
+            postcopy_allowed=spec.postcopy_allowed,
+        ),
+        preflight=Preflight(measured_at=now - 30.0, rates=rates),
+        migrating=migrating,
+    )
+
+
 def expand_scenarios(names: tuple[str, ...]) -> list[GuestSpec]:
     """``("converging", "quick*3")`` -> specs; raises ValueError naming a bad entry."""
     specs: list[GuestSpec] = []
@@ -373,6 +395,21 @@ class SimulatedBackend:
         run = self._find(domain_uuid)
         run.sim.set_limits(max_downtime_s, max_bandwidth_bps)
         self._emit(run)
+
+    async def describe(self, domain: str) -> DomainFacts:
+        """A migrating simulated guest, or an idle one named ``sim-<scenario>``."""
+        for run in self._running.values():
+            if domain in (run.info.domain_uuid, run.info.domain_name):
+                return _facts(run.sim.spec, run.info.domain_uuid, run.info.domain_name,
+                              self._clock(), migrating=True)  # fmt: skip
+        name = domain.removeprefix("sim-")
+        if name in CATALOG:
+            return _facts(CATALOG[name], str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+                          f"sim-{name}", self._clock())  # fmt: skip
+        raise MigrationGone(
+            f"no simulated domain {domain!r}: give a migrating one's name or UUID, or one of "
+            + ", ".join(f"sim-{n}" for n in CATALOG)
+        )
 
     async def close(self) -> None:
         self._running.clear()

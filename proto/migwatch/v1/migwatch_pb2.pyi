@@ -321,3 +321,55 @@ class UpdateMigrationLimitsResponse(_message.Message):
     MIGRATION_FIELD_NUMBER: _ClassVar[int]
     migration: Migration
     def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class EstimateMigrationRequest(_message.Message):
+    __slots__ = ("domain_uuid", "domain_name", "bandwidth", "max_downtime", "copy_storage")
+    DOMAIN_UUID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_NAME_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOWNTIME_FIELD_NUMBER: _ClassVar[int]
+    COPY_STORAGE_FIELD_NUMBER: _ClassVar[int]
+    domain_uuid: str
+    domain_name: str
+    bandwidth: int
+    max_downtime: _duration_pb2.Duration
+    copy_storage: bool
+    def __init__(self, domain_uuid: _Optional[str] = ..., domain_name: _Optional[str] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., copy_storage: _Optional[bool] = ...) -> None: ...
+
+class EstimateMigrationResponse(_message.Message):
+    __slots__ = ("domain_uuid", "domain_name", "duration", "duration_low", "duration_high", "convergence", "reason", "recommendations", "memory_bytes", "disk_bytes", "bandwidth", "max_downtime", "dirty_rate_bytes_per_second", "hot_set_bytes", "measured_at", "measurement_age", "basis")
+    DOMAIN_UUID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_NAME_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_LOW_FIELD_NUMBER: _ClassVar[int]
+    DURATION_HIGH_FIELD_NUMBER: _ClassVar[int]
+    CONVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATIONS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOWNTIME_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_RATE_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    HOT_SET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENT_AGE_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    domain_uuid: str
+    domain_name: str
+    duration: _duration_pb2.Duration
+    duration_low: _duration_pb2.Duration
+    duration_high: _duration_pb2.Duration
+    convergence: Convergence
+    reason: str
+    recommendations: _containers.RepeatedCompositeFieldContainer[Recommendation]
+    memory_bytes: int
+    disk_bytes: int
+    bandwidth: int
+    max_downtime: _duration_pb2.Duration
+    dirty_rate_bytes_per_second: int
+    hot_set_bytes: int
+    measured_at: _timestamp_pb2.Timestamp
+    measurement_age: _duration_pb2.Duration
+    basis: EtaBasis
+    def __init__(self, domain_uuid: _Optional[str] = ..., domain_name: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration_low: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration_high: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., convergence: _Optional[_Union[Convergence, str]] = ..., reason: _Optional[str] = ..., recommendations: _Optional[_Iterable[_Union[Recommendation, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dirty_rate_bytes_per_second: _Optional[int] = ..., hot_set_bytes: _Optional[int] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., measurement_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., basis: _Optional[_Union[EtaBasis, str]] = ...) -> None: ...

@@ -65,6 +65,11 @@ class MigrationServiceStub:
                 request_serializer=migwatch_dot_v1_dot_migwatch__pb2.UpdateMigrationLimitsRequest.SerializeToString,
                 response_deserializer=migwatch_dot_v1_dot_migwatch__pb2.UpdateMigrationLimitsResponse.FromString,
                 _registered_method=True)
+        self.EstimateMigration = channel.unary_unary(
+                '/migwatch.v1.MigrationService/EstimateMigration',
+                request_serializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationRequest.SerializeToString,
+                response_deserializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationResponse.FromString,
+                _registered_method=True)
 
 
 class MigrationServiceServicer:
@@ -118,6 +123,16 @@ class MigrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EstimateMigration(self, request, context):
+        """EstimateMigration predicts a migration of a running domain on this host
+        before it starts: its duration with a band, whether it will converge, and
+        if not, the limits that would make it converge. It leans on the agent's
+        latest background dirty-rate measurement of the guest, and says how old it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MigrationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +165,11 @@ def add_MigrationServiceServicer_to_server(servicer, server):
                     servicer.UpdateMigrationLimits,
                     request_deserializer=migwatch_dot_v1_dot_migwatch__pb2.UpdateMigrationLimitsRequest.FromString,
                     response_serializer=migwatch_dot_v1_dot_migwatch__pb2.UpdateMigrationLimitsResponse.SerializeToString,
+            ),
+            'EstimateMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateMigration,
+                    request_deserializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationRequest.FromString,
+                    response_serializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +335,33 @@ class MigrationService:
             '/migwatch.v1.MigrationService/UpdateMigrationLimits',
             migwatch_dot_v1_dot_migwatch__pb2.UpdateMigrationLimitsRequest.SerializeToString,
             migwatch_dot_v1_dot_migwatch__pb2.UpdateMigrationLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/migwatch.v1.MigrationService/EstimateMigration',
+            migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationRequest.SerializeToString,
+            migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,12 @@ class MigrationServiceStub:
     """
     UpdateMigrationLimits: _grpc.UnaryUnaryMultiCallable[_migwatch_pb2.UpdateMigrationLimitsRequest, _migwatch_pb2.UpdateMigrationLimitsResponse]
     """UpdateMigrationLimits changes max downtime and/or max bandwidth."""
+    EstimateMigration: _grpc.UnaryUnaryMultiCallable[_migwatch_pb2.EstimateMigrationRequest, _migwatch_pb2.EstimateMigrationResponse]
+    """EstimateMigration predicts a migration of a running domain on this host
+    before it starts: its duration with a band, whether it will converge, and
+    if not, the limits that would make it converge. It leans on the agent's
+    latest background dirty-rate measurement of the guest, and says how old it is.
+    """
 
 @_typing.type_check_only
 class MigrationServiceAsyncStub(MigrationServiceStub):
@@ -86,6 +92,12 @@ class MigrationServiceAsyncStub(MigrationServiceStub):
     """
     UpdateMigrationLimits: _aio.UnaryUnaryMultiCallable[_migwatch_pb2.UpdateMigrationLimitsRequest, _migwatch_pb2.UpdateMigrationLimitsResponse]  # type: ignore[assignment]
     """UpdateMigrationLimits changes max downtime and/or max bandwidth."""
+    EstimateMigration: _aio.UnaryUnaryMultiCallable[_migwatch_pb2.EstimateMigrationRequest, _migwatch_pb2.EstimateMigrationResponse]  # type: ignore[assignment]
+    """EstimateMigration predicts a migration of a running domain on this host
+    before it starts: its duration with a band, whether it will converge, and
+    if not, the limits that would make it converge. It leans on the agent's
+    latest background dirty-rate measurement of the guest, and says how old it is.
+    """
 
 class MigrationServiceServicer(metaclass=_abc_1.ABCMeta):
     """MigrationService reports the migrations on one host and lets an operator act on them."""
@@ -144,5 +156,17 @@ class MigrationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_migwatch_pb2.UpdateMigrationLimitsResponse, _abc.Awaitable[_migwatch_pb2.UpdateMigrationLimitsResponse]]:
         """UpdateMigrationLimits changes max downtime and/or max bandwidth."""
+
+    @_abc_1.abstractmethod
+    def EstimateMigration(
+        self,
+        request: _migwatch_pb2.EstimateMigrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_migwatch_pb2.EstimateMigrationResponse, _abc.Awaitable[_migwatch_pb2.EstimateMigrationResponse]]:
+        """EstimateMigration predicts a migration of a running domain on this host
+        before it starts: its duration with a band, whether it will converge, and
+        if not, the limits that would make it converge. It leans on the agent's
+        latest background dirty-rate measurement of the guest, and says how old it is.
+        """
 
 def add_MigrationServiceServicer_to_server(servicer: MigrationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
