@@ -17,8 +17,10 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
+import pytest_asyncio
 
 if os.environ.get("MIGWATCH_SKIP_LAB") == "1":
     pytest.skip(
@@ -58,15 +60,17 @@ class AgentProcess:
         self.target = f"127.0.0.1:{self.port}"
         self.log = log_dir / f"agent-{host}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
 
     def start(self) -> None:
+        self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "migwatch.agent", "--backend", "libvirt",
                 "--libvirt-uri", Lab.uri(self.host), "--listen", self.target,
                 "--sample-interval", "0.25", "--log-level", "debug",
             ],
-            stdout=self.log.open("wb"),
+            stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
@@ -87,6 +91,8 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +162,7 @@ class Watcher:
         return next((m for m in self.ends(direction) if m.final), None)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def watch(agents: dict[str, AgentProcess]) -> AsyncIterator[Callable[[str], Watcher]]:
     tasks: list[asyncio.Task[None]] = []
 
