@@ -18,7 +18,8 @@ log = logging.getLogger("migwatch.agent")
 _EPILOG = """\
 examples:
   migwatch-agent                                  simulated migrations on 127.0.0.1:50051
-  migwatch-agent --backend libvirt --libvirt-uri qemu:///system --listen 0.0.0.0:50051
+  migwatch-agent --backend libvirt --listen 0.0.0.0:50051 \
+      --tls-cert agent.crt --tls-key agent.key --tls-client-ca clients-ca.crt --operator 'ops-*'
   migwatch-agent --backend replay --trace run.jsonl --speed 4
   migwatch-agent --config /etc/migwatch/agent.toml
 
@@ -27,6 +28,8 @@ then:
   grpcurl -plaintext -d '{}' 127.0.0.1:50051 migwatch.v1.MigrationService/WatchMigrations
   migwatch watch --agent 127.0.0.1:50051
 
+A non-loopback --listen needs TLS (--tls-cert, --tls-key) or --insecure; see
+docs/SECURITY.md for roles, token files and grpcurl with certificates.
 Flags override the config file, which overrides the defaults. SIGINT or SIGTERM
 stops the agent cleanly (streams end with UNAVAILABLE); a second one exits at once.
 """
@@ -77,13 +80,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--max-subscribers", type=int, metavar="N", help="watch streams at most (default 10000)")
     g.add_argument("--slow-budget", dest="slow_budget_s", type=float, metavar="S",
                    help="a migration expected to take longer than this is 'slow' (default 600)")
+    g = p.add_argument_group("security (docs/SECURITY.md)")
+    g.add_argument("--tls-cert", metavar="FILE", help="PEM server certificate (chain); serve TLS")
+    g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    g.add_argument("--tls-client-ca", metavar="FILE",
+                   help="PEM CA: require client certificates it signed (mutual TLS)")
+    g.add_argument("--token-file", metavar="FILE",
+                   help="bearer tokens, 'TOKEN ROLE [NAME]' per line (re-read when it changes)")
+    g.add_argument("--operator", dest="operators", action="append", metavar="PATTERN",
+                   help="client-certificate names (CN or SAN DNS, wildcards) with the operator "
+                   "role; repeatable (default: none)")
+    g.add_argument("--viewer", dest="viewers", action="append", metavar="PATTERN",
+                   help="... with the viewer role; repeatable (default: '*', any certificate)")
+    g.add_argument("--insecure", action="store_true", default=None,
+                   help="allow plaintext on a non-loopback --listen (logs a warning)")
     return p.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> AgentConfig:
     file_values: dict[str, Any] = load_toml(args.config) if args.config else {}
     overrides = {k: v for k, v in vars(args).items() if k != "config"}
-    for key in ("traces", "simulated_scenarios"):
+    for key in ("traces", "simulated_scenarios", "operators", "viewers"):
         if overrides.get(key) is not None:
             overrides[key] = tuple(overrides[key])
     return build(file_values, overrides)

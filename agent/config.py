@@ -9,17 +9,31 @@ unnoticed. Example::
     libvirt_uri = "qemu:///system"
     sample_interval_s = 0.5
     retention_s = 86400
+
+Security (docs/SECURITY.md)::
+
+    tls_cert = "/etc/migwatch/agent.crt"
+    tls_key = "/etc/migwatch/agent.key"
+    tls_client_ca = "/etc/migwatch/clients-ca.crt"   # client certificates required
+    token_file = "/etc/migwatch/tokens"              # TOKEN ROLE [NAME] per line
+
+    [roles]   # client-certificate names (CN, SAN DNS) -> role; wildcards, any case
+    operators = ["ops-*"]
+    viewers = ["*"]
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BACKENDS = ("simulated", "libvirt", "replay")
+# The [roles] table of the TOML file: its keys are these fields.
+ROLE_KEYS = ("operators", "viewers")
 
 
 class ConfigError(Exception):
@@ -53,6 +67,14 @@ class AgentConfig:
     slow_budget_s: float = 600.0
     grace_s: float = 2.0
     state_dir: str = ""  # sqlite store of finished migrations; empty: in memory only
+    # security (auth.py, docs/SECURITY.md)
+    tls_cert: str = ""  # PEM server certificate (chain); with tls_key: serve TLS
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM CA: client certificates are required and verified
+    token_file: str = ""  # bearer tokens, "TOKEN ROLE [NAME]" per line
+    insecure: bool = False  # allow plaintext on a non-loopback address
+    operators: tuple[str, ...] = ()  # certificate-name patterns with the operator role
+    viewers: tuple[str, ...] = ("*",)  # ... with the viewer role
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> AgentConfig:
@@ -69,7 +91,33 @@ class AgentConfig:
             raise ConfigError("the replay backend needs at least one --trace FILE")
         if self.max_subscribers < 1:
             raise ConfigError("max_subscribers must be at least 1")
+        self._validate_security(host)
         return self
+
+    def _validate_security(self, host: str) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError(
+                "tls_client_ca (--tls-client-ca) needs the agent's own tls_cert and tls_key too"
+            )
+        if not self.tls_cert and not self.insecure and not is_loopback(host):
+            raise ConfigError(
+                f"listen {self.listen!r} is not a loopback address and TLS is off: give "
+                "--tls-cert and --tls-key (docs/SECURITY.md), or --insecure to serve "
+                "plaintext anyway"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1 (bracketed or not); any other name is not."""
+    host = host.removeprefix("[").removesuffix("]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -80,8 +128,19 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    known = {f.name for f in dataclasses.fields(AgentConfig)} - {"extra"}
+    known = {f.name for f in dataclasses.fields(AgentConfig)} - {"extra", *ROLE_KEYS}
     values: dict[str, Any] = {}
+    roles = raw.pop("roles", {})
+    if not isinstance(roles, dict):
+        raise ConfigError(f"config file {path}: roles must be a table: [roles] operators = [...]")
+    for key, value in roles.items():
+        if key not in ROLE_KEYS:
+            raise ConfigError(
+                f"config file {path}: unknown role {key!r} in [roles]; known: {', '.join(ROLE_KEYS)}"
+            )
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config file {path}: [roles] {key} must be a list of name patterns")
+        values[key] = tuple(value)
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in known:

@@ -2,7 +2,7 @@
 
 ``Agent`` is what ``__main__`` runs and what tests start in-process on
 127.0.0.1:0: the migwatch service, the standard health service and server
-reflection (so grpcurl needs no .proto files).
+reflection (so grpcurl needs no .proto files). TLS and the roles are ``auth.py``'s.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import grpc
 import migwatch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from migwatch.agent.auth import load_security
 from migwatch.agent.backend import Backend
-from migwatch.agent.config import AgentConfig, ConfigError
+from migwatch.agent.config import AgentConfig, ConfigError, is_loopback
 from migwatch.agent.estimator import EstimatorConfig
 from migwatch.agent.hub import Hub
 from migwatch.agent.monitor import Monitor
@@ -80,6 +81,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig, backend: Backend | None = None) -> None:
         self.config = config
+        self.security = load_security(config)  # first: bad files fail before anything starts
         self.backend = backend or make_backend(config)
         self.hub = Hub(
             host=lambda: self.backend.host,
@@ -100,7 +102,9 @@ class Agent:
             log.info("restored %d finished migrations from %s", len(kept), self.store.path)
         self.monitor = Monitor(self.backend, self.tracker, self.hub, self.store)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=self.security.interceptors
+        )
         self.server.add_generic_rpc_handlers(
             (generic_handler(MigrationServicer(self.monitor, self.hub, time.time)),)
         )
@@ -114,8 +118,12 @@ class Agent:
 
     async def start(self) -> int:
         """Bind, start serving and start the backend; returns the bound port."""
+        credentials = self.security.credentials
         try:
-            self.port = self.server.add_insecure_port(self.config.listen)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(self.config.listen)
+            else:
+                self.port = self.server.add_secure_port(self.config.listen, credentials)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {self.config.listen}: {exc}") from exc
         await self.server.start()
@@ -123,13 +131,22 @@ class Agent:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "migwatch agent %s serving %s on %s (backend %s, host %s)",
+            "migwatch agent %s serving %s on %s (backend %s, host %s; %s)",
             migwatch.__version__,
             SERVICE_NAME,
             self.config.listen.rpartition(":")[0] + f":{self.port}",
             self.backend.name,
             self.backend.host,
+            self.security.summary,
         )
+        if credentials is None and not is_loopback(self.config.listen.rpartition(":")[0]):
+            log.warning(
+                "--insecure: serving plaintext on %s; anyone on the network can read %s",
+                self.config.listen,
+                "the traffic, bearer tokens included"
+                if self.config.token_file
+                else "migrations, and abort or steer them (no TLS, no token file)",
+            )
         return self.port
 
     async def _run_backend(self) -> None:

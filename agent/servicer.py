@@ -128,6 +128,9 @@ class MigrationServicer:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field)
         try:
             snapshot, sub = self._hub.subscribe(flt)
+            # Taken with the snapshot: updates published while it is being sent
+            # come after the marker and must number above it.
+            snapshot_sequence = self._hub.sequence
         except SubscriberLimitReached as exc:
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         # Unsubscribe in finally and let CancelledError propagate: swallowing it
@@ -137,7 +140,7 @@ class MigrationServicer:
                 yield update.payload
             yield pb.WatchMigrationsResponse(
                 snapshot_complete=pb.SnapshotComplete(
-                    migration_count=len(snapshot) - 1, sequence=self._hub.sequence
+                    migration_count=len(snapshot) - 1, sequence=snapshot_sequence
                 )
             ).SerializeToString()
             while True:

@@ -3,9 +3,12 @@
 Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces`` and
 ``../shared/lab/traces`` relative to the repository).
 
-Every trace is replayed through ``MigrationEstimator`` exactly as the agent would see it:
-the source's running samples in order, the limits in force (bandwidth, max downtime,
-post-copy flag) and whether post-copy had been started. Nothing reads ``meta.guest``.
+Every trace is replayed through ``MigrationEstimator`` exactly as the agent's replay backend
+and tracker feed it (``estimates``): the source's running samples in order, the limits in
+force (bandwidth, max downtime, post-copy flag), whether post-copy had been started, the
+guest's RAM (``memory_size_hint``) and, for the "prior" rows, the pre-flight lines
+(``preflight_of``), with the agent's ``EstimatorConfig``. Nothing reads ``meta.guest``.
+``tests/test_replay_matches_bench.py`` checks that the agent serves these very ETAs.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from migwatch.agent.config import AgentConfig
 from migwatch.agent.estimator import EstimatorConfig, MigrationEstimator, fit_preflight, predict
 from migwatch.agent.model import Convergence, Estimate, Preflight
 from migwatch.agent.trace import (
+    ReplayStep,
     Trace,
     TraceError,
     find_traces,
@@ -30,6 +35,15 @@ from migwatch.agent.trace import (
     read_trace,
     source_steps,
     true_duration_s,
+)
+
+from bench.eta_limits import (
+    Checkpoint,
+    checkpoints,
+    dirty_unknown,
+    pass1_share,
+    predict_zero_unknown,
+    zero_unknown,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,9 +59,11 @@ METHOD = """\
 Method
   Replay: each trace's source samples (running jobs only) go through MigrationEstimator in
   order with the limits in force (migrate params, speed/downtime actions, post-copy flag)
-  and post-copy after a successful `postcopy` action. meta.guest is never read. The guest's
-  RAM size (what virDomainGetInfo tells an agent) is taken from the first memory_total
-  in the trace: it only matters during a disk mirror, when the memory counters are zero.
+  and post-copy after a successful `postcopy` action, with the agent's EstimatorConfig
+  (budget = the agent's default slow budget), as the agent's replay backend feeds it.
+  meta.guest is never read. The guest's RAM size (what virDomainGetInfo tells an agent) is
+  taken from the first memory_total in the trace: it only matters during a disk mirror,
+  when the memory counters are zero.
   True duration = completed job's time_elapsed (JOB_COMPLETED / completed stats).
   ETA error at x% = |elapsed + eta - true| / true, using the last sample at or before
   x% of the true duration; no ETA there = miss (counted as an infinite error).
@@ -63,7 +79,11 @@ Method
   "After pass 1": every sample once memory_iteration >= 2, i.e. once a dirty rate exists.
   Aggregates pool the self-converging migrations (completed, no action lines); the rest are
   shown per trace. Targets: p90 err <= 10% from 25%; band >= 80%; flag <= 3 iterations;
-  no false flags; pre-flight p90 <= 15%."""
+  no false flags; pre-flight p90 <= 15%.
+  Information limits (hindsight, not estimates): the same checkpoints scored for
+  hypothetical estimators that know, from the trace's own later samples, what no agent can
+  know at the checkpoint (when pass 1 ends; the zero pages pass 1 has still to walk), to
+  show how much error is left by what the job stats do not say."""
 
 
 @dataclass
@@ -99,6 +119,8 @@ class TraceReport:
     predict_verdict: str | None = None
     predict_eta_s: float | None = None
     first_action_s: float | None = None
+    # The checkpoints from 25 % with hindsight facts (eta_limits), completed traces only.
+    hindsight: list[Checkpoint] = field(default_factory=list)
 
     @property
     def self_converging(self) -> bool:
@@ -120,19 +142,32 @@ def _naive_eta(stats: Mapping[str, object], prev: Mapping[str, object] | None,
     return remaining / bps
 
 
+def agent_estimator_config() -> EstimatorConfig:
+    """The estimator config a default agent runs with (``server.Agent``: the slow budget)."""
+    return EstimatorConfig(budget_s=AgentConfig().slow_budget_s)
+
+
+def estimates(trace: Trace, preflight: Preflight | None,
+              config: EstimatorConfig) -> list[tuple[ReplayStep, Estimate]]:
+    """Every running source sample with the estimate after it, fed as the agent feeds its
+    estimator (replay backend -> tracker): same samples, limits, post-copy flag, RAM size
+    and pre-flight."""
+    est = MigrationEstimator(config, preflight, memory_bytes=memory_size_hint(trace))
+    return [(step, est.observe(step.sample, step.limits, postcopy=step.postcopy))
+            for step in source_steps(trace)]
+
+
 def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig) -> Run:
     """Replay one trace and score it (see METHOD)."""
     true = true_duration_s(trace)
-    est = MigrationEstimator(config, preflight, memory_bytes=memory_size_hint(trace))
     points: list[tuple[float, Estimate, float | None]] = []
     run = Run()
     prev_stats: Mapping[str, object] | None = None
     prev_elapsed = 0.0
     last_iter = 0
     start_remaining: list[int] = []
-    for step in source_steps(trace):
+    for step, e in estimates(trace, preflight, config):
         s = step.sample
-        e = est.observe(s, step.limits, postcopy=step.postcopy)
         naive = _naive_eta(step.stats, prev_stats, s.elapsed_s - prev_elapsed)
         prev_stats, prev_elapsed = step.stats, s.elapsed_s
         points.append((s.elapsed_s, e, naive))
@@ -208,6 +243,7 @@ def evaluate(path: Path, config: EstimatorConfig) -> TraceReport:
         live=replay(trace, None, config),
         with_prior=replay(trace, pf, config) if pf is not None else None,
         first_action_s=next((a.dt for a in trace.actions if a.dt is not None), None),
+        hindsight=checkpoints(trace, [f for f in CHECKPOINTS if f >= 0.25]),
     )
     if pf is not None:
         p = _predict(trace, pf, config)
@@ -294,6 +330,7 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
     if pre:
         out["predict_p90"] = _pct([r.predict_err for r in pre], 0.9)
         out["predict_band_share"] = sum(bool(r.predict_inside) for r in pre) / len(pre)
+    out["limits"] = _limits(selfc, pre)
     targets: dict[str, bool | None] = {}
     live = out.get("live")
     if isinstance(live, dict):
@@ -317,6 +354,60 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
         targets["preflight_p90_le_15pct"] = isinstance(pp, float) and pp <= TARGET_PREFLIGHT
     out["targets"] = targets
     return out
+
+
+def _limits(selfc: Sequence[TraceReport], pre: Sequence[TraceReport]) -> dict[str, object]:
+    """The information limits (eta_limits) on the two pools and for predict()."""
+    live = [cp for r in selfc for cp in r.hindsight]
+    prior = [cp for r in selfc if r.preflight for cp in r.hindsight]
+    out: dict[str, object] = {}
+    if live:
+        p90, c = dirty_unknown(live)
+        out["pass1_share"] = pass1_share(live)
+        out["prior_pass1_share"] = pass1_share(prior) if prior else None
+        out["dirty_unknown_p90"] = p90
+        out["dirty_unknown_best_multiple"] = c
+        out["zero_unknown"] = zero_unknown(live)
+    if prior:
+        out["zero_unknown_prior"] = zero_unknown(prior)
+    first = [r.hindsight[0] for r in pre if r.hindsight]
+    if first:
+        out["predict_zero_unknown"] = predict_zero_unknown(first)
+    return out
+
+
+def _format_limits(limits: Mapping[str, object]) -> list[str]:
+    zl, zp, pz = (limits.get(k) for k in ("zero_unknown", "zero_unknown_prior",
+                                          "predict_zero_unknown"))
+    if not isinstance(zl, dict):
+        return []
+    share = limits.get("pass1_share")
+    p90 = limits.get("dirty_unknown_p90")
+    c = limits.get("dirty_unknown_best_multiple")
+    lines = ["Information limits (hindsight; what the job stats do not say at the checkpoint):"]
+    if isinstance(share, float):
+        pshare = limits.get("prior_pass1_share")
+        lines.append(f"  checkpoints from 25% still in pass 1 or the disk mirror: {_fmt(share)}"
+                     + (f" ({_fmt(pshare)} of the prior pool)" if isinstance(pshare, float)
+                        else ""))
+    if isinstance(p90, float) and isinstance(c, float):
+        lines.append(f"  dirty rate unknown in pass 1 (pass-1 end known exactly, time after it"
+                     f" = best multiple {c:.2f} of pass 1): p90 {_fmt(p90)}")
+
+    def zero(label: str, z: Mapping[str, float]) -> str:
+        return (f"  zero pages ahead unknown, all else exact ({label}): share seen so far"
+                f" p90 {_fmt(z['seen_share'])}, none p90 {_fmt(z['none'])}, best fixed"
+                f" never-written share {z['best_fixed_share']:.0%} of RAM p90"
+                f" {_fmt(z['best_fixed'])}")
+
+    lines.append(zero("no pre-flight pool", zl))
+    if isinstance(zp, dict):
+        lines.append(zero("pre-flight pool", zp))
+    if isinstance(pz, dict):
+        lines.append(f"  predict(), zero pages unknown, all else exact: none p90 {_fmt(pz['none'])},"
+                     f" best fixed share {pz['best_fixed_share']:.0%} p90"
+                     f" {_fmt(pz['best_fixed'])}")
+    return lines
 
 
 def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) -> str:
@@ -395,6 +486,9 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
         if isinstance(p90, float) and isinstance(share, float):
             lines.append(f"  p90 error on self-converging: {_fmt(p90)};"
                          f" band coverage {_fmt(share)}")
+    limits = summary.get("limits")
+    if isinstance(limits, dict):
+        lines.extend(_format_limits(limits))
     lines.append("")
     targets = summary.get("targets")
     if isinstance(targets, dict):
@@ -404,7 +498,7 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
 
 
 def _jsonable(x: object) -> object:
-    if isinstance(x, float) and math.isinf(x):
+    if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
@@ -416,7 +510,7 @@ def _jsonable(x: object) -> object:
 def run(dirs: Sequence[str | Path], config: EstimatorConfig | None = None
         ) -> tuple[list[TraceReport], dict[str, object]]:
     """Evaluate every trace in ``dirs``; returns the per-trace reports and the summary."""
-    cfg = config or EstimatorConfig()
+    cfg = config or agent_estimator_config()
     reports = [evaluate(p, cfg) for p in find_traces(*dirs)]
     return reports, summarize(reports)
 

@@ -19,10 +19,18 @@
 
     asyncio.run(main())
 
+Agents with TLS and roles (docs/SECURITY.md): ``Fleet(..., credentials=client_credentials(
+ca="ca.crt", cert="me.crt", key="me.key"), token=...)``, or settings from flags, the
+environment and ``~/.config/migwatch/client.toml`` as the CLI reads them::
+
+    auth = load_client_auth()
+    fleet = Fleet(credentials=auth.credentials(), token=auth.token or None)
+
 Blocking helpers for scripts live in ``migwatch.client.sync``.
 """
 
 from .agent_client import AgentClient
+from .auth import client_credentials, load_client_auth
 from .backoff import Backoff
 from .errors import (
     AgentError,
@@ -32,6 +40,7 @@ from .errors import (
     MigwatchError,
     NotFound,
     PermissionDenied,
+    Unauthenticated,
 )
 from .fleet import Fleet
 from .model import (
@@ -87,5 +96,8 @@ __all__ = [
     "Recommendation",
     "SnapshotComplete",
     "Transfer",
+    "Unauthenticated",
     "Update",
+    "client_credentials",
+    "load_client_auth",
 ]

@@ -1,7 +1,9 @@
 """``AgentClient``: the calls of one agent's MigrationService, in client records.
 
 Create it inside a running event loop, preferably as ``async with AgentClient(t) as c``.
-Failed calls raise ``migwatch.client.errors.MigwatchError`` subclasses.
+Failed calls raise ``migwatch.client.errors.MigwatchError`` subclasses. For agents
+with TLS and roles pass ``credentials=client_credentials(ca=..., cert=..., key=...)``
+and/or ``token=...`` (sent as ``authorization: Bearer`` metadata on every call).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 
 from . import convert
+from .auth import check_token
 from .errors import translate_errors
 from .model import AgentStatus, ForceCompleteMethod, Migration, WatchEvent
 from .targets import parse_target
@@ -49,7 +52,9 @@ class AgentClient:
 
     Args:
         target: the agent's ``host:port``.
-        credentials: ``grpc.ssl_channel_credentials(...)`` for TLS; plaintext if ``None``.
+        credentials: ``client_credentials(...)`` (or any ``grpc.ssl_channel_credentials``)
+            for TLS; plaintext if ``None``.
+        token: a bearer token for agents with a token file; sent with every call.
         timeout_s: deadline of each unary call.
         options: extra gRPC channel options, appended to the keepalive ones.
     """
@@ -59,11 +64,17 @@ class AgentClient:
         target: str,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         timeout_s: float = 10.0,
         options: Sequence[ChannelOption] = (),
     ) -> None:
         self.target = parse_target(target)
         self.timeout_s = timeout_s
+        # Metadata rather than call credentials: those gRPC sends over TLS only, and
+        # a token over plaintext is fine to a loopback agent.
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            (("authorization", f"Bearer {check_token(token)}"),) if token else None
+        )
         self._channel = open_channel(self.target, credentials, options)
         self._stub = pb_grpc.MigrationServiceStub(self._channel)
 
@@ -90,7 +101,9 @@ class AgentClient:
             domain_uuid=domain_uuid, domain_name=domain_name, include_finished=include_finished
         )
         with translate_errors(self.target):
-            resp = await self._stub.ListMigrations(req, timeout=self.timeout_s)
+            resp = await self._stub.ListMigrations(
+                req, timeout=self.timeout_s, metadata=self._metadata
+            )
         status = (
             convert.agent_status_from_pb(resp.agent_status)
             if resp.HasField("agent_status")
@@ -111,7 +124,9 @@ class AgentClient:
         """One migration by id; raises ``NotFound`` when the agent has none."""
         with translate_errors(self.target):
             resp = await self._stub.GetMigration(
-                pb.GetMigrationRequest(id=migration_id), timeout=self.timeout_s
+                pb.GetMigrationRequest(id=migration_id),
+                timeout=self.timeout_s,
+                metadata=self._metadata,
             )
         return convert.migration_from_pb(resp.migration)
 
@@ -119,7 +134,9 @@ class AgentClient:
         """Cancel an active outgoing migration; the guest stays on the source."""
         with translate_errors(self.target):
             resp = await self._stub.AbortMigration(
-                pb.AbortMigrationRequest(id=migration_id), timeout=self.timeout_s
+                pb.AbortMigrationRequest(id=migration_id),
+                timeout=self.timeout_s,
+                metadata=self._metadata,
             )
         return convert.migration_from_pb(resp.migration)
 
@@ -127,7 +144,9 @@ class AgentClient:
         """Switch to post-copy where allowed, else pause the guest so the copy finishes."""
         with translate_errors(self.target):
             resp = await self._stub.ForceCompleteMigration(
-                pb.ForceCompleteMigrationRequest(id=migration_id), timeout=self.timeout_s
+                pb.ForceCompleteMigrationRequest(id=migration_id),
+                timeout=self.timeout_s,
+                metadata=self._metadata,
             )
         method = convert.force_complete_method_from_pb(resp.method)
         return convert.migration_from_pb(resp.migration), method
@@ -148,7 +167,9 @@ class AgentClient:
             raise ValueError("set_limits needs max_downtime_s and/or max_bandwidth")
         req = convert.limits_request_pb(migration_id, max_downtime_s, max_bandwidth)
         with translate_errors(self.target):
-            resp = await self._stub.UpdateMigrationLimits(req, timeout=self.timeout_s)
+            resp = await self._stub.UpdateMigrationLimits(
+                req, timeout=self.timeout_s, metadata=self._metadata
+            )
         return convert.migration_from_pb(resp.migration)
 
     async def watch(
@@ -170,7 +191,7 @@ class AgentClient:
         )
         if heartbeat_interval_s is not None:
             req.heartbeat_interval.CopyFrom(convert.duration_pb(heartbeat_interval_s))
-        call = self._stub.WatchMigrations(req)
+        call = self._stub.WatchMigrations(req, metadata=self._metadata)
         try:
             while True:
                 with translate_errors(self.target):

@@ -19,6 +19,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from . import render
+from .auth import ENV_CONFIG, load_client_auth
 from .errors import MigwatchError
 from .fleet import Fleet
 from .model import FleetSnapshot, Migration
@@ -34,6 +35,13 @@ agents:
   --agent HOST:PORT (repeatable), else ${ENV_VAR} (comma-separated),
   else {DEFAULT_TARGET}. With several agents, an ID is looked up on all of them;
   a unique prefix of an ID (as 'list' shows it) is enough.
+
+credentials (agents with TLS or roles; docs/SECURITY.md):
+  --ca FILE, --cert FILE --key FILE, --token-file FILE (or --token, which 'ps'
+  shows); else $MIGWATCH_CA, $MIGWATCH_CERT, $MIGWATCH_KEY, $MIGWATCH_TOKEN,
+  $MIGWATCH_TOKEN_FILE; else ${ENV_CONFIG} or ~/.config/migwatch/client.toml with
+  ca, cert, key, token_file, tls keys. Watching needs the viewer role; abort,
+  force-complete and set-limits need operator.
 
 examples:
   migwatch watch                                   live table, worst first
@@ -85,6 +93,25 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         metavar="DURATION",
         default="10s" if top else default,
         help="deadline of each request, e.g. 3s (default 10s)",
+    )
+    for flag, help_ in (
+        ("--ca", "PEM CA of the agents' certificates: use TLS (default $MIGWATCH_CA)"),
+        ("--cert", "PEM client certificate, for mutual TLS (default $MIGWATCH_CERT)"),
+        ("--key", "PEM private key of --cert (default $MIGWATCH_KEY)"),
+        ("--token-file", "file holding a bearer token (default $MIGWATCH_TOKEN_FILE)"),
+    ):
+        parser.add_argument(flag, metavar="FILE", default=None if top else default, help=help_)
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=None if top else default,
+        help="bearer token (default $MIGWATCH_TOKEN); visible to 'ps': prefer --token-file",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=False if top else default,
+        help="use TLS trusting the system's CA roots (implied by --ca, --cert, --key)",
     )
 
 
@@ -159,6 +186,19 @@ def _fleet(args: argparse.Namespace, **kwargs: Any) -> Fleet:
     targets = _parsed(lambda _: resolve_targets(args.agent, os.environ), "")
     domain = getattr(args, "domain", None) or ""
     kwargs.setdefault("timeout_s", _parsed(parse_duration, args.timeout))
+    auth = _parsed(
+        lambda _: load_client_auth(
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            tls=args.tls,
+            token=args.token,
+            token_file=args.token_file,
+        ),
+        "",
+    )
+    kwargs["credentials"] = _parsed(lambda _: auth.credentials(), "")
+    kwargs["token"] = auth.token or None
     if domain:
         kwargs["domain_uuid" if _is_uuid(domain) else "domain_name"] = domain
     return Fleet(targets, **kwargs)
@@ -244,7 +284,8 @@ async def _cmd_list(args: argparse.Namespace) -> int:
 def _report_unreachable(snap: FleetSnapshot) -> int:
     down = snap.unreachable()
     if down:
-        print_error("unreachable: " + "; ".join(f"{a.target} ({a.error})" for a in down))
+        # "TARGET: why", e.g. "cannot connect: ..." or "not authenticated: ...".
+        print_error("; ".join(f"{a.target}: {a.error}" for a in down))
         return 1
     return 0
 

@@ -10,7 +10,8 @@
     ├── InvalidArgument         INVALID_ARGUMENT, OUT_OF_RANGE: fix the request
     ├── FailedPrecondition      FAILED_PRECONDITION: valid, but not in this state
     │                           (e.g. aborting a finished or an incoming migration)
-    ├── PermissionDenied        PERMISSION_DENIED, UNAUTHENTICATED
+    ├── PermissionDenied        PERMISSION_DENIED: the caller's role may not do this
+    │   └── Unauthenticated     UNAUTHENTICATED: no credentials, or ones the agent rejects
     └── AgentError              any other status: a bug or an internal agent failure
 
 ``str(exc)`` is one line naming the agent, fit for a CLI. Our own cancellation is
@@ -55,6 +56,10 @@ class PermissionDenied(MigwatchError):
     """The caller is not allowed to do this, or not authenticated."""
 
 
+class Unauthenticated(PermissionDenied):
+    """The agent wants credentials (a token, a client certificate) it did not get."""
+
+
 class AgentError(MigwatchError):
     """The agent failed in an unexpected way (INTERNAL, UNIMPLEMENTED, ...)."""
 
@@ -69,8 +74,39 @@ _BY_CODE: dict[grpc.StatusCode, type[MigwatchError]] = {
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
+
+_PREFIX = {
+    grpc.StatusCode.PERMISSION_DENIED: "permission denied: ",
+    grpc.StatusCode.UNAUTHENTICATED: "not authenticated: ",
+}
+
+# Connection failures gRPC reports in OpenSSL's words, and what they mean here.
+_TLS_FAILURES = (
+    ("WRONG_VERSION_NUMBER", "TLS handshake failed: the agent serves plaintext, not TLS"),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "TLS handshake failed: the agent's certificate is not signed by the CA given (--ca)",
+    ),
+    (
+        "Hostname Verification Check failed",
+        "TLS handshake failed: the agent's certificate does not name the address dialled",
+    ),
+    (
+        "Socket closed",
+        "the agent closed the connection (does it want TLS, or a client certificate?)",
+    ),
+)
+
+
+def _connect_failure(message: str) -> str:
+    for needle, meaning in _TLS_FAILURES:
+        if needle in message:
+            return f"cannot connect: {meaning}"
+    # gRPC's "failed to connect to all addresses; last error: UNKNOWN: ipv4:...:
+    # Failed to connect to remote host: Connection refused" -> the last clause.
+    return f"cannot connect: {message.rsplit(': ', 1)[-1]}"
 
 
 def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> MigwatchError:
@@ -81,9 +117,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> MigwatchError:
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"no answer in time ({message})"
     elif "failed to connect" in message.lower():
-        # gRPC's "failed to connect to all addresses; last error: UNKNOWN: ipv4:...:
-        # Failed to connect to remote host: Connection refused" -> the last clause.
-        message = f"cannot connect: {message.rsplit(': ', 1)[-1]}"
+        message = _connect_failure(message)
+    message = _PREFIX.get(code, "") + message
     cls = _BY_CODE.get(code, AgentError)
     return cls(target, message, code.name)
 

@@ -61,7 +61,9 @@ class Fleet:
         heartbeat_interval_s: heartbeat period asked of agents (0.1 to 300 s).
         liveness_factor: missed heartbeat periods before an agent is unreachable.
         backoff: reconnect delays.
-        credentials: channel credentials for TLS; plaintext when ``None``.
+        credentials: channel credentials for TLS (``client_credentials(...)``);
+            plaintext when ``None``.
+        token: bearer token for agents with a token file; sent on every call.
         timeout_s: deadline of one-shot calls (``fetch_snapshot``, ``find``).
         rng: randomness for backoff jitter (seed it in tests).
     """
@@ -77,6 +79,7 @@ class Fleet:
         liveness_factor: float = 3.0,
         backoff: Backoff = DEFAULT_BACKOFF,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         channel_options: Sequence[ChannelOption] = (),
         timeout_s: float = 10.0,
         rng: _random.Random | None = None,
@@ -90,6 +93,7 @@ class Fleet:
             liveness_factor=liveness_factor,
             backoff=backoff,
             credentials=credentials,
+            token=token,
             channel_options=tuple(channel_options),
         )
         self._timeout_s = timeout_s
@@ -106,6 +110,7 @@ class Fleet:
         return AgentClient(
             target,
             credentials=self._config.credentials,
+            token=self._config.token,
             timeout_s=self._timeout_s,
             options=self._config.channel_options,
         )

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from .agent_client import AgentClient, ChannelOption
+from .auth import check_token
 from .backoff import DEFAULT_BACKOFF, Backoff
 from .errors import AgentUnavailable, MigwatchError
 from .merge import FleetState
@@ -33,6 +34,7 @@ class StreamConfig:
     liveness_factor: float = 3.0
     backoff: Backoff = DEFAULT_BACKOFF
     credentials: grpc.ChannelCredentials | None = None
+    token: str | None = field(default=None, repr=False)  # bearer token, sent on every call
     channel_options: Sequence[ChannelOption] = ()
 
     def __post_init__(self) -> None:
@@ -41,6 +43,8 @@ class StreamConfig:
             raise ValueError("heartbeat_interval_s must be within 0.1 to 300 seconds")
         if self.liveness_factor < 1:
             raise ValueError("liveness_factor must be at least 1 (heartbeat intervals)")
+        if self.token:
+            check_token(self.token)  # here, not in a reconnect loop
 
     @property
     def liveness_s(self) -> float:
@@ -83,7 +87,12 @@ async def _one_connection(
 ) -> tuple[str, bool]:
     """Run one watch stream to its end; return why it ended and whether it synced."""
     synced = False
-    client = AgentClient(target, credentials=config.credentials, options=config.channel_options)
+    client = AgentClient(
+        target,
+        credentials=config.credentials,
+        token=config.token,
+        options=config.channel_options,
+    )
     try:
         # include_finished: a re-sync must show what ended while we were away;
         # FleetState hides old finals on the first sync.

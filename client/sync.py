@@ -17,29 +17,44 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import grpc
+
 from .agent_client import AgentClient
 from .fleet import Fleet
 from .model import FleetSnapshot, Migration
 
 
 def list_migrations(
-    target: str, *, include_finished: bool = False, timeout_s: float = 10.0
+    target: str,
+    *,
+    include_finished: bool = False,
+    timeout_s: float = 10.0,
+    credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
 ) -> list[Migration]:
-    """The migrations on one agent, active first.
+    """The migrations on one agent, active first. ``credentials`` and ``token`` as for
+    ``AgentClient``.
 
     Raises:
         MigwatchError: the agent is unreachable or refused.
     """
 
     async def run() -> list[Migration]:
-        async with AgentClient(target, timeout_s=timeout_s) as client:
+        async with AgentClient(
+            target, timeout_s=timeout_s, credentials=credentials, token=token
+        ) as client:
             return await client.list(include_finished=include_finished)
 
     return asyncio.run(run())
 
 
 def get_migration(
-    migration_id: str, targets: Sequence[str] | None = None, *, timeout_s: float = 10.0
+    migration_id: str,
+    targets: Sequence[str] | None = None,
+    *,
+    timeout_s: float = 10.0,
+    credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
 ) -> tuple[str, Migration]:
     """The agent target holding ``migration_id`` and the migration, asking every agent.
 
@@ -50,7 +65,8 @@ def get_migration(
     """
 
     async def run() -> tuple[str, Migration]:
-        return await Fleet(targets, timeout_s=timeout_s).find(migration_id)
+        fleet = Fleet(targets, timeout_s=timeout_s, credentials=credentials, token=token)
+        return await fleet.find(migration_id)
 
     return asyncio.run(run())
 
@@ -60,6 +76,8 @@ def fleet_snapshot(
     *,
     include_finished: bool = False,
     timeout_s: float = 10.0,
+    credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
 ) -> FleetSnapshot:
     """The joined fleet right now: one ``ListMigrations`` per agent, concurrently.
 
@@ -67,7 +85,13 @@ def fleet_snapshot(
     """
 
     async def run() -> FleetSnapshot:
-        fleet = Fleet(targets, include_finished=include_finished, timeout_s=timeout_s)
+        fleet = Fleet(
+            targets,
+            include_finished=include_finished,
+            timeout_s=timeout_s,
+            credentials=credentials,
+            token=token,
+        )
         return await fleet.fetch_snapshot()
 
     return asyncio.run(run())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -142,11 +143,28 @@ def prepare_disks(spec: GuestSpec) -> None:
     if not spec.disk_mib:
         return
     for host in HOSTS:
-        _run(["qemu-img", "create", "-q", "-f", "qcow2",
-              str(host_dirs(host).image(spec.name)), f"{spec.disk_mib}M"])  # fmt: skip
+        _run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                str(host_dirs(host).image(spec.name)),
+                f"{spec.disk_mib}M",
+            ]
+        )
     if spec.disk_fill_mib:
-        _run(["qemu-io", "-f", "qcow2", "-c", f"write -q -P 0x5a 0 {spec.disk_fill_mib}M",
-              str(host_dirs("A").image(spec.name))])  # fmt: skip
+        _run(
+            [
+                "qemu-io",
+                "-f",
+                "qcow2",
+                "-c",
+                f"write -q -P 0x5a 0 {spec.disk_fill_mib}M",
+                str(host_dirs("A").image(spec.name)),
+            ]
+        )
 
 
 def _run(argv: list[str]) -> None:
@@ -172,10 +190,19 @@ def dirtier_tail(host: str, name: str, n: int = 6) -> list[str]:
     return [line for line in serial_lines(host, name) if line.startswith("dirtier:")][-n:]
 
 
-def wait_filled(host: str, name: str, timeout: float) -> float:
-    """Block until the dirtier reports its fill; returns the fill time it printed."""
+def wait_filled(
+    host: str, name: str, timeout: float, alive: Callable[[], bool] = lambda: True
+) -> float:
+    """Block until the dirtier reports its fill; returns the fill time it printed.
+    `alive` is polled too, so a guest destroyed meanwhile (a panic with
+    on_reboot=destroy, or another lab user's destroy_all) fails at once."""
     deadline = time.monotonic() + timeout
+    next_alive_check = time.monotonic() + 0.5
     while time.monotonic() < deadline:
+        if time.monotonic() >= next_alive_check:
+            next_alive_check += 0.5
+            if not alive():
+                raise LabError(f"guest {name} on {host} stopped while booting")
         lines = serial_lines(host, name)
         for line in lines:
             if m := _FILLED.search(line):
@@ -201,8 +228,13 @@ class GuestCheck:
         self.ok = not self.panic and not self.verify_fail and self.progress_after
 
     def as_dict(self) -> dict[str, object]:
-        return {"host": self.host, "panic": self.panic, "verify_fail": self.verify_fail,
-                "progress_after": self.progress_after, "ok": self.ok}  # fmt: skip
+        return {
+            "host": self.host,
+            "panic": self.panic,
+            "verify_fail": self.verify_fail,
+            "progress_after": self.progress_after,
+            "ok": self.ok,
+        }
 
 
 def guest_check(host: str, name: str, wait_s: float | None = None, report_s: int = 2) -> GuestCheck:

@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,13 +239,25 @@ def start_daemon(spec: HostSpec) -> DaemonRecord:
         )
     dirs = _prepare_dirs(spec)
     # unshare without --fork execs, and so does sh: the child's pid is libvirtd's.
-    argv = ["unshare", "--mount", "--uts", "--propagation", "private", "--",
-            "/bin/sh", "-c", _namespace_script(spec, dirs)]  # fmt: skip
+    argv = [
+        "unshare",
+        "--mount",
+        "--uts",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        _namespace_script(spec, dirs),
+    ]
     with open(dirs.daemon_output, "ab") as out:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # survives the CLI that started it
-        )  # fmt: skip
+        )
     _CHILDREN[proc.pid] = proc
     start_time = None
     for _ in range(50):  # the start time exists as soon as the process does
@@ -367,14 +378,3 @@ def seed_capabilities_cache(src: str = "A", dst: str = "B") -> None:
     if not src_dir.is_dir() or (dst_dir.is_dir() and any(dst_dir.iterdir())):
         return
     shutil.copytree(src_dir, dst_dir, dirs_exist_ok=True)
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[list[float]]:
-    """`with timed() as t: ...` then t[0] is the elapsed seconds."""
-    box: list[float] = []
-    start = time.monotonic()
-    try:
-        yield box
-    finally:
-        box.append(time.monotonic() - start)

@@ -33,11 +33,26 @@ expected one). *guest_check*: whether the guest was healthy afterwards on the ho
 *pre-flight 1 / 2 / 4 s* = `megabytes_per_second` of the three measurements (MiB/s).
 """
 
-COLUMNS = ["name", "RAM MiB", "fill MiB (% RAM)", "hot set MiB", "dirty rate MiB/s",
-           "bandwidth MiB/s", "disk", "action", "outcome", "duration s (migrate call)",
-           "job s (time_elapsed)", "iterations", "final downtime", "sent MiB (data_processed)",
-           "guest_check", "pre-flight 1 s MiB/s", "pre-flight 2 s MiB/s",
-           "pre-flight 4 s MiB/s"]  # fmt: skip
+COLUMNS = [
+    "name",
+    "RAM MiB",
+    "fill MiB (% RAM)",
+    "hot set MiB",
+    "dirty rate MiB/s",
+    "bandwidth MiB/s",
+    "disk",
+    "action",
+    "outcome",
+    "duration s (migrate call)",
+    "job s (time_elapsed)",
+    "iterations",
+    "final downtime",
+    "sent MiB (data_processed)",
+    "guest_check",
+    "pre-flight 1 s MiB/s",
+    "pre-flight 2 s MiB/s",
+    "pre-flight 4 s MiB/s",
+]
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -69,8 +84,10 @@ def _disk_text(meta: dict[str, Any]) -> str:
     g = meta["guest"]
     if not g.get("disk_mib"):
         return "—"
-    return (f"{g['disk_mib']} MiB qcow2, {meta.get('disk_fill_mib') or 0} MiB written, "
-            f"guest writes {g.get('disk_rate', 0)} MiB/s")  # fmt: skip
+    return (
+        f"{g['disk_mib']} MiB qcow2, {meta.get('disk_fill_mib') or 0} MiB written, "
+        f"guest writes {g.get('disk_rate', 0)} MiB/s"
+    )
 
 
 def _last_src_stats_before(lines: list[dict[str, Any]], dt: float) -> dict[str, Any]:
@@ -88,8 +105,11 @@ def row(path: Path) -> list[str]:
     meta = next(line for line in lines if line["type"] == "meta")
     result = next(line for line in lines if line["type"] == "result")
     actions = [line for line in lines if line["type"] == "action"]
-    rates = {line["period_s"]: line["megabytes_per_second"]
-             for line in lines if line["type"] == "dirtyrate"}  # fmt: skip
+    rates = {
+        line["period_s"]: line["megabytes_per_second"]
+        for line in lines
+        if line["type"] == "dirtyrate"
+    }
     g = meta["guest"]
     fill_pct = round(100 * g["fill_mib"] / g["mem_mib"])
     done = result["job_completed_event"].get("A") or {}
@@ -107,13 +127,23 @@ def row(path: Path) -> list[str]:
         downtime = f"— (expected {last.get('downtime', '?')} ms at abort)"
         sent = f"{last.get('data_processed', 0) / MIB:.0f} at abort"
     return [
-        path.stem, str(g["mem_mib"]), f"{g['fill_mib']} ({fill_pct} %)", str(g["ws_mib"]),
-        str(g["rate"]), str(meta["bandwidth_mib_s"]), _disk_text(meta),
-        _action_text(meta, actions), result["outcome"], f"{result['duration_s']:.1f}", job_s,
-        iterations, downtime, sent,
+        path.stem,
+        str(g["mem_mib"]),
+        f"{g['fill_mib']} ({fill_pct} %)",
+        str(g["ws_mib"]),
+        str(g["rate"]),
+        str(meta["bandwidth_mib_s"]),
+        _disk_text(meta),
+        _action_text(meta, actions),
+        result["outcome"],
+        f"{result['duration_s']:.1f}",
+        job_s,
+        iterations,
+        downtime,
+        sent,
         f"{'ok' if check['ok'] else 'FAIL'} ({check['host']})",
         *(str(rates.get(p, "—")) for p in (1, 2, 4)),
-    ]  # fmt: skip
+    ]
 
 
 def _first_t(path: Path) -> float:
@@ -127,8 +157,11 @@ def render(out_dir: Path) -> str:
     rows = [row(p) for p in sorted(out_dir.glob("*.jsonl"), key=_first_t)]
     table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
-    return (f"{HEADER}\n{len(rows)} traces.\n\n<!-- table -->\n" + "\n".join(table)
-            + "\n<!-- /table -->\n")  # fmt: skip
+    return (
+        f"{HEADER}\n{len(rows)} traces.\n\n<!-- table -->\n"
+        + "\n".join(table)
+        + "\n<!-- /table -->\n"
+    )
 
 
 def write_index(out_dir: Path) -> Path:

@@ -17,7 +17,7 @@ VENV="${VENV:-$(dirname "$here")/.venv}"
 PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 qemu-utils
-  libvirt-dev pkg-config python3-dev
+  libvirt-dev pkg-config
   busybox-static cpio xz-utils gcc libc6-dev
 )
 

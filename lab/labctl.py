@@ -37,8 +37,16 @@ from lab.guest import GuestCheck, GuestSpec
 from lab.hosts import HOSTS, LabError
 from lab.migrate import Action, MigrationHandle, MigrationSpec, Outcome, start_migration
 
-__all__ = ["Action", "GuestCheck", "GuestSpec", "Lab", "LabError", "MigrationHandle",
-           "MigrationSpec", "Outcome"]  # fmt: skip
+__all__ = [
+    "Action",
+    "GuestCheck",
+    "GuestSpec",
+    "Lab",
+    "LabError",
+    "MigrationHandle",
+    "MigrationSpec",
+    "Outcome",
+]
 
 # libvirt's default error handler prints every error to stderr, even the ones
 # the caller catches (Pitfall 9).
@@ -107,12 +115,17 @@ class Lab:
         out: dict[str, dict[str, object]] = {}
         for h in HOSTS:
             st = hosts.host_status(h)
-            info: dict[str, object] = {"pid": st.pid, "alive": st.alive,
-                                       "listening": st.listening, "uri": self.uri(h)}  # fmt: skip
+            info: dict[str, object] = {
+                "pid": st.pid,
+                "alive": st.alive,
+                "listening": st.listening,
+                "uri": self.uri(h),
+            }
             if st.healthy:
                 with self._conn(h) as conn:
-                    info["domains"] = {d.name(): _domain_state_dict(d)
-                                       for d in conn.listAllDomains()}  # fmt: skip
+                    info["domains"] = {
+                        d.name(): _domain_state_dict(d) for d in conn.listAllDomains()
+                    }
             out[h] = info
         return out
 
@@ -148,10 +161,15 @@ class Lab:
         its memory. `disk_mib` > 0 attaches a qcow2 as vda (half of it written
         before boot unless `disk_fill_mib` says otherwise). Returns the UUID."""
         spec = GuestSpec(
-            name=name, mem_mib=mem_mib, fill_mib=fill_mib, ws_mib=ws_mib, rate=rate,
-            disk_mib=disk_mib, disk_rate=disk_rate,
+            name=name,
+            mem_mib=mem_mib,
+            fill_mib=fill_mib,
+            ws_mib=ws_mib,
+            rate=rate,
+            disk_mib=disk_mib,
+            disk_rate=disk_rate,
             disk_fill_mib=(disk_mib // 2 if disk_fill_mib is None else disk_fill_mib),
-        )  # fmt: skip
+        )
         return self.boot(spec, timeout=timeout)
 
     def boot(self, spec: GuestSpec, host: str = "A", timeout: float = 120.0) -> str:
@@ -163,7 +181,9 @@ class Lab:
             dom = conn.createXML(guestmod.domain_xml(spec), 0)
             uuid: str = dom.UUIDString()
             del dom  # no domain object may outlive its connection (Pitfall 10)
-        guestmod.wait_filled(host, spec.name, timeout)
+        guestmod.wait_filled(
+            host, spec.name, timeout, alive=lambda: self.domain_running_on(host, spec.name)
+        )
         return uuid
 
     def destroy(self, name: str) -> None:
@@ -230,10 +250,14 @@ class Lab:
         `actions`: e.g. [(20, "postcopy", None), (30, "abort", None),
         (22, "downtime", 3000), (15, "speed", 120)], seconds after the call."""
         spec = MigrationSpec(
-            name=name, bandwidth_mib_s=bandwidth_mib_s, postcopy=postcopy, storage=storage,
-            auto_converge=auto_converge, postcopy_bandwidth_mib_s=postcopy_bandwidth_mib_s,
+            name=name,
+            bandwidth_mib_s=bandwidth_mib_s,
+            postcopy=postcopy,
+            storage=storage,
+            auto_converge=auto_converge,
+            postcopy_bandwidth_mib_s=postcopy_bandwidth_mib_s,
             actions=tuple(a if isinstance(a, Action) else Action(*a) for a in actions),
-        )  # fmt: skip
+        )
         return self.start(spec)
 
     def start(self, spec: MigrationSpec, action_hook: Any = None) -> MigrationHandle:
@@ -243,8 +267,9 @@ class Lab:
             del dom
         return start_migration(spec, uuid, self._conns.get(spec.src), action_hook)
 
-    def migrate(self, name: str = "lab1", bandwidth_mib_s: int = 50, timeout: float = 300.0,
-                **kwargs: Any) -> Outcome:  # fmt: skip
+    def migrate(
+        self, name: str = "lab1", bandwidth_mib_s: int = 50, timeout: float = 300.0, **kwargs: Any
+    ) -> Outcome:
         """Blocking form of start_migration()."""
         return self.start_migration(name, bandwidth_mib_s, **kwargs).wait(timeout)
 
@@ -269,20 +294,39 @@ def _add_migration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--postcopy-bandwidth", type=int, default=None, help="bandwidth.postcopy")
     p.add_argument("--storage", action="store_true", help="NON_SHARED_DISK, migrate_disks=[vda]")
     p.add_argument("--auto-converge", action="store_true")
-    p.add_argument("--action", action="append", default=[], type=Action.parse,
-                   metavar="S:ACTION[=ARG]", help="e.g. 30:abort, 20:postcopy, 22:downtime=3000")  # fmt: skip
+    p.add_argument(
+        "--action",
+        action="append",
+        default=[],
+        type=Action.parse,
+        metavar="S:ACTION[=ARG]",
+        help="e.g. 30:abort, 20:postcopy, 22:downtime=3000",
+    )
 
 
 def _guest_spec(a: argparse.Namespace) -> GuestSpec:
-    return GuestSpec(name=a.name, mem_mib=a.mem, fill_mib=a.fill, ws_mib=a.ws, rate=a.rate,
-                     disk_mib=a.disk, disk_rate=a.disk_rate,
-                     disk_fill_mib=a.disk // 2 if a.disk_fill is None else a.disk_fill)  # fmt: skip
+    return GuestSpec(
+        name=a.name,
+        mem_mib=a.mem,
+        fill_mib=a.fill,
+        ws_mib=a.ws,
+        rate=a.rate,
+        disk_mib=a.disk,
+        disk_rate=a.disk_rate,
+        disk_fill_mib=a.disk // 2 if a.disk_fill is None else a.disk_fill,
+    )
 
 
 def _migration_spec(a: argparse.Namespace) -> MigrationSpec:
-    return MigrationSpec(name=a.name, bandwidth_mib_s=a.bandwidth, postcopy=a.postcopy,
-                         postcopy_bandwidth_mib_s=a.postcopy_bandwidth, storage=a.storage,
-                         auto_converge=a.auto_converge, actions=tuple(a.action))  # fmt: skip
+    return MigrationSpec(
+        name=a.name,
+        bandwidth_mib_s=a.bandwidth,
+        postcopy=a.postcopy,
+        postcopy_bandwidth_mib_s=a.postcopy_bandwidth,
+        storage=a.storage,
+        auto_converge=a.auto_converge,
+        actions=tuple(a.action),
+    )
 
 
 def _print(obj: object) -> None:
@@ -291,8 +335,12 @@ def _print(obj: object) -> None:
 
 def _cmd_up(a: argparse.Namespace) -> int:
     timings = Lab().up()
-    _print({"up": "already up" if not timings else "started",
-            **{k: round(v, 3) for k, v in timings.items()}})  # fmt: skip
+    _print(
+        {
+            "up": "already up" if not timings else "started",
+            **{k: round(v, 3) for k, v in timings.items()},
+        }
+    )
     return 0
 
 
@@ -338,9 +386,14 @@ def _cmd_record(a: argparse.Namespace) -> int:
     from lab.record import Scenario, record_many
 
     scenario = Scenario(
-        label=a.label, scenario=a.scenario, guest=_guest_spec(a), migration=_migration_spec(a),
-        preflight=a.preflight, settle_s=a.settle, timeout_s=a.timeout,
-    )  # fmt: skip
+        label=a.label,
+        scenario=a.scenario,
+        guest=_guest_spec(a),
+        migration=_migration_spec(a),
+        preflight=a.preflight,
+        settle_s=a.settle,
+        timeout_s=a.timeout,
+    )
     summaries = asyncio.run(record_many([scenario], Path(a.out)))
     _print(summaries)
     return 0
@@ -359,8 +412,11 @@ def _cmd_record_set(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.labctl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.labctl",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start both libvirt hosts (no-op when up)").set_defaults(fn=_cmd_up)
     sub.add_parser("down", help="stop everything the lab started").set_defaults(fn=_cmd_down)

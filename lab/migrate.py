@@ -135,7 +135,9 @@ class MigrationHandle:
 
     spec: MigrationSpec
     dom_uuid: str
-    started_at: float = 0.0  # time.time() just before the migrate call
+    # time.time() when the migration thread was started, ~1 ms before the
+    # migrate call itself: the zero of a trace's dt and of the actions' times.
+    started_at: float = 0.0
     actions_done: list[ActionRecord] = field(default_factory=list)
     _outcome: Outcome | None = None
     _done: threading.Event = field(default_factory=threading.Event)
@@ -161,7 +163,6 @@ def _migrate_thread(handle: MigrationHandle, conn: Any, own_conn: bool) -> None:
     spec = handle.spec
     try:
         dom = conn.lookupByUUIDString(handle.dom_uuid)
-        handle.started_at = time.time()
         start = time.monotonic()
         try:
             dom.migrateToURI3(spec.dconnuri, spec.params(), spec.flags())
@@ -172,15 +173,23 @@ def _migrate_thread(handle: MigrationHandle, conn: Any, own_conn: bool) -> None:
     except libvirt.libvirtError as err:  # lookup failed: no migration happened
         handle._outcome = Outcome("failed", error_dict(err), 0.0)
     finally:
-        if own_conn:
-            conn.close()
         handle._done.set()
+        if own_conn:
+            # The actions thread shares the connection: it stops once _done
+            # is set, and must be gone before the connection is closed.
+            for thread in handle._threads:
+                if thread is not threading.current_thread():
+                    thread.join()
+            conn.close()
 
 
 def _actions_thread(handle: MigrationHandle, conn: Any, hook: ActionHook | None) -> None:
     """Run the planned actions at their times (relative to the migrate call);
     actions due after the migration ended are skipped."""
-    dom = conn.lookupByUUIDString(handle.dom_uuid)
+    try:
+        dom = conn.lookupByUUIDString(handle.dom_uuid)
+    except libvirt.libvirtError:
+        return  # the domain is gone: the migrate thread reports why
     try:
         for action in sorted(handle.spec.actions, key=lambda a: a.after_s):
             due = handle.started_at + action.after_s
@@ -219,20 +228,28 @@ def start_migration(
     own_conn = conn is None
     mconn = libvirt.open(HOSTS[spec.src].uri) if conn is None else conn
     handle = MigrationHandle(spec, dom_uuid)
-    handle.started_at = time.time()
-    migrate = threading.Thread(
-        target=_migrate_thread, args=(handle, mconn, own_conn), name=f"migrate-{spec.name}",
-        daemon=True,
-    )  # fmt: skip
-    handle._threads.append(migrate)
-    migrate.start()
     if spec.actions:
-        # The actions share the migrate thread's connection: libvirt connections
-        # are thread-safe, and a second blocking call is fine on the same one.
-        actions = threading.Thread(
-            target=_actions_thread, args=(handle, mconn, action_hook),
-            name=f"actions-{spec.name}", daemon=True,
-        )  # fmt: skip
-        handle._threads.append(actions)
-        actions.start()
+        # The actions share the migration's connection: libvirt connections are
+        # thread-safe, and a second call is fine while migrateToURI3 blocks.
+        handle._threads.append(
+            threading.Thread(
+                target=_actions_thread,
+                args=(handle, mconn, action_hook),
+                name=f"actions-{spec.name}",
+                daemon=True,
+            )
+        )
+    handle._threads.append(
+        threading.Thread(
+            target=_migrate_thread,
+            args=(handle, mconn, own_conn),
+            name=f"migrate-{spec.name}",
+            daemon=True,
+        )
+    )
+    handle.started_at = time.time()
+    # Actions thread first: the migrate thread joins it before closing its own
+    # connection, and a thread cannot be joined before it has started.
+    for thread in handle._threads:
+        thread.start()
     return handle

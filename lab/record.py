@@ -53,11 +53,12 @@ class Scenario:
 # ---------------------------------------------------------------------- names
 
 
-def _constant_names(prefix: str, exclude: Sequence[str] = ()) -> dict[int, str]:
+def _constant_names(prefix: str) -> dict[int, str]:
+    """libvirt constants by value, e.g. VIR_DOMAIN_JOB_OPERATION_ -> {5: "MIGRATION_OUT"}."""
     return {
         getattr(libvirt, n): n[len(prefix) :]
         for n in dir(libvirt)
-        if n.startswith(prefix) and not n.endswith("_LAST") and not n.startswith(tuple(exclude))
+        if n.startswith(prefix) and not n.endswith("_LAST")
     }
 
 
@@ -114,9 +115,12 @@ class CallTimes:
     def summary(self) -> dict[str, float | int] | None:
         if not self.ms:
             return None
-        return {"n": len(self.ms), "mean_ms": round(statistics.fmean(self.ms), 3),
-                "p50_ms": round(statistics.median(self.ms), 3),
-                "max_ms": round(max(self.ms), 3)}  # fmt: skip
+        return {
+            "n": len(self.ms),
+            "mean_ms": round(statistics.fmean(self.ms), 3),
+            "p50_ms": round(statistics.median(self.ms), 3),
+            "max_ms": round(max(self.ms), 3),
+        }
 
 
 def _stats_fields(stats: dict[str, Any], call_ms: float) -> dict[str, Any]:
@@ -215,8 +219,10 @@ def measure_dirty_rate(conn: Any, uuid: str, period_s: int) -> dict[str, Any]:
     time.sleep(period_s)
     while True:
         stats = read()
-        if (stats.get("dirtyrate.calc_status") == libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED
-                and stats.get("dirtyrate.calc_start_time") != previous_start):  # fmt: skip
+        if (
+            stats.get("dirtyrate.calc_status") == libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED
+            and stats.get("dirtyrate.calc_start_time") != previous_start
+        ):
             break
         if time.monotonic() - start > period_s + 15:
             raise TimeoutError(f"dirty-rate calculation ({period_s} s) did not finish: {stats}")
@@ -237,9 +243,11 @@ def measure_dirty_rate(conn: Any, uuid: str, period_s: int) -> dict[str, Any]:
 class EventListener:
     """LIFECYCLE / MIGRATION_ITERATION / JOB_COMPLETED from both hosts."""
 
-    def __init__(self, conns: dict[str, Any], writer: TraceWriter) -> None:
+    def __init__(self, conns: dict[str, Any], writer: TraceWriter, name: str) -> None:
         self._conns = conns
         self._writer = writer
+        # Only this guest's events: other users of the lab may run guests too.
+        self._name = name
         self._ids: list[tuple[str, int]] = []
         self.seen: set[str] = set()
         self.job_completed: dict[str, dict[str, Any]] = {}
@@ -262,20 +270,27 @@ class EventListener:
         self._ids.clear()
 
     def _emit(self, host: str, event: str, dom: Any, **fields: Any) -> None:
+        if dom.name() != self._name:
+            return
         self.seen.add(event)
         self._writer.write("event", host=host, event=event, dom=dom.name(), **fields)
 
     def _lifecycle(self, conn: Any, dom: Any, event: int, detail: int, host: str) -> None:
-        self._emit(host, "LIFECYCLE", dom,
-                   lifecycle=LIFECYCLE_EVENTS.get(event, str(event)),
-                   detail=LIFECYCLE_DETAILS.get(event, {}).get(detail, str(detail)),
-                   raw=[event, detail])  # fmt: skip
+        self._emit(
+            host,
+            "LIFECYCLE",
+            dom,
+            lifecycle=LIFECYCLE_EVENTS.get(event, str(event)),
+            detail=LIFECYCLE_DETAILS.get(event, {}).get(detail, str(detail)),
+            raw=[event, detail],
+        )
 
     def _iteration(self, conn: Any, dom: Any, iteration: int, host: str) -> None:
         self._emit(host, "MIGRATION_ITERATION", dom, iteration=iteration)
 
     def _job_completed(self, conn: Any, dom: Any, params: dict[str, Any], host: str) -> None:
-        self.job_completed[host] = params
+        if dom.name() == self._name:
+            self.job_completed[host] = params
         self._emit(host, "JOB_COMPLETED", dom, params=params)
 
 
@@ -372,8 +387,13 @@ def _abort_for_timeout(sc: Scenario, writer: TraceWriter, lab: Lab, handle: Any)
             result = "ok"
         except libvirt.libvirtError as err:
             result = str(err)
-    writer.write("action", action="abort", arg="timeout", result=result,
-                 call_ms=round((time.monotonic() - start) * 1000, 3))  # fmt: skip
+    writer.write(
+        "action",
+        action="abort",
+        arg="timeout",
+        result=result,
+        call_ms=round((time.monotonic() - start) * 1000, 3),
+    )
 
 
 async def record_one(sc: Scenario, out_dir: Path) -> dict[str, Any]:
@@ -387,10 +407,10 @@ async def record_one(sc: Scenario, out_dir: Path) -> dict[str, Any]:
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w") as fh:
         writer = TraceWriter(fh)
-        events = EventListener(conns, writer)
+        events = EventListener(conns, writer, sc.guest.name)
         sampler: Sampler | None = None
         try:
-            await asyncio.to_thread(lab.destroy_all)
+            await asyncio.to_thread(lab.destroy, sc.guest.name)
             events.register()
             boot_start = time.monotonic()
             uuid = await asyncio.to_thread(lab.boot, sc.guest)
@@ -411,7 +431,7 @@ async def record_one(sc: Scenario, out_dir: Path) -> dict[str, Any]:
             events.deregister()
             if sampler is not None:
                 sampler.close()
-            await asyncio.to_thread(lab.destroy_all)
+            await asyncio.to_thread(lab.destroy, sc.guest.name)
             del lab
             for conn in conns.values():
                 conn.close()
@@ -424,16 +444,28 @@ async def record_one(sc: Scenario, out_dir: Path) -> dict[str, Any]:
 
 def _action_writer(writer: TraceWriter) -> Callable[[ActionRecord], None]:
     def hook(rec: ActionRecord) -> None:
-        writer.write("action", t=rec.t, action=rec.action, arg=rec.arg, result=rec.result,
-                     call_ms=round(rec.call_ms, 3))  # fmt: skip
+        writer.write(
+            "action",
+            t=rec.t,
+            action=rec.action,
+            arg=rec.arg,
+            result=rec.result,
+            call_ms=round(rec.call_ms, 3),
+        )
 
     return hook
 
 
 async def _finish(
-    sc: Scenario, writer: TraceWriter, lab: Lab, conns: dict[str, Any], uuid: str,
-    outcome: Any, events: EventListener, sampler: Sampler,
-) -> dict[str, Any]:  # fmt: skip
+    sc: Scenario,
+    writer: TraceWriter,
+    lab: Lab,
+    conns: dict[str, Any],
+    uuid: str,
+    outcome: Any,
+    events: EventListener,
+    sampler: Sampler,
+) -> dict[str, Any]:
     src_completed = await asyncio.to_thread(completed_stats, conns["A"], uuid)
     dst_completed = await asyncio.to_thread(completed_stats, conns["B"], uuid)
     after = {h: await asyncio.to_thread(domain_after, conns[h], uuid) for h in HOSTS}
@@ -453,8 +485,12 @@ async def _finish(
         "jobstats_call": {"src": sampler.src_calls.summary(), "dst": sampler.dst_calls.summary()},
     }
     writer.write("result", **result)
-    return {"label": sc.label, "outcome": outcome.outcome,
-            "duration_s": round(outcome.duration_s, 3), "guest_check_ok": check.ok}  # fmt: skip
+    return {
+        "label": sc.label,
+        "outcome": outcome.outcome,
+        "duration_s": round(outcome.duration_s, 3),
+        "guest_check_ok": check.ok,
+    }
 
 
 async def record_many(scenarios: Sequence[Scenario], out_dir: Path) -> list[dict[str, Any]]:

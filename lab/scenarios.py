@@ -14,18 +14,44 @@ from lab.migrate import Action, MigrationSpec
 from lab.record import Scenario
 
 
-def _sc(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int, *,
-        preflight: bool = False, disk: int = 0, disk_fill: int = 0, disk_rate: int = 0,
-        postcopy_bw: int | None = None, actions: tuple[Action, ...] = (),
-        note: str = "") -> Scenario:  # fmt: skip
-    guest = GuestSpec(name="lab1", mem_mib=mem, fill_mib=fill, ws_mib=ws, rate=rate,
-                      disk_mib=disk, disk_rate=disk_rate, disk_fill_mib=disk_fill)  # fmt: skip
+def _sc(
+    label: str,
+    kind: str,
+    mem: int,
+    fill: int,
+    ws: int,
+    rate: int,
+    bw: int,
+    *,
+    preflight: bool = False,
+    disk: int = 0,
+    disk_fill: int = 0,
+    disk_rate: int = 0,
+    postcopy_bw: int | None = None,
+    actions: tuple[Action, ...] = (),
+    note: str = "",
+) -> Scenario:
+    guest = GuestSpec(
+        name="lab1",
+        mem_mib=mem,
+        fill_mib=fill,
+        ws_mib=ws,
+        rate=rate,
+        disk_mib=disk,
+        disk_rate=disk_rate,
+        disk_fill_mib=disk_fill,
+    )
     migration = MigrationSpec(
-        name="lab1", bandwidth_mib_s=bw, storage=bool(disk),
-        postcopy=postcopy_bw is not None, postcopy_bandwidth_mib_s=postcopy_bw, actions=actions,
-    )  # fmt: skip
-    return Scenario(label=label, scenario=kind, guest=guest, migration=migration,
-                    preflight=preflight, note=note)  # fmt: skip
+        name="lab1",
+        bandwidth_mib_s=bw,
+        storage=bool(disk),
+        postcopy=postcopy_bw is not None,
+        postcopy_bandwidth_mib_s=postcopy_bw,
+        actions=actions,
+    )
+    return Scenario(
+        label=label, scenario=kind, guest=guest, migration=migration, preflight=preflight, note=note
+    )
 
 
 STANDARD_SET: list[Scenario] = [

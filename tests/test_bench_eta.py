@@ -63,6 +63,21 @@ def test_table_and_json_output(capsys: pytest.CaptureFixture[str],
     assert doc["summary"]["false_flags"] == 0
 
 
+def test_information_limits_are_reported(
+        results: tuple[dict[str, object], dict[str, object]]) -> None:
+    """The hindsight limits say how much error pass 1 leaves whatever the model."""
+    reports, summary = results
+    limits = summary["limits"]
+    assert isinstance(limits, dict)
+    share, p90 = limits["pass1_share"], limits["dirty_unknown_p90"]
+    assert isinstance(share, float) and 0.0 < share <= 1.0
+    assert isinstance(p90, float) and p90 > 0.0
+    zero = limits["zero_unknown"]
+    assert isinstance(zero, dict) and zero["best_fixed"] <= zero["none"]
+    text = format_table(list(reports.values()), summary)  # type: ignore[arg-type]
+    assert "Information limits (hindsight" in text
+
+
 def test_missing_dir_is_a_one_line_error(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """No traces at all is a user error: exit status 1 and one line on stderr."""

@@ -34,7 +34,10 @@ EXPECTED = [
     "Recommendation",
     "SnapshotComplete",
     "Transfer",
+    "Unauthenticated",
     "Update",
+    "client_credentials",
+    "load_client_auth",
 ]
 
 
@@ -56,5 +59,5 @@ def test_errors_share_one_base() -> None:
     """Every exported exception is a MigwatchError, so one except clause catches them all."""
     errors = [getattr(client, n) for n in client.__all__ if n.endswith(("Error", "Unavailable"))]
     errors += [client.NotFound, client.InvalidArgument, client.FailedPrecondition]
-    errors += [client.PermissionDenied]
+    errors += [client.PermissionDenied, client.Unauthenticated]
     assert all(issubclass(e, client.MigwatchError) for e in errors)

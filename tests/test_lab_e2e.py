@@ -95,13 +95,14 @@ class AgentProcess:
             self._log_file.close()
 
 
+_GUESTS = ("conv", "hot", "disky", "pc", "late")  # one name per test, ours alone
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     lab = Lab()
     lab.up()
-    lab.destroy_all()
     yield lab
-    lab.destroy_all()
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +118,13 @@ def agents(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
 
 @pytest.fixture
 def fresh(lab: Lab) -> Iterator[Lab]:
-    """Every test starts and ends with no guest on either host."""
-    lab.destroy_all()
+    """Every test starts and ends with none of our guests on either host; others'
+    guests are left alone (the lab is one per machine)."""
+    for name in _GUESTS:
+        lab.destroy(name)
     yield lab
-    lab.destroy_all()
+    for name in _GUESTS:
+        lab.destroy(name)
 
 
 class Watcher:

@@ -695,6 +695,8 @@ class LibvirtBackend:
             return False
 
         by_postcopy = await self._control(domain_uuid, "force-complete", force)
+        if watch.done:
+            return by_postcopy  # the job ended while the call ran: its final is out
         watch.phase = Phase.POSTCOPY if by_postcopy else Phase.PAUSED
         if by_postcopy:
             watch.limits = replace(watch.limits, postcopy_allowed=True)
@@ -714,6 +716,8 @@ class LibvirtBackend:
                 dom.migrateSetMaxSpeed(-(-max_bandwidth_bps // (1 << 20)), 0)
 
         await self._control(domain_uuid, "set-limits", apply)
+        if watch.done:
+            return
         watch.limits = replace(
             watch.limits,
             max_downtime_s=watch.limits.max_downtime_s if max_downtime_s is None else max_downtime_s,
@@ -772,13 +776,22 @@ def _measure_dirty_rate(conn: Any, uuid: str, period: float) -> float | None:
     """
     try:
         dom = conn.lookupByUUIDString(uuid)
+
+        def stats() -> dict[str, Any]:
+            ((_, found),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0)
+            return dict(found)
+
+        previous_start = stats().get("dirtyrate.calc_start_time")
         dom.startDirtyRateCalc(int(period), libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)
         deadline = time.monotonic() + period + 3.0
         time.sleep(period + 0.3)
         while time.monotonic() < deadline:
-            ((_, stats),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0)
-            if int(stats.get("dirtyrate.calc_status", 0)) == 2:  # measured
-                return float(stats.get("dirtyrate.megabytes_per_second", 0))
+            current = stats()
+            # Right after the start the previous result still reads as measured:
+            # only a new start time is this measurement's.
+            fresh = current.get("dirtyrate.calc_start_time") != previous_start
+            if fresh and int(current.get("dirtyrate.calc_status", 0)) == 2:  # measured
+                return float(current.get("dirtyrate.megabytes_per_second", 0))
             time.sleep(0.2)
     except libvirt.libvirtError as exc:
         log.debug("dirty-rate measurement of %s failed: %s", uuid, exc.get_error_message())

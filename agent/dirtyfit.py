@@ -1,0 +1,247 @@
+"""The guest's dirty rate: fitted from the pre-flight readings, then from the live passes.
+
+Both kinds of reading count *distinct* pages dirtied in a window of ``t`` seconds, which for a
+guest writing ``R`` B/s over a hot set of ``H`` bytes is ``min(R x t, H)``:
+
+* pre-flight (libvirt page sampling, periods 1, 2 and 4 s before the migration): noisy, as
+  QEMU hashes only 512 pages per GiB (each stands for 2 MiB), but taken over windows short
+  enough that a fast writer's hot set rarely caps them all;
+* live (``memory_dirty_rate`` at each pass boundary, over the pass that ended): an exact
+  count of every page, but over a pass as long as the pass was, so the long pass 1 is
+  often capped by the hot set: a lower bound of ``R`` whose volume then *is* ``H``.
+
+``dirty_model`` combines the two: a live reading known to be uncapped is ``R`` (it counts
+every page; the pre-flight's sampling noise has nothing to add); a live reading that may be
+capped only bounds ``R`` from below, and the pre-flight, if any, says where above (it
+"de-caps" the first reading); a capped reading's volume is the hot set. Pure: no I/O, no
+clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from migwatch.agent.etaconfig import EstimatorConfig
+from migwatch.agent.model import EtaBasis, Preflight
+
+MIB = 1024.0 * 1024.0
+
+
+@dataclass(frozen=True, slots=True)
+class DirtyFit:
+    """A dirty-rate model ``distinct bytes in t = min(rate x t, hot)``, with doubt."""
+
+    rate_bps: float
+    rate_sigma_bps: float
+    hot_bytes: float | None  # None: no saturation seen
+    hot_low_bytes: float  # the hot set is at least this (most distinct bytes seen)
+
+
+def fit_preflight(preflight: Preflight, noise_mib: float = 10.7, chi2: float = 4.0) -> DirtyFit:
+    """Fit ``min(R x P, H)`` to the pre-flight readings (period P s -> MiB/s).
+
+    Each reading times its period is a count of distinct MiB with roughly constant noise
+    ``noise_mib``. A flat rate (no saturation) is kept unless a hot set explains the
+    readings better by more than ``chi2``. Readings that fall as 1/P mean the guest rewrites
+    a small hot set: then H is the level of the saturated readings and R the rate of the
+    shorter unsaturated ones (or, if all are saturated, at least H / shortest period).
+    """
+    pts = sorted((p, max(v, 0.0) * p) for p, v in preflight.rates.items() if p > 0)
+    if not pts:
+        return DirtyFit(0.0, math.inf, None, 0.0)
+    sigma = max(noise_mib, 1e-9)
+    periods = [p for p, _ in pts]
+    vols = [v for _, v in pts]
+    hot_low = max(vols)
+
+    def rate_fit(idx: Sequence[int]) -> float:
+        return float(sum(vols[i] * periods[i] for i in idx) / sum(periods[i] ** 2 for i in idx))
+
+    all_idx = range(len(pts))
+    flat = rate_fit(all_idx)
+    chi_flat = sum((vols[i] - flat * periods[i]) ** 2 for i in all_idx) / sigma**2
+    best: tuple[float, float, float, float] | None = None  # chi, rate, sigma_r, hot
+    for s in range(len(pts)):  # points s.. are saturated
+        sat = range(s, len(pts))
+        hot = sum(vols[i] for i in sat) / len(sat)
+        if s == 0:
+            rate = hot / periods[0]
+            sig_r = sigma / periods[0]
+            chi = sum((vols[i] - hot) ** 2 for i in sat) / sigma**2
+        else:
+            unsat = range(s)
+            rate = rate_fit(unsat)
+            if rate * periods[s] < hot * 0.9:  # saturating before the knee: inconsistent
+                continue
+            sig_r = sigma / math.sqrt(sum(periods[i] ** 2 for i in unsat))
+            chi = (
+                sum((vols[i] - rate * periods[i]) ** 2 for i in unsat)
+                + sum((vols[i] - hot) ** 2 for i in sat)
+            ) / sigma**2
+        if best is None or chi < best[0]:
+            best = (chi, rate, sig_r, hot)
+    if len(pts) >= 2 and best is not None and chi_flat - best[0] > chi2:
+        _, rate, sig_r, hot = best
+        return DirtyFit(rate * MIB, sig_r * MIB, hot * MIB, hot_low * MIB)
+    sig_flat = sigma / math.sqrt(sum(p * p for p in periods))
+    return DirtyFit(flat * MIB, sig_flat * MIB, None, hot_low * MIB)
+
+
+def preflight_dirty_model(preflight: Preflight) -> tuple[float, float | None]:
+    """(dirty rate B/s, hot set bytes or ``None``) from the 1/2/4 s pre-flight readings."""
+    fit = fit_preflight(preflight)
+    return fit.rate_bps, fit.hot_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PassObservation:
+    """What one completed pass told us: its length and the distinct bytes it dirtied."""
+
+    iteration: int  # the pass that ended
+    duration_s: float
+    dirty_bps: float  # libvirt's memory_dirty_rate at the next pass, in B/s
+
+    @property
+    def volume(self) -> float:
+        return self.dirty_bps * self.duration_s
+
+
+@dataclass(frozen=True, slots=True)
+class DirtyModel:
+    """Central dirty model and the edges used for the band."""
+
+    rate: float
+    rate_low: float
+    rate_high: float
+    hot: float | None
+    hot_low: float
+    basis: EtaBasis
+    measured: bool  # rate comes from a measurement (not the DEFAULT assumption)
+    # Every reading was capped by the hot set: the true rate is higher by an unknown amount.
+    capped: bool = False
+
+
+def prior_model(
+    preflight: DirtyFit | None, bandwidth_bps: float, memory_total: float, config: EstimatorConfig
+) -> DirtyModel:
+    """Before the first pass boundary: the pre-flight fit, or the DEFAULT assumption."""
+    if preflight is None:
+        return DirtyModel(
+            rate=config.default_dirty_ratio * bandwidth_bps,
+            rate_low=0.0,
+            rate_high=config.default_dirty_ratio_high * bandwidth_bps,
+            hot=None,
+            hot_low=0.0,
+            basis=EtaBasis.DEFAULT,
+            measured=False,
+        )
+    sig = 2.0 * preflight.rate_sigma_bps
+    return DirtyModel(
+        rate=preflight.rate_bps,
+        rate_low=max(0.0, preflight.rate_bps - sig),
+        rate_high=preflight.rate_bps + sig,
+        hot=prior_hot_set(preflight, memory_total),
+        hot_low=preflight.hot_low_bytes,
+        basis=EtaBasis.PREFLIGHT,
+        measured=True,
+    )
+
+
+def prior_hot_set(preflight: DirtyFit, memory_bytes: float) -> float | None:
+    """The hot set the pre-flight implies: its saturation level, or, when its readings never
+    saturated, the middle on a log scale between what it saw and all of RAM (the median
+    under a scale-free prior; the ETA only grows with the hot set, so its median is the
+    ETA of this median)."""
+    if preflight.hot_bytes is not None:
+        return preflight.hot_bytes
+    if preflight.hot_low_bytes > 0 and memory_bytes > 0:
+        return math.sqrt(preflight.hot_low_bytes * max(memory_bytes, preflight.hot_low_bytes))
+    return None
+
+
+def dirty_model(
+    observations: Sequence[PassObservation],
+    preflight: DirtyFit | None,
+    bandwidth_bps: float,
+    memory_total: float,
+    config: EstimatorConfig,
+) -> DirtyModel:
+    """The posterior dirty model: live pass observations with the pre-flight fit (or the
+    DEFAULT prior before the first boundary). See the module docstring."""
+    recent = list(observations[-config.pass_window :])
+    if not recent:
+        return prior_model(preflight, bandwidth_bps, memory_total, config)
+    tol = config.rate_tolerance
+    top = max(recent, key=lambda o: o.dirty_bps)
+    live = top.dirty_bps
+    pf_floor = 0.0
+    if preflight is not None:
+        pf_floor = max(0.0, preflight.rate_bps - 2.0 * preflight.rate_sigma_bps)
+    # Capped readings: clearly below a reading from a shorter pass, or below what the
+    # pre-flight says the rate is at least. Their volume is the hot set.
+    reference = max(live, pf_floor)
+    capped = [
+        o
+        for o in observations
+        if o.dirty_bps < (1.0 - tol) * reference
+        and (o.duration_s > top.duration_s or o.dirty_bps < (1.0 - tol) * pf_floor)
+    ]
+    hot_low = max(o.volume for o in observations)
+    hot: float | None = max(o.volume for o in capped) if capped else None
+    if hot is None and preflight is not None and preflight.hot_bytes is not None:
+        hot = max(preflight.hot_bytes, hot_low)  # the pre-flight saw the hot set saturate
+    # The top reading is the true rate (not a capped one) when another pass of a different
+    # length agrees with it, when it dirtied clearly less than the known hot set, or when
+    # the pre-flight measurement agrees with it.
+    agrees = preflight is not None and abs(preflight.rate_bps - live) <= max(
+        tol * live, 2.0 * preflight.rate_sigma_bps
+    )
+    confirmed = (
+        any(
+            o is not top
+            and abs(o.dirty_bps - live) <= tol * live
+            and max(o.duration_s, top.duration_s)
+            >= (1.0 + tol) * min(o.duration_s, top.duration_s)
+            for o in recent
+        )
+        or (hot is not None and top.volume < (1.0 - tol) * hot)
+        or agrees
+    )
+    # How much the uncapped readings disagree: the workload's own variability.
+    rates = [o.dirty_bps for o in recent if o not in capped]
+    spread = (max(rates) - min(rates)) / live if live > 0 and len(rates) > 1 else 0.0
+    if preflight is not None and preflight.rate_bps > live and not confirmed:
+        # The live reading may be capped (the long pass 1 mostly): it only says R >= live.
+        # The pre-flight, taken over windows too short to be capped, says where above.
+        sig = 2.0 * preflight.rate_sigma_bps
+        return DirtyModel(
+            rate=preflight.rate_bps,
+            rate_low=max(live, preflight.rate_bps - sig),
+            rate_high=preflight.rate_bps + sig,
+            hot=hot,
+            hot_low=hot_low,
+            basis=EtaBasis.PREFLIGHT,
+            measured=True,
+        )
+    # A live reading counts every dirtied page of its pass: once it is known to be uncapped
+    # it is the rate, and the pre-flight's sampling noise has nothing to add.
+    headroom = tol if confirmed else config.live_rate_headroom
+    high = live * (1.0 + max(headroom, spread))
+    if not confirmed and preflight is None:
+        # One reading that may be capped, and nothing else measured: the true rate may be
+        # anything the DEFAULT band allowed in pass 1.
+        high = max(high, config.default_dirty_ratio_high * bandwidth_bps)
+    last = max(recent[-1].dirty_bps, min(rates, default=live))
+    return DirtyModel(
+        rate=live,
+        rate_low=min(min(rates, default=live), last, live),
+        rate_high=high,
+        hot=hot,
+        hot_low=hot_low,
+        basis=EtaBasis.LIVE,
+        measured=True,
+        capped=hot is not None and top.volume >= (1.0 - tol) * hot,
+    )
+

@@ -1,0 +1,83 @@
+"""From a situation (what is left, how fast, the dirty model) to an ETA and its band. Pure.
+
+The central ETA is the pass plan at the model's central values. The band's edges are the
+plans at the edges of every input the agent is unsure of, all pushed the same way:
+
+* fast edge: the low dirty rate, the transfer rate's upper wobble, and the optimistic
+  share of never-written pages in what pass 1 has left;
+* slow edge: the high dirty rate, the transfer rate's lower wobble, no zero pages ahead.
+
+So the band is wide exactly where the inputs are weakest (pass 1 without a measurement, a
+single live reading that may be capped, a pre-flight rate near the bandwidth) and narrows
+as passes are measured. A slow edge that never converges leaves the band open above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from migwatch.agent.dirtyfit import DirtyModel
+from migwatch.agent.etaconfig import EstimatorConfig
+from migwatch.agent.passmodel import PassPlan, plan_passes
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """Everything the ETA needs at one moment, job-clock based."""
+
+    before_memory_s: float  # time still needed before memory starts (disk mirror)
+    pass_left: float
+    pass_elapsed: float
+    drain: float  # central pass-1 drain factor (1.0 after pass 1)
+    drain_fast: float  # optimistic drain (band's lower edge)
+    bandwidth: float
+    bandwidth_spread: float  # relative
+    model: DirtyModel
+    max_downtime_s: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class EtaBand:
+    """The central plan and the ETA with its band (``None``: not known / unbounded)."""
+
+    plan: PassPlan
+    eta: float | None
+    low: float | None
+    high: float | None
+
+
+def plan_at(sit: Situation, cfg: EstimatorConfig, *, rate: float, hot: float | None,
+            bandwidth: float, drain: float) -> PassPlan:
+    """The pass plan of ``sit`` with these inputs."""
+    return plan_passes(
+        pass_left_bytes=sit.pass_left,
+        pass_elapsed_s=sit.pass_elapsed,
+        bandwidth_bps=bandwidth,
+        dirty_rate_bps=rate,
+        hot_set_bytes=hot,
+        max_downtime_s=sit.max_downtime_s,
+        drain_factor=drain,
+        check_interval_s=cfg.check_interval_s,
+        horizon_s=cfg.budget_s * cfg.horizon_factor,
+    )
+
+
+def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
+    """The central ETA and its band (see the module docstring)."""
+    m = sit.model
+    spread = sit.bandwidth_spread
+    central = plan_at(sit, cfg, rate=m.rate, hot=m.hot, bandwidth=sit.bandwidth, drain=sit.drain)
+    if not central.converges:
+        return EtaBand(central, None, None, None)
+    fast = plan_at(sit, cfg, rate=m.rate_low,
+                   hot=m.hot if m.hot is not None else m.hot_low or None,
+                   bandwidth=sit.bandwidth * (1.0 + spread), drain=sit.drain_fast)
+    slow = plan_at(sit, cfg, rate=m.rate_high, hot=m.hot,
+                   bandwidth=sit.bandwidth * max(1.0 - spread, 0.1), drain=1.0)
+    eta = sit.before_memory_s + central.time_s
+    margin = cfg.band_floor_s + cfg.band_floor_rel * eta
+    low = min(sit.before_memory_s + fast.time_s, eta - margin)
+    high = (max(sit.before_memory_s + slow.time_s, eta + margin)
+            if slow.converges else None)
+    return EtaBand(central, eta, max(low, 0.0), high)

@@ -1,0 +1,67 @@
+"""``EstimatorConfig``: the estimator's tunables, shared by its modules. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorConfig:
+    """Tunables of the estimator. Each one is a statement about pre-copy or about the
+    operator's tolerance, not a fit to recorded traces."""
+
+    # A migration whose projected total job time exceeds this is SLOW.
+    budget_s: float = 900.0
+    # Time constant (s, job clock) of the transfer-rate EWMA: a few QEMU rate windows
+    # (100 ms) and a few polls, so one late poll does not swing the ETA.
+    rate_tau_s: float = 2.0
+    # Samples kept to measure how unstable the transfer rate is (widens the band).
+    rate_window: int = 16
+    # Iteration boundaries the verdict looks back over ("windows, not single samples").
+    pass_window: int = 3
+    # QEMU re-checks pending bytes after each rate-limited burst (BUFFER_DELAY, 100 ms).
+    check_interval_s: float = 0.1
+    # QEMU refreshes memory_dirty_rate only over periods of >= 1 s.
+    min_pass_for_rate_s: float = 1.0
+    # dirty rate / bandwidth at which pre-copy is called NOT_CONVERGING: at 0.9 each pass
+    # removes only a tenth of what is left, ~30 passes per factor of 20.
+    not_converging_ratio: float = 0.9
+    # Relative change that counts as a real difference between two dirty-rate readings
+    # (pass times are known to a poll interval) and as "no longer falls" at boundaries.
+    rate_tolerance: float = 0.2
+    # STALLED needs the boundary remaining above this multiple of the switch-over
+    # threshold: near the threshold the short tail passes hover by design.
+    stall_margin: float = 2.0
+    # DEFAULT basis (pass 1, nothing measured): assumed dirty rate as a fraction of the
+    # bandwidth, and the upper edge of the band. A guest that is expected to migrate at
+    # all dirties well below the link; the band, not the central value, carries the doubt.
+    default_dirty_ratio: float = 0.2
+    default_dirty_ratio_high: float = 0.8
+    # A single live dirty-rate reading from a long pass may be capped by the hot set
+    # (a lower bound): until two passes of different lengths agree, the band's upper
+    # edge assumes the true rate may be this much higher, and at least what the DEFAULT
+    # band assumed in pass 1 (default_dirty_ratio_high x bandwidth).
+    live_rate_headroom: float = 0.5
+    # The share of the guest's RAM that may never have been written (zero pages, sent
+    # almost for free). The band's optimistic edge lets pass 1's never-written pages grow
+    # to this share of all RAM; the central value uses the share seen so far, or none
+    # before pass 1 has walked anything. A freshly booted or over-provisioned guest
+    # easily has half its RAM free.
+    zero_share_low: float = 0.5
+    # Pre-flight page-sampling noise, as MiB of distinct pages per reading: QEMU samples
+    # 512 pages per GiB, each standing for 2 MiB (lab: sd 10.7 MiB/s at 1 s, 7.7 at 2 s,
+    # 2.7 at 4 s on a 1 GiB guest, i.e. ~11 MiB per reading whatever the period).
+    preflight_noise_mib: float = 10.7
+    # chi-square improvement needed to prefer a saturating (hot set) pre-flight fit over a
+    # flat rate: one extra parameter at about 2 sigma.
+    preflight_saturation_chi2: float = 4.0
+    # Band floor: a poll interval and the tail's 100 ms checks make +-0.5 s unavoidable,
+    # and bandwidth is never exactly constant.
+    band_floor_s: float = 0.5
+    band_floor_rel: float = 0.05
+    # Beyond budget_s x this the plan counts as never finishing.
+    horizon_factor: float = 10.0
+    # The largest max downtime and bandwidth (x the rate now seen) a recommendation may
+    # propose; past them, and without post-copy, the remedy is to abort.
+    downtime_ceiling_s: float = 2.0
+    bandwidth_ceiling_factor: float = 4.0

@@ -1,0 +1,96 @@
+"""Tests for the dirty-rate fits and the live/pre-flight posterior (agent/dirtyfit.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from migwatch.agent.dirtyfit import (
+    DirtyFit,
+    PassObservation,
+    dirty_model,
+    fit_preflight,
+    preflight_dirty_model,
+    prior_hot_set,
+)
+from migwatch.agent.etaconfig import EstimatorConfig
+from migwatch.agent.model import EtaBasis, Preflight
+
+MIB = 1024 * 1024
+CFG = EstimatorConfig()
+BW = 55.0 * MIB
+RAM = 896.0 * MIB
+
+
+
+def test_preflight_flat_readings_are_a_rate() -> None:
+    """Readings flat across periods (pf-easy1: 20/16/18) mean no hot set: a P^2-weighted rate."""
+    fit = fit_preflight(Preflight(0.0, {1: 20, 2: 16, 4: 18}))
+    assert fit.hot_bytes is None
+    assert fit.rate_bps == pytest.approx((20 + 32 * 2 + 72 * 4) / 21 * MIB)
+    assert fit.hot_low_bytes == pytest.approx(72 * MIB)
+
+
+def test_preflight_falling_readings_reveal_hot_set() -> None:
+    """Readings falling as 1/P (pf-abort: 140/97/51) give the hot set from the long periods."""
+    rate, hot = preflight_dirty_model(Preflight(0.0, {1: 140, 2: 97, 4: 51}))
+    assert rate == pytest.approx(140 * MIB)
+    assert hot is not None and hot == pytest.approx((194 + 204) / 2 * MIB)
+
+
+
+def test_prior_hot_set_is_the_log_middle_when_readings_never_saturate() -> None:
+    """A flat pre-flight bounds the hot set by what 4 s saw and by RAM: the log-scale middle."""
+    fit = DirtyFit(44 * MIB, 2.3 * MIB, None, 180 * MIB)
+    hot = prior_hot_set(fit, RAM)
+    assert hot == pytest.approx(math.sqrt(180 * 896) * MIB)
+    assert prior_hot_set(DirtyFit(44 * MIB, 2.3 * MIB, 200 * MIB, 200 * MIB), RAM) == 200 * MIB
+
+
+# --- the posterior ------------------------------------------------------------------------
+
+# mw-hard: 40 MiB/s over a 288 MiB hot set at 55 MiB/s. Pass 1 (12 s) rewrote the hot set
+# more than once, so its reading is 288 / 12 = 24 MiB/s; pass 2 (5.2 s) reads 38 MiB/s.
+PASS1 = PassObservation(1, 12.0, 24 * MIB)
+PASS2 = PassObservation(2, 5.2, 38 * MIB)
+FLAT_PF = DirtyFit(44 * MIB, 2.3 * MIB, None, 180 * MIB)
+
+
+def test_before_any_boundary_the_prior_speaks() -> None:
+    """No boundary yet: the pre-flight fit with a 2-sigma band, else the DEFAULT assumption."""
+    pf = dirty_model([], FLAT_PF, BW, RAM, CFG)
+    assert pf.basis is EtaBasis.PREFLIGHT and pf.rate == 44 * MIB
+    assert pf.rate_low == pytest.approx(39.4 * MIB) and pf.rate_high == pytest.approx(48.6 * MIB)
+    default = dirty_model([], None, BW, RAM, CFG)
+    assert default.basis is EtaBasis.DEFAULT and not default.measured
+    assert default.rate == pytest.approx(0.2 * BW) and default.rate_high == pytest.approx(0.8 * BW)
+
+
+def test_preflight_decaps_the_first_live_reading() -> None:
+    """A pass-1 reading far below the pre-flight was capped: its volume is the hot set."""
+    m = dirty_model([PASS1], FLAT_PF, BW, RAM, CFG)
+    assert m.basis is EtaBasis.PREFLIGHT and m.rate == 44 * MIB
+    assert m.hot == pytest.approx(288 * MIB)
+    assert m.rate_low >= 24 * MIB  # the live reading stays a lower bound
+
+
+def test_single_unconfirmed_reading_keeps_the_default_upper_edge() -> None:
+    """Without a pre-flight, one pass-1 reading may be capped: the band keeps 0.8 x bandwidth."""
+    m = dirty_model([PASS1], None, BW, RAM, CFG)
+    assert m.basis is EtaBasis.LIVE and m.rate == 24 * MIB
+    assert m.rate_high == pytest.approx(0.8 * BW)
+
+
+def test_a_shorter_faster_pass_reveals_the_cap() -> None:
+    """Pass 2 reads clearly more than the longer pass 1: pass 1 was capped, the rate is pass 2's."""
+    m = dirty_model([PASS1, PASS2], None, BW, RAM, CFG)
+    assert m.rate == 38 * MIB and m.hot == pytest.approx(288 * MIB)
+    assert m.rate_high == pytest.approx(38 * MIB * (1 + CFG.rate_tolerance))  # confirmed
+
+
+def test_agreeing_passes_of_different_lengths_confirm_the_rate() -> None:
+    """Two passes of different lengths reading the same rate rule the cap out: a narrow band."""
+    obs = [PassObservation(2, 4.6, 20 * MIB), PassObservation(3, 1.6, 20.1 * MIB)]
+    m = dirty_model(obs, None, 60 * MIB, 1024 * MIB, CFG)
+    assert m.rate == pytest.approx(20.1 * MIB) and m.hot is None
+    assert m.rate_high <= 20.1 * MIB * (1 + CFG.rate_tolerance) + 1
