@@ -20,7 +20,7 @@ from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 from . import convert
 from .auth import check_token
 from .errors import translate_errors
-from .model import AgentStatus, ForceCompleteMethod, Migration, WatchEvent
+from .model import AgentStatus, ForceCompleteMethod, Migration, MigrationEstimate, WatchEvent
 from .targets import parse_target
 
 ChannelOption = tuple[str, Any]
@@ -171,6 +171,26 @@ class AgentClient:
                 req, timeout=self.timeout_s, metadata=self._metadata
             )
         return convert.migration_from_pb(resp.migration)
+
+    async def estimate(
+        self,
+        domain: str,
+        *,
+        bandwidth: int | None = None,
+        max_downtime_s: float | None = None,
+        copy_storage: bool = False,
+    ) -> MigrationEstimate:
+        """Predict a migration of a running domain (UUID or name) before starting it.
+
+        ``bandwidth`` (bytes/s) and ``max_downtime_s`` default to the domain's current
+        settings; ``copy_storage`` adds a copy of its disks (non-shared storage).
+        """
+        req = convert.estimate_request_pb(domain, bandwidth, max_downtime_s, copy_storage)
+        with translate_errors(self.target):
+            resp = await self._stub.EstimateMigration(
+                req, timeout=self.timeout_s, metadata=self._metadata
+            )
+        return convert.estimate_from_pb(resp)
 
     async def watch(
         self,

@@ -169,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("id", help="migration id or unique prefix (the source end's)")
     s.add_argument("--max-downtime", metavar="DURATION", help="e.g. 500ms, 1.5s")
     s.add_argument("--max-bandwidth", metavar="RATE", help="e.g. 100MiB/s, 1GB/s, 10Gbit/s")
+    e = add(
+        "estimate",
+        "predict a migration of a running domain before starting it: duration with a "
+        "band, whether it converges, and what would make it",
+        _cmd_estimate,
+    )
+    e.add_argument("domain", metavar="DOMAIN", help="domain name or UUID, on any of the agents")
+    e.add_argument("--bandwidth", metavar="RATE", help="e.g. 100MiB/s (default: the domain's limit)")
+    e.add_argument("--max-downtime", metavar="DURATION", help="e.g. 500ms (default: the domain's)")
+    e.add_argument(
+        "--copy-storage", action="store_true", help="also copy its disks (non-shared storage)"
+    )
     return parser
 
 
@@ -338,6 +350,19 @@ async def _cmd_force_complete(args: argparse.Namespace) -> int:
         print_json({**render.migration_to_jsonable(m, agent), "method": render.enum_name(method)})
     else:
         print_line(render.format_action_result("forced", m, agent, method))
+    return 0
+
+
+async def _cmd_estimate(args: argparse.Namespace) -> int:
+    downtime = None if args.max_downtime is None else _parsed(parse_duration, args.max_downtime)
+    bandwidth = None if args.bandwidth is None else _parsed(parse_bandwidth, args.bandwidth)
+    agent, est = await _fleet(args).estimate(
+        args.domain, bandwidth=bandwidth, max_downtime_s=downtime, copy_storage=args.copy_storage
+    )
+    if args.json:
+        print_json({"agent": agent, **render.to_jsonable(est)})
+    else:
+        print_line(render.format_estimate(est, agent))
     return 0
 
 

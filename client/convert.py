@@ -7,6 +7,7 @@ this client become the enum's ``UNKNOWN`` member instead of raising.
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -24,6 +25,7 @@ from .model import (
     Heartbeat,
     HostState,
     Migration,
+    MigrationEstimate,
     Phase,
     Recommendation,
     SnapshotComplete,
@@ -41,18 +43,60 @@ def _enum(cls: type[_E], value: int) -> _E:
         return cls(0)  # every client enum has UNKNOWN = 0
 
 
-def _seconds(msg: pb.Migration | pb.Recommendation, field: str) -> float | None:
+def _seconds(
+    msg: pb.Migration | pb.Recommendation | pb.EstimateMigrationResponse, field: str
+) -> float | None:
     if not msg.HasField(field):
         return None
     d: Duration = getattr(msg, field)
     return d.seconds + d.nanos / 1e9
 
 
-def _instant(msg: pb.Migration | pb.Heartbeat, field: str) -> datetime | None:
+def _instant(
+    msg: pb.Migration | pb.Heartbeat | pb.EstimateMigrationResponse, field: str
+) -> datetime | None:
     if not msg.HasField(field):
         return None
     ts: Timestamp = getattr(msg, field)
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+
+
+def estimate_from_pb(r: pb.EstimateMigrationResponse) -> MigrationEstimate:
+    return MigrationEstimate(
+        domain_uuid=r.domain_uuid,
+        domain_name=r.domain_name,
+        duration_s=_seconds(r, "duration"),
+        duration_low_s=_seconds(r, "duration_low"),
+        duration_high_s=_seconds(r, "duration_high"),
+        convergence=_enum(Convergence, r.convergence),
+        reason=r.reason,
+        recommendations=tuple(recommendation_from_pb(x) for x in r.recommendations),
+        memory_bytes=r.memory_bytes,
+        disk_bytes=r.disk_bytes,
+        bandwidth=r.bandwidth,
+        max_downtime_s=_seconds(r, "max_downtime"),
+        dirty_rate_bytes_per_second=r.dirty_rate_bytes_per_second,
+        hot_set_bytes=r.hot_set_bytes,
+        measured_at=_instant(r, "measured_at"),
+        measurement_age_s=_seconds(r, "measurement_age"),
+        basis=_enum(EtaBasis, r.basis),
+    )
+
+
+def estimate_request_pb(
+    domain: str, bandwidth: int | None, max_downtime_s: float | None, copy_storage: bool
+) -> pb.EstimateMigrationRequest:
+    """Names the domain by UUID when it looks like one, else by name."""
+    try:
+        uuid.UUID(domain)
+        req = pb.EstimateMigrationRequest(domain_uuid=domain, copy_storage=copy_storage)
+    except ValueError:
+        req = pb.EstimateMigrationRequest(domain_name=domain, copy_storage=copy_storage)
+    if bandwidth is not None:
+        req.bandwidth = bandwidth
+    if max_downtime_s is not None:
+        req.max_downtime.CopyFrom(duration_pb(max_downtime_s))
+    return req
 
 
 def duration_pb(seconds: float) -> Duration:

@@ -25,7 +25,7 @@ from .agent_client import AgentClient, ChannelOption
 from .backoff import DEFAULT_BACKOFF, Backoff
 from .errors import InvalidArgument, MigwatchError, NotFound
 from .merge import FleetState
-from .model import FleetSnapshot, Migration, Update
+from .model import FleetSnapshot, Migration, MigrationEstimate, Update
 from .stream import StreamConfig, follow_agent
 from .targets import resolve_targets
 
@@ -192,6 +192,37 @@ class Fleet:
         message = f"no migration {migration_id!r} on {asked} agent(s)"
         if failed:
             message += "; no answer from " + "; ".join(str(e) for e in failed)
+        raise NotFound("", message)
+
+    async def estimate(
+        self,
+        domain: str,
+        *,
+        bandwidth: int | None = None,
+        max_downtime_s: float | None = None,
+        copy_storage: bool = False,
+    ) -> tuple[str, MigrationEstimate]:
+        """Ask every agent; the one whose host runs ``domain`` answers.
+
+        Raises:
+            NotFound: no reachable agent runs it (the message names unreachable ones).
+        """
+        found, failed = await self._gather(
+            lambda c: c.estimate(
+                domain,
+                bandwidth=bandwidth,
+                max_downtime_s=max_downtime_s,
+                copy_storage=copy_storage,
+            )
+        )
+        if found:
+            return found[0]
+        real = [e for e in failed if not isinstance(e, NotFound)]
+        if len(self.targets) == 1 or len(real) == len(failed):
+            raise failed[0]  # the agent's own words say best what is wrong
+        message = f"no agent runs a domain {domain!r}"
+        if real:
+            message += "; no answer from " + "; ".join(str(e) for e in real)
         raise NotFound("", message)
 
     @staticmethod

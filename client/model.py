@@ -293,6 +293,29 @@ class AgentUpdate:
     state: AgentState
 
 
+@dataclass(frozen=True, slots=True)
+class MigrationEstimate:
+    """A migration predicted before it starts (``EstimateMigration``)."""
+
+    domain_uuid: str
+    domain_name: str
+    duration_s: float | None  # None: it will not converge (or cannot be known)
+    duration_low_s: float | None
+    duration_high_s: float | None
+    convergence: Convergence
+    reason: str
+    recommendations: tuple[Recommendation, ...]
+    memory_bytes: int
+    disk_bytes: int
+    bandwidth: int  # bytes/s assumed
+    max_downtime_s: float | None
+    dirty_rate_bytes_per_second: int  # 0: not measured
+    hot_set_bytes: int  # 0: not known
+    measured_at: datetime | None  # when the guest's dirty rate was measured
+    measurement_age_s: float | None
+    basis: EtaBasis
+
+
 Update: TypeAlias = MigrationUpdate | MigrationVanished | AgentUpdate
 """One item of the fleet's merged stream; ``update.kind`` names its type."""
 

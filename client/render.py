@@ -21,6 +21,7 @@ from .model import (
     ForceCompleteMethod,
     HostState,
     Migration,
+    MigrationEstimate,
     Transfer,
     Update,
 )
@@ -237,6 +238,38 @@ def format_migration(m: Migration, agent: str = "") -> str:
         lines.append(f"  error        {m.error_message}")
     for i, r in enumerate(m.recommendations):
         lines.append(f"  {'recommend' if i == 0 else '':<12} {enum_name(r.action)}: {r.summary}")
+    return "\n".join(lines)
+
+
+def format_estimate(e: MigrationEstimate, agent: str = "") -> str:
+    """A multi-line prediction (for ``migwatch estimate``)."""
+    if e.measured_at is not None:
+        measured = (
+            f"{format_rate(e.dirty_rate_bytes_per_second)} dirtied"
+            + (f", hot set ~{format_bytes(e.hot_set_bytes)}" if e.hot_set_bytes else "")
+            + f", measured {format_duration(e.measurement_age_s)} ago"
+        )
+    else:
+        measured = "not measured yet: a dirty rate is assumed (wide band)"
+    lines = [
+        f"{e.domain_name or e.domain_uuid}" + (f"  (agent {agent})" if agent else ""),
+        (
+            f"  predicted    {format_eta(e.duration_s, e.duration_low_s, e.duration_high_s)}"
+            f"   [{enum_name(e.basis)}]"
+            if e.duration_s is not None
+            else "  predicted    never completes by itself"
+        ),
+        f"  verdict      {format_verdict(e.convergence, e.reason)}",
+        (
+            f"  inputs       memory {format_bytes(e.memory_bytes)}"
+            + (f", disk {format_bytes(e.disk_bytes)}" if e.disk_bytes else "")
+            + f", bandwidth {format_rate(e.bandwidth)}"
+            + f", max downtime {format_duration(e.max_downtime_s)}"
+        ),
+        f"  dirty rate   {measured}",
+    ]
+    for i, r in enumerate(e.recommendations):
+        lines.append(f"  {'to converge' if i == 0 else '':<12} {enum_name(r.action)}: {r.summary}")
     return "\n".join(lines)
 
 

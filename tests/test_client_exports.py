@@ -25,6 +25,7 @@ EXPECTED = [
     "HostState",
     "InvalidArgument",
     "Migration",
+    "MigrationEstimate",
     "MigrationUpdate",
     "MigrationVanished",
     "MigwatchError",

@@ -138,7 +138,16 @@ class ReplayBackend:
 
     async def _play(self, replay: _Replay, observe: ObservationSink, start: float) -> None:
         trace = replay.trace
-        t0 = trace.meta.t if trace.meta else (trace.records[0].t if trace.records else 0.0)
+        # Time zero is the migrate call (dt = 0), not the meta line: pre-flight
+        # measurements can sit seconds before it.
+        t0 = next(
+            (
+                r.t - r.dt
+                for r in trace.records
+                if isinstance(r, SourceStats | TraceEvent) and r.dt is not None
+            ),
+            trace.meta.t if trace.meta else 0.0,
+        )
         postcopy_at = postcopy_started_at(trace)
         for record in trace.records:
             dt = getattr(record, "dt", None)
