@@ -98,6 +98,17 @@ class Lab:
         timings["up_s"] = time.monotonic() - start
         return timings
 
+    def restart_daemon(self, host: str, timeout: float = 30.0) -> float:
+        """Stop one host's libvirtd (SIGTERM, as a service restart would) and start
+        it again; its running QEMUs are left alone and re-attached. Returns seconds."""
+        start = time.monotonic()
+        record = hosts.read_record(host)
+        if record is not None:
+            hosts._terminate(record.pid, record.start_time, timeout)
+        spec = HOSTS[host]
+        hosts.wait_listening(spec, hosts.start_daemon(spec), timeout)
+        return time.monotonic() - start
+
     def _warm(self, host: str) -> float:
         start = time.monotonic()
         with self._conn(host) as conn:

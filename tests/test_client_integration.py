@@ -529,6 +529,9 @@ async def test_cli_watch_json_streams_tagged_updates_until_interrupted(agent_tar
         *("watch", "--json", "--heartbeat", "0.2s"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # A runner started in the background (nohup, CI) ignores SIGINT, and the
+        # child would inherit that: give it the default disposition back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     lines = []

@@ -29,10 +29,12 @@ if os.environ.get("MIGWATCH_SKIP_LAB") == "1":
 
 from migwatch.client import (
     AgentClient,
+    AgentUpdate,
     Convergence,
     Direction,
     Fleet,
     ForceCompleteMethod,
+    HostState,
     Migration,
     MigrationUpdate,
     Phase,
@@ -95,7 +97,7 @@ class AgentProcess:
             self._log_file.close()
 
 
-_GUESTS = ("conv", "hot", "disky", "pc", "late")  # one name per test, ours alone
+_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs")  # one name per test, ours alone
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,7 @@ class Watcher:
         self.fleet = fleet
         self.domain_uuid = domain_uuid
         self.updates: list[MigrationUpdate] = []
+        self.host_states: list[tuple[str, HostState | None, bool]] = []  # (agent, state, reachable)
         self._changed = asyncio.Event()
 
     async def run(self) -> None:
@@ -141,6 +144,12 @@ class Watcher:
             async for update in stream:
                 if isinstance(update, MigrationUpdate) and update.migration.domain_uuid == self.domain_uuid:
                     self.updates.append(update)
+                    self._changed.set()
+                elif isinstance(update, AgentUpdate):
+                    status = update.state.status
+                    self.host_states.append(
+                        (update.agent, status.state if status else None, update.state.reachable)
+                    )
                     self._changed.set()
 
     def ends(self, direction: Direction) -> list[Migration]:
@@ -322,3 +331,42 @@ async def test_agent_started_after_the_migration_began_picks_it_up(
         assert final is not None and final.phase is Phase.COMPLETED
     finally:
         await asyncio.to_thread(late.stop)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_libvirtd_restart_during_a_migration_is_survived(
+    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+) -> None:
+    """When the source's libvirtd restarts mid-migration the agent reports its host
+    DEGRADED, reconnects, reports the migration's outcome as libvirt left it, and then
+    follows the next migration to completion."""
+    uuid = await _boot(fresh, "rs", mem_mib=384, fill_mib=256, ws_mib=32, rate=4)
+    w = watch(uuid)
+    await asyncio.sleep(1.0)
+    handle = fresh.start_migration("rs", bandwidth_mib_s=20)
+    await w.wait_for("memory progress", lambda: any(m.iteration >= 1 for m in w.source()), 60)
+    await asyncio.to_thread(fresh.restart_daemon, "A")
+    target = agents["A"].target
+    await w.wait_for(
+        "host A degraded", lambda: (target, HostState.DEGRADED, True) in w.host_states, 30
+    )
+    degraded_at = w.host_states.index((target, HostState.DEGRADED, True))
+    await w.wait_for(
+        "host A back", lambda: (target, HostState.OK, True) in w.host_states[degraded_at:], 60
+    )
+    outcome = await asyncio.to_thread(handle.wait, 120)
+    await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 60)
+    final = w.final(Direction.OUTGOING)
+    assert final is not None
+    on_b = await asyncio.to_thread(fresh.domain_running_on, "B", "rs")
+    # Whatever libvirt did with the job on restart, the agent tells the same story.
+    assert (final.phase is Phase.COMPLETED) == on_b, (final.phase, outcome)
+    if not on_b:
+        assert await asyncio.to_thread(fresh.domain_running_on, "A", "rs")
+        again = fresh.start_migration("rs", bandwidth_mib_s=60)
+        assert (await asyncio.to_thread(again.wait, 120)).outcome == "completed"
+        await w.wait_for(
+            "the next migration's COMPLETED",
+            lambda: any(m.phase is Phase.COMPLETED for m in w.source()),
+            60,
+        )

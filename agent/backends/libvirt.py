@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _UNLIMITED_MIB_S = 1 << 40  # libvirt reports "no limit" as a huge MiB/s value
-_BACKOFF_START_S, _BACKOFF_MAX_S = 0.5, 30.0
+_BACKOFF_START_S, _BACKOFF_MAX_S = 0.5, 10.0
 _FINAL_EVENT_WAIT_S = 5.0  # JOB_COMPLETED follows the switch-over by 1.4-1.8 s
 _DRAIN_TIMEOUT_S = 5.0
 
@@ -467,6 +467,15 @@ class LibvirtBackend:
         elif state is None or state[0] == libvirt.VIR_DOMAIN_SHUTOFF:
             # A transient guest vanishes after success; a persistent one stays
             # shut off with reason MIGRATED. Neither is an error.
+            if watch.sample is not None and not watch.switched_over:
+                # It ended unseen (libvirt was unreachable): the last sample's
+                # counters are stale, and only the wall clock knows the duration.
+                watch.sample = replace(
+                    watch.sample,
+                    elapsed_s=max(watch.sample.elapsed_s, self._clock() - watch.info.started_at),
+                    memory_remaining=0,
+                    disk_remaining=0,
+                )
             self._finish(watch, Phase.COMPLETED)
         else:
             # Still running here with no completed stats: the job was cancelled
