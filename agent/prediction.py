@@ -58,7 +58,8 @@ def predict_migration(
             limits.max_downtime_s, dirty_rate_sigma_bps=fit.rate_sigma_bps,
             hot_set_low_bytes=fit.hot_low_bytes, limits=limits, config=config,
         )  # fmt: skip
-        return Prediction(estimate, fit.rate_bps, fit.hot_bytes)
+        # Even a verdict without a duration (never converges) leaned on it.
+        return Prediction(replace(estimate, basis=EtaBasis.PREFLIGHT), fit.rate_bps, fit.hot_bytes)
     # Nothing measured: the running estimator's pass-1 assumption, with its
     # doubt spread over the band.
     rate = config.default_dirty_ratio * bandwidth

@@ -10,6 +10,7 @@ they are reported as skipped with that reason; a missing lab is a failure.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -32,10 +33,12 @@ from migwatch.client import (
     AgentUpdate,
     Convergence,
     Direction,
+    EtaBasis,
     Fleet,
     ForceCompleteMethod,
     HostState,
     Migration,
+    MigrationEstimate,
     MigrationUpdate,
     Phase,
 )
@@ -97,7 +100,7 @@ class AgentProcess:
             self._log_file.close()
 
 
-_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs")  # one name per test, ours alone
+_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot")  # one name per test, ours alone
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +373,68 @@ async def test_libvirtd_restart_during_a_migration_is_survived(
             lambda: any(m.phase is Phase.COMPLETED for m in w.source()),
             60,
         )
+
+
+async def _measured_estimate(
+    client: AgentClient, name: str, bandwidth: int, timeout: float = 60
+) -> MigrationEstimate:
+    """The agent's estimate once its background dirty-rate measurement of ``name`` exists."""
+    deadline = time.monotonic() + timeout
+    while True:
+        est = await client.estimate(name, bandwidth=bandwidth)
+        if est.measured_at is not None or time.monotonic() > deadline:
+            return est
+        await asyncio.sleep(1.0)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_estimate_before_migrating_then_compare(
+    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+) -> None:
+    """The agent measures idle guests' dirty rates in the background; EstimateMigration
+    (and ``migwatch estimate``) then predicts a calm guest's migration, which is run and
+    compared, and flags a guest that dirties faster than the bandwidth as not converging."""
+    calm_uuid = await _boot(fresh, "pf-calm", mem_mib=512, fill_mib=384, ws_mib=64, rate=8)
+    await _boot(fresh, "pf-hot", mem_mib=384, fill_mib=256, ws_mib=256, rate=120)
+    async with AgentClient(agents["A"].target) as client:
+        calm = await _measured_estimate(client, "pf-calm", 40 * MIB)
+        hot40 = await _measured_estimate(client, "pf-hot", 40 * MIB)
+    assert calm.basis is EtaBasis.PREFLIGHT and calm.measurement_age_s is not None
+    assert calm.dirty_rate_bytes_per_second > 0 and calm.memory_bytes == 512 * MIB
+    assert calm.convergence is not Convergence.NOT_CONVERGING
+    assert calm.duration_s is not None and calm.duration_low_s is not None
+    assert calm.duration_high_s is not None
+    assert hot40.basis is EtaBasis.PREFLIGHT
+    assert hot40.convergence is Convergence.NOT_CONVERGING, hot40.reason
+    assert hot40.recommendations
+
+    code = await asyncio.to_thread(
+        _cli_json, agents["A"].target, "estimate", "pf-calm", "--bandwidth", "40MiB/s"
+    )
+    assert code["convergence"] in ("converging", "slow") and code["basis"] == "preflight"
+
+    w = watch(calm_uuid)
+    await asyncio.sleep(1.0)
+    handle = fresh.start_migration("pf-calm", bandwidth_mib_s=40)
+    assert (await asyncio.to_thread(handle.wait, 180)).outcome == "completed"
+    await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.COMPLETED and final.elapsed_s is not None
+    error = abs(calm.duration_s - final.elapsed_s) / final.elapsed_s
+    print(
+        f"pre-flight estimate {calm.duration_s:.1f} s "
+        f"({calm.duration_low_s:.1f}-{calm.duration_high_s:.1f}), true {final.elapsed_s:.1f} s, "
+        f"error {error:.0%}"
+    )
+    # One migration cannot score a band's coverage (bench-eta does, over many); it can
+    # catch a prediction that is off by a factor.
+    assert 0.5 * final.elapsed_s < calm.duration_s < 2.0 * final.elapsed_s
+
+
+def _cli_json(target: str, *argv: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "migwatch.client.cli", "--agent", target, *argv, "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    data: dict[str, object] = json.loads(out.stdout)
+    return data

@@ -142,7 +142,9 @@ class LibvirtBackend:
         self._impl: libvirtaio.virEventAsyncIOImpl | None = None
         self._preflight_interval = preflight_interval_s
         self._preflight_periods = preflight_periods
-        self._preflight: dict[str, Preflight] = {}
+        # Latest pre-flight measurement per domain UUID, with the libvirt domain id
+        # it was taken on: a guest restarted under the same UUID is a new workload.
+        self._preflight: dict[str, tuple[int, Preflight]] = {}
         # Starting a measurement while a migration job runs blocks until the job
         # ends (NOTES.md): give those calls their own thread, so a blocked one
         # can never starve job sampling of workers.
@@ -412,7 +414,7 @@ class LibvirtBackend:
                     if self._recorder is not None and (sample.iteration or sample.disk_total):
                         self._recorder.start(
                             watch.info, watch.limits, self._interval,
-                            self._preflight.get(watch.info.domain_uuid), uri=self._uri,
+                            self._preflight_of(watch.info.domain_uuid), uri=self._uri,
                         )  # fmt: skip
                 if self._recorder is not None:
                     self._recorder.stats(
@@ -515,7 +517,7 @@ class LibvirtBackend:
                 sample=watch.sample,
                 error_message=error,
                 actual_downtime_s=downtime,
-                preflight=self._preflight.get(watch.info.domain_uuid),
+                preflight=self._preflight_of(watch.info.domain_uuid),
             )
         )
 
@@ -627,7 +629,9 @@ class LibvirtBackend:
         if conn is None:
             raise BackendUnavailable(f"libvirt at {self._uri} is unreachable; retry after it reconnects")
         try:
-            uuid, name, memory, disk, limits, busy = await self._call(_describe, conn, domain)
+            uuid, name, dom_id, memory, disk, limits, busy = await self._call(
+                _describe, conn, domain
+            )
         except libvirt.libvirtError as exc:
             raise map_control_error(exc, f"estimate of {domain}") from exc
         return DomainFacts(
@@ -636,7 +640,7 @@ class LibvirtBackend:
             memory_bytes=memory,
             disk_bytes=disk,
             limits=limits,
-            preflight=self._preflight.get(uuid),
+            preflight=self._preflight_of(uuid, dom_id),
             migrating=busy,
         )
 
@@ -649,16 +653,17 @@ class LibvirtBackend:
             conn = self._conn
             if conn is None:
                 return
-            idle = await self._call(_idle_domains, conn)
+            idle = dict(await self._call(_idle_domains, conn))  # uuid -> domain id
             busy = set(self._outgoing) | set(self._incoming)
+            for known in set(self._preflight) - busy:
+                if self._preflight_of(known, idle.get(known)) is None:
+                    del self._preflight[known]  # the guest left, stopped or restarted
             due = [
                 uuid for uuid in idle
                 if uuid not in busy
-                and self._clock() - self._preflight.get(uuid, _NEVER).measured_at
+                and self._clock() - (self._preflight_of(uuid) or _NEVER).measured_at
                 >= self._preflight_interval
             ]  # fmt: skip
-            for known in set(self._preflight) - set(idle) - busy:
-                del self._preflight[known]  # the guest left or stopped
             if not due:
                 await asyncio.sleep(min(self._preflight_interval, 10.0))
                 continue
@@ -674,10 +679,21 @@ class LibvirtBackend:
                     break
                 rates[period] = mbps
             if rates:
-                self._preflight[uuid] = Preflight(measured_at=self._clock(), rates=rates)
+                self._preflight[uuid] = (
+                    idle[uuid],
+                    Preflight(measured_at=self._clock(), rates=rates),
+                )
                 log.debug("pre-flight dirty rate of %s: %s MiB/s", uuid, rates)
             # Spread the guests over the interval rather than measuring in bursts.
             await asyncio.sleep(self._preflight_interval / max(1, len(idle)) / 4)
+
+    def _preflight_of(self, uuid: str, domain_id: int | None = -1) -> Preflight | None:
+        """The measurement of this guest; with ``domain_id``, only if taken on that
+        instance of it (``None``: the guest is not running)."""
+        entry = self._preflight.get(uuid)
+        if entry is None or domain_id is None or (domain_id != -1 and entry[0] != domain_id):
+            return None
+        return entry[1]
 
     async def abort(self, domain_uuid: str) -> None:
         watch = self._active(domain_uuid)
@@ -766,13 +782,13 @@ def _scan_jobs(conn: Any) -> list[tuple[str, str, str, dict[str, Any], int]]:
 _NEVER = Preflight(measured_at=float("-inf"))
 
 
-def _idle_domains(conn: Any) -> list[str]:
-    """UUIDs of running domains with no job."""
+def _idle_domains(conn: Any) -> list[tuple[str, int]]:
+    """(UUID, domain id) of running domains with no job."""
     idle = []
     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING):
         try:
             if int(dom.jobStats().get("type", _JOB_NONE)) == _JOB_NONE:
-                idle.append(dom.UUIDString())
+                idle.append((dom.UUIDString(), int(dom.ID())))
         except libvirt.libvirtError:
             continue
     return idle
@@ -807,7 +823,7 @@ def _measure_dirty_rate(conn: Any, uuid: str, period: float) -> float | None:
     return None
 
 
-def _describe(conn: Any, domain: str) -> tuple[str, str, int, int, Limits, bool]:
+def _describe(conn: Any, domain: str) -> tuple[str, str, int, int, int, Limits, bool]:
     try:
         dom = conn.lookupByUUIDString(domain)
     except libvirt.libvirtError:
@@ -822,7 +838,7 @@ def _describe(conn: Any, domain: str) -> tuple[str, str, int, int, Limits, bool]
             disk += int(dom.blockInfo(target.get("dev", ""))[0])  # capacity
     limits = _read_limits(dom, Limits())
     busy = int(dom.jobStats().get("type", _JOB_NONE)) != _JOB_NONE
-    return dom.UUIDString(), dom.name(), memory, disk, limits, busy
+    return dom.UUIDString(), dom.name(), int(dom.ID()), memory, disk, limits, busy
 
 
 def _domain_state(conn: Any, uuid: str) -> tuple[int, int] | None:
