@@ -6,7 +6,7 @@ PORT ?= 50051
 PYTEST_ARGS ?=
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test proto lint bench bench-hub clean venv
+.PHONY: run test proto lint bench bench-hub bench-preflight clean venv
 
 # The venv is rebuilt when the declared dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -24,8 +24,9 @@ run: venv
 	for i in $$(seq 50); do $(VENV)/bin/migwatch list --agent 127.0.0.1:$(PORT) >/dev/null 2>&1 && break; sleep 0.1; done; \
 	$(VENV)/bin/migwatch watch --agent 127.0.0.1:$(PORT)
 
-## test: install what is missing (venv, and the libvirt lab unless MIGWATCH_SKIP_LAB=1), then the whole suite
+## test: install what is missing (venv, and the libvirt lab unless MIGWATCH_SKIP_LAB=1), then lint and the whole suite
 test: venv
+	$(MAKE) --no-print-directory lint
 	@if [ "$${MIGWATCH_SKIP_LAB:-0}" = 1 ]; then \
 	  echo "*** MIGWATCH_SKIP_LAB=1: the real-libvirt lab tests will be reported as SKIPPED ***"; \
 	else $(MAKE) --no-print-directory lab; fi
@@ -52,6 +53,10 @@ bench: venv bench-hub bench-eta
 
 bench-hub: venv
 	$(PY) -m bench.hub
+
+## bench-preflight: CPU cost of background dirty-rate sampling (needs the lab, root)
+bench-preflight: venv lab
+	$(PY) -m bench.preflight_cost
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache

@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--libvirt-uri", metavar="URI", help="default qemu:///system; qemu+tcp:// and qemu+ssh:// work")
     g.add_argument("--sample-interval", dest="sample_interval_s", type=float, metavar="S",
                    help="seconds between job-stats samples of each migration (default 0.5)")
+    g.add_argument("--preflight-interval", dest="preflight_interval_s", type=float, metavar="S",
+                   help="measure each idle guest's dirty rate about every S seconds, for "
+                   "EstimateMigration and the first pass's ETA (default 120; 0: off)")
     g.add_argument("--record-dir", metavar="DIR", help="record each migration as a trace file in DIR")
     g = p.add_argument_group("replay backend")
     g.add_argument("--trace", dest="traces", action="append", metavar="FILE",

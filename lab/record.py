@@ -199,6 +199,19 @@ def domain_after(conn: Any, uuid: str) -> dict[str, Any] | None:
         return None
 
 
+def read_memory_stats(conn: Any, uuid: str) -> dict[str, Any]:
+    """One ``virDomainMemoryStats()`` of the guest on the source, as a ``memstats`` line
+    (``stats``: libvirt's dict in KiB, e.g. ``rss``; ``error`` if the call failed)."""
+    start = time.monotonic()
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+        stats = {str(k): int(v) for k, v in dom.memoryStats().items()}
+        del dom
+    except libvirt.libvirtError as err:
+        return {"host": "A", **_error_fields(err)}
+    return {"host": "A", "stats": stats, "call_ms": round((time.monotonic() - start) * 1000, 3)}
+
+
 def measure_dirty_rate(conn: Any, uuid: str, period_s: int) -> dict[str, Any]:
     """libvirt's page-sampling dirty-rate calculation over `period_s` seconds.
 
@@ -421,6 +434,9 @@ async def record_one(sc: Scenario, out_dir: Path) -> dict[str, Any]:
                 for period in PREFLIGHT_PERIODS_S:
                     line = await asyncio.to_thread(measure_dirty_rate, conns["A"], uuid, period)
                     writer.write("dirtyrate", **line)
+            # The source QEMU's resident memory just before the migrate call: an upper
+            # bound on the guest RAM ever written (never-touched pages are not resident).
+            writer.write("memstats", **await asyncio.to_thread(read_memory_stats, conns["A"], uuid))
             sampler = Sampler(conns, uuid)
             handle = lab.start(sc.migration, action_hook=_action_writer(writer))
             writer.t0 = handle.started_at

@@ -30,9 +30,10 @@ def _sc(
     postcopy_bw: int | None = None,
     actions: tuple[Action, ...] = (),
     note: str = "",
+    name: str = "lab1",
 ) -> Scenario:
     guest = GuestSpec(
-        name="lab1",
+        name=name,
         mem_mib=mem,
         fill_mib=fill,
         ws_mib=ws,
@@ -42,7 +43,7 @@ def _sc(
         disk_fill_mib=disk_fill,
     )
     migration = MigrationSpec(
-        name="lab1",
+        name=name,
         bandwidth_mib_s=bw,
         storage=bool(disk),
         postcopy=postcopy_bw is not None,
@@ -157,4 +158,27 @@ STANDARD_SET: list[Scenario] = [
         actions=(Action(15, "postcopy"),),
         note="switch to post-copy at 15 s",
     ),
+]
+
+
+def _mw2(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int,
+         **kw: object) -> Scenario:
+    return _sc(label, kind, mem, fill, ws, rate, bw, name="rss2", **kw)  # type: ignore[arg-type]
+
+
+#: Second set (``mw2-*``): every trace carries a ``memstats`` line (the source QEMU's
+#: resident memory before the migrate call). Fill varies from ~15 % to ~80 % of RAM so the
+#: never-written share does; one hot set reaches beyond the filled region (pages first
+#: written while migrating: resident memory at the start under-counts them).
+MW2_SET: list[Scenario] = [
+    _mw2("mw2-idle-lowfill", "idle", 768, 128, 128, 0, 60, note="mostly never written"),
+    _mw2("mw2-conv-a", "converge", 1024, 300, 192, 15, 80, preflight=True, note="30 % filled"),
+    _mw2("mw2-conv-b", "converge", 640, 520, 128, 20, 60, preflight=True, note="81 % filled"),
+    _mw2("mw2-conv-c", "converge", 896, 400, 256, 30, 90, note="45 % filled"),
+    _mw2("mw2-conv-d", "converge", 512, 200, 96, 10, 40, preflight=True, note="39 % filled"),
+    _mw2("mw2-conv-e", "converge", 1152, 700, 128, 40, 120, preflight=True, note="61 % filled"),
+    _mw2("mw2-hard", "converge", 768, 350, 224, 35, 55, preflight=True, note="rate/bw 0.64"),
+    _mw2("mw2-grow", "converge", 768, 128, 320, 30, 80, note="hot set beyond the fill"),
+    _mw2("mw2-storage", "storage", 512, 200, 64, 8, 70, preflight=True, disk=256,
+         disk_fill=128, disk_rate=2, note="NBD disk copy first, then memory"),
 ]
