@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -121,6 +122,7 @@ class MigrationServicer:
         self, request: pb.WatchMigrationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         """Yields pre-serialized WatchMigrationsResponse bytes (see ``generic_handler``)."""
+        await _well_formed(request, context)
         try:
             flt = _check_filter(request.domain_uuid, request.domain_name, request.include_finished)
             heartbeat_s = _heartbeat_seconds(request)
@@ -174,6 +176,7 @@ class MigrationServicer:
     async def ListMigrations(
         self, request: pb.ListMigrationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListMigrationsResponse:
+        await _well_formed(request, context)
         try:
             flt = _check_filter(request.domain_uuid, request.domain_name, request.include_finished)
         except _FieldError as exc:
@@ -186,6 +189,7 @@ class MigrationServicer:
     async def GetMigration(
         self, request: pb.GetMigrationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetMigrationResponse:
+        await _well_formed(request, context)
         migration_id = await self._valid_id(request.id, context)
         m = self._hub.get(migration_id)
         if m is None:
@@ -201,6 +205,7 @@ class MigrationServicer:
     async def AbortMigration(
         self, request: pb.AbortMigrationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AbortMigrationResponse:
+        await _well_formed(request, context)
         migration_id = await self._valid_id(request.id, context)
         try:
             m = await self._monitor.abort(migration_id)
@@ -213,6 +218,7 @@ class MigrationServicer:
         request: pb.ForceCompleteMigrationRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ForceCompleteMigrationResponse:
+        await _well_formed(request, context)
         migration_id = await self._valid_id(request.id, context)
         try:
             m, by_postcopy = await self._monitor.force_complete(migration_id)
@@ -232,6 +238,7 @@ class MigrationServicer:
         request: pb.UpdateMigrationLimitsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.UpdateMigrationLimitsResponse:
+        await _well_formed(request, context)
         migration_id = await self._valid_id(request.id, context)
         downtime_s: float | None = None
         bandwidth: int | None = None
@@ -272,6 +279,7 @@ class MigrationServicer:
         request: pb.EstimateMigrationRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.EstimateMigrationResponse:
+        await _well_formed(request, context)
         domain = request.domain_uuid or request.domain_name
         if not domain or (request.domain_uuid and request.domain_name):
             await _abort(
@@ -314,7 +322,8 @@ class MigrationServicer:
             )
         disk = facts.disk_bytes if request.copy_storage else 0
         prediction = predict_migration(
-            facts.memory_bytes, disk, facts.preflight, limits, self._monitor.tracker.config
+            facts.memory_bytes, disk, facts.preflight, limits, self._monitor.tracker.config,
+            resident_bytes=facts.resident_bytes,
         )
         return prediction_to_pb(facts, prediction, limits, disk, self._clock())
 
@@ -334,6 +343,35 @@ class MigrationServicer:
         await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
 
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """What a request deserializer returns for bytes that are not its message, so the
+    call can be refused with INVALID_ARGUMENT (grpc would answer UNKNOWN)."""
+
+    message_type: str
+    error: str
+
+
+def _parser(cls: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return _Malformed(cls.DESCRIPTOR.full_name, str(exc))
+
+    return parse
+
+
+async def _well_formed(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    if isinstance(request, _Malformed):
+        await _abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid {request.message_type} message ({request.error}); "
+            "build it from proto/migwatch/v1/migwatch.proto",
+        )
+
+
 def _identity(payload: bytes) -> bytes:
     return payload
 
@@ -343,37 +381,37 @@ def generic_handler(servicer: MigrationServicer) -> grpc.GenericRpcHandler:
     handlers = {
         "WatchMigrations": grpc.unary_stream_rpc_method_handler(
             servicer.WatchMigrations,
-            request_deserializer=pb.WatchMigrationsRequest.FromString,
+            request_deserializer=_parser(pb.WatchMigrationsRequest),
             response_serializer=_identity,
         ),
         "ListMigrations": grpc.unary_unary_rpc_method_handler(
             servicer.ListMigrations,
-            request_deserializer=pb.ListMigrationsRequest.FromString,
+            request_deserializer=_parser(pb.ListMigrationsRequest),
             response_serializer=pb.ListMigrationsResponse.SerializeToString,
         ),
         "GetMigration": grpc.unary_unary_rpc_method_handler(
             servicer.GetMigration,
-            request_deserializer=pb.GetMigrationRequest.FromString,
+            request_deserializer=_parser(pb.GetMigrationRequest),
             response_serializer=pb.GetMigrationResponse.SerializeToString,
         ),
         "AbortMigration": grpc.unary_unary_rpc_method_handler(
             servicer.AbortMigration,
-            request_deserializer=pb.AbortMigrationRequest.FromString,
+            request_deserializer=_parser(pb.AbortMigrationRequest),
             response_serializer=pb.AbortMigrationResponse.SerializeToString,
         ),
         "ForceCompleteMigration": grpc.unary_unary_rpc_method_handler(
             servicer.ForceCompleteMigration,
-            request_deserializer=pb.ForceCompleteMigrationRequest.FromString,
+            request_deserializer=_parser(pb.ForceCompleteMigrationRequest),
             response_serializer=pb.ForceCompleteMigrationResponse.SerializeToString,
         ),
         "EstimateMigration": grpc.unary_unary_rpc_method_handler(
             servicer.EstimateMigration,
-            request_deserializer=pb.EstimateMigrationRequest.FromString,
+            request_deserializer=_parser(pb.EstimateMigrationRequest),
             response_serializer=pb.EstimateMigrationResponse.SerializeToString,
         ),
         "UpdateMigrationLimits": grpc.unary_unary_rpc_method_handler(
             servicer.UpdateMigrationLimits,
-            request_deserializer=pb.UpdateMigrationLimitsRequest.FromString,
+            request_deserializer=_parser(pb.UpdateMigrationLimitsRequest),
             response_serializer=pb.UpdateMigrationLimitsResponse.SerializeToString,
         ),
     }
