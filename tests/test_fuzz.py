@@ -33,8 +33,12 @@ FUZZ = settings(
 texts = st.one_of(
     st.text(max_size=80),
     st.uuids().map(str),
-    st.builds(lambda u, d, ms: f"{u}.{d}.{ms}", st.uuids(), st.sampled_from(["out", "in", "x"]),
-              st.integers(-1, 2**63)),  # fmt: skip
+    st.builds(
+        lambda u, d, ms: f"{u}.{d}.{ms}",
+        st.uuids(),
+        st.sampled_from(["out", "in", "x"]),
+        st.integers(-1, 2**63),
+    ),
 )
 durations = st.builds(
     lambda s, n: Duration(seconds=s, nanos=n),
