@@ -27,6 +27,9 @@ class MigrationInfo:
     direction: Direction
     started_at: float  # unix seconds; with uuid and direction it makes the id
     memory_bytes: int | None = None  # guest RAM, known before memory copy starts
+    # The source QEMU's resident memory (virDomainMemoryStats `rss`) when the job was
+    # found: bounds the guest's non-zero RAM; None = unknown.
+    resident_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,15 @@ from migwatch.agent.model import (
     Limits,
     Preflight,
 )
-from migwatch.agent.passmodel import PassPlan, drain_for, pass1_drain, plan_passes
+from migwatch.agent.passmodel import (
+    PassPlan,
+    ResidentBound,
+    drain_for,
+    pass1_drain,
+    pass1_drains_resident,
+    plan_passes,
+    resident_bound,
+)
 
 #: The configuration used when none is given (frozen, so one shared value is safe).
 DEFAULT_CONFIG = EstimatorConfig()
@@ -75,6 +83,9 @@ class MigrationEstimator:
         preflight: the guest's latest pre-flight dirty-rate measurement, if any.
         memory_bytes: the guest's RAM (``virDomainGetInfo``): during a disk mirror the job
             stats' memory counters are all zero, and only this lets the ETA include memory.
+        resident_bytes: the source QEMU's resident memory when the migration was found
+            (``virDomainMemoryStats`` ``rss``), or ``None``: bounds the guest's non-zero
+            bytes, hence pass 1's never-written pages (``passmodel.ResidentBound``).
     """
 
     def __init__(
@@ -83,8 +94,10 @@ class MigrationEstimator:
         preflight: Preflight | None = None,
         *,
         memory_bytes: int | None = None,
+        resident_bytes: int | None = None,
     ) -> None:
         self._cfg = config
+        self._resident = resident_bytes if resident_bytes is not None and resident_bytes > 0 else None
         self._pf = fit_preflight(
             preflight, config.preflight_noise_mib, config.preflight_saturation_chi2
         ) if preflight is not None and preflight.rates else None
@@ -194,14 +207,29 @@ class MigrationEstimator:
         self._pass_start = end
         self._iteration = it
 
-    def _pass1_drain(self, sample: JobSample) -> tuple[float, float]:
+    def _bound(self, memory: float) -> ResidentBound | None:
+        if self._resident is None or memory <= 0:
+            return None
+        return resident_bound(memory, float(self._resident), float(self._cfg.resident_overhead_bytes))
+
+    def _pass1_drain(self, sample: JobSample) -> tuple[float, float, float]:
+        """(central, fast, slow) drain factors for the rest of pass 1."""
+        bound = self._bound(float(sample.memory_total))
+        if bound is not None and sample.memory_remaining > 0:
+            # Resident memory says how much of RAM is non-zero: what pass 1 has not sent
+            # of it is ahead, the rest of what is left is zero pages.
+            return pass1_drains_resident(
+                memory_remaining=float(sample.memory_remaining),
+                memory_processed=float(sample.memory_processed),
+                bound=bound, memory_total=float(sample.memory_total),
+            )
         d = pass1_drain(
             memory_total=float(sample.memory_total),
             memory_remaining=float(sample.memory_remaining),
             memory_processed=float(sample.memory_processed),
             never_written_share=self._cfg.zero_share_low,
         )
-        return d.central, d.optimistic
+        return d.central, d.optimistic, 1.0
 
     # -- main -------------------------------------------------------------------------
 
@@ -277,9 +305,15 @@ class MigrationEstimator:
         mem_bw = float(limits.max_bandwidth_bps or bw)
         model = dirty_model(self._obs, self._pf, mem_bw, memory, self._cfg)
         spread = self._spread()
+        bound = self._bound(memory)
+        if bound is not None:
+            drain, fast, slow = (drain_for(memory, bound.central), drain_for(memory, bound.high),
+                                 drain_for(memory, bound.low))
+        else:
+            drain, fast, slow = 1.0, drain_for(memory, self._cfg.zero_share_low * memory), 1.0
         sit = Situation(
             before_memory_s=disk_s, pass_left=memory, pass_elapsed=0.0,
-            drain=1.0, drain_fast=drain_for(memory, self._cfg.zero_share_low * memory),
+            drain=drain, drain_fast=fast, drain_slow=slow,
             bandwidth=mem_bw, bandwidth_spread=0.1, model=model,
             max_downtime_s=limits.max_downtime_s, elapsed_s=sample.elapsed_s,
         )
@@ -304,7 +338,8 @@ class MigrationEstimator:
         in_pass1 = self._iteration <= 1
         memory = float(sample.memory_total or self._memory_hint or 0)
         model = dirty_model(self._obs, self._pf, bw, memory, cfg)
-        drain, drain_fast = self._pass1_drain(sample) if in_pass1 else (1.0, 1.0)
+        drain, drain_fast, drain_slow = (self._pass1_drain(sample) if in_pass1
+                                         else (1.0, 1.0, 1.0))
         start = self._pass_start if self._pass_start is not None else sample.elapsed_s
         sit = Situation(
             before_memory_s=0.0,
@@ -312,6 +347,7 @@ class MigrationEstimator:
             pass_elapsed=max(sample.elapsed_s - start, 0.0),
             drain=drain,
             drain_fast=drain_fast,
+            drain_slow=drain_slow,
             bandwidth=bw,
             bandwidth_spread=self._spread(),
             model=model,
@@ -363,6 +399,7 @@ def predict(
     dirty_rate_sigma_bps: float = 0.0,
     hot_set_low_bytes: float = 0.0,
     zero_share: float = 0.0,
+    resident_bytes: int | None = None,
     limits: Limits | None = None,
     config: EstimatorConfig = DEFAULT_CONFIG,
 ) -> Estimate:
@@ -370,7 +407,9 @@ def predict(
 
     The disk (if any) is mirrored first at the bandwidth, then pass 1 sends all memory
     (``zero_share`` of it never written, if known: those go almost for free), then the
-    passes follow the dirty model. ``eta_s`` is the whole job time.
+    passes follow the dirty model. ``eta_s`` is the whole job time. ``resident_bytes`` (the
+    guest QEMU's ``rss``), when given, replaces ``zero_share`` by the never-written share it
+    implies (``passmodel.ResidentBound``), and bounds the band's edges.
     """
     bw = float(bandwidth_bps)
     sig2 = 2.0 * max(dirty_rate_sigma_bps, 0.0)
@@ -388,12 +427,19 @@ def predict(
     )
     share = min(max(zero_share, 0.0), 0.95)
     fast_share = max(share, config.zero_share_low)
+    slow_share = 0.0
+    if resident_bytes is not None and resident_bytes > 0 and memory_bytes > 0:
+        b = resident_bound(float(memory_bytes), float(resident_bytes),
+                           float(config.resident_overhead_bytes))
+        share, fast_share, slow_share = (b.central / memory_bytes, b.high / memory_bytes,
+                                         b.low / memory_bytes)
     sit = Situation(
         before_memory_s=disk_bytes / bw if bw > 0 else math.inf,
         pass_left=float(memory_bytes),
         pass_elapsed=0.0,
         drain=drain_for(1.0, share),
         drain_fast=drain_for(1.0, fast_share),
+        drain_slow=drain_for(1.0, slow_share),
         bandwidth=bw,
         bandwidth_spread=0.0,
         model=model,

@@ -35,6 +35,9 @@ class Situation:
     model: DirtyModel
     max_downtime_s: float
     elapsed_s: float
+    # Pessimistic drain (band's upper edge): 1.0 (no zero pages ahead) unless a bound on
+    # the never-written pages is known (resident memory).
+    drain_slow: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,7 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
                    hot=m.hot if m.hot is not None else m.hot_low or None,
                    bandwidth=sit.bandwidth * (1.0 + spread), drain=sit.drain_fast)
     slow = plan_at(sit, cfg, rate=m.rate_high, hot=m.hot,
-                   bandwidth=sit.bandwidth * max(1.0 - spread, 0.1), drain=1.0)
+                   bandwidth=sit.bandwidth * max(1.0 - spread, 0.1), drain=sit.drain_slow)
     eta = sit.before_memory_s + central.time_s
     margin = cfg.band_floor_s + cfg.band_floor_rel * eta
     low = min(sit.before_memory_s + fast.time_s, eta - margin)

@@ -10,7 +10,7 @@ from migwatch.agent.hub import Hub
 from migwatch.agent.model import Direction, HostState, Migration
 from migwatch.agent.prediction import DomainFacts
 from migwatch.agent.store import FinalStore
-from migwatch.agent.tracker import Tracker
+from migwatch.agent.tracker import Tracker, track_key
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class Monitor:
         self.tracker = tracker
         self.hub = hub
         self.store = store
+        self._remembered: set[str] = set()  # ids of migrations in flight in the store
 
     def observe(self, obs: Observation) -> None:
         migration = self.tracker.observe(obs)
@@ -33,8 +34,14 @@ class Monitor:
         published = self.hub.publish(migration)
         if self.store is not None:
             self.store.reserve(published.sequence)
+            key = track_key(obs.info)
             if published.phase.terminal:
                 self.store.save(published, self.hub.retention_s)
+                self.store.forget_active(key)
+                self._remembered.discard(published.id)
+            elif published.id not in self._remembered:
+                self.store.remember_active(key, published.id, obs.info.started_at)
+                self._remembered.add(published.id)
         if published.phase.terminal:
             log.info(
                 "migration %s of %s %s after %.1fs%s",

@@ -175,3 +175,55 @@ def drain_for(pass_left: float, zero_ahead: float) -> float:
         return 1.0
     normal = max(pass_left - min(zero_ahead, pass_left), pass_left / MAX_DRAIN)
     return min(max(pass_left / normal, 1.0), MAX_DRAIN)
+
+
+# --- the never-written share from the source QEMU's resident memory -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentBound:
+    """Never-written (zero) bytes of guest RAM implied by the source QEMU's resident memory.
+
+    Why it works: guest RAM is anonymous memory of the QEMU process, and a page the guest
+    never wrote was never faulted in, so it is not in the process's RSS
+    (``virDomainMemoryStats`` ``rss``). Pass 1 finds such pages all-zero and sends them as a
+    few-byte flag (``memory_constant``). RSS also holds QEMU's own memory (binary, heap,
+    TCG's code cache), so ``rss - overhead`` estimates the non-zero bytes, and ``rss`` alone
+    bounds them from above. What can make it wrong: pages the guest writes for the first
+    time after the reading (sent normally in pass 1, or re-sent later), and resident pages
+    whose content is zero (count as non-zero here: errs to the slow side).
+    """
+
+    central: float  # memory - (rss - overhead)
+    low: float  # memory - rss: overhead 0, the hard bound (slow edge)
+    high: float  # memory - (rss - 2 x overhead) (fast edge)
+
+
+def resident_bound(memory_bytes: float, resident_bytes: float, overhead_bytes: float
+                   ) -> ResidentBound:
+    def zero(overhead: float) -> float:
+        return min(max(memory_bytes - max(resident_bytes - overhead, 0.0), 0.0), memory_bytes)
+
+    o = max(overhead_bytes, 0.0)
+    return ResidentBound(central=zero(o), low=zero(0.0), high=zero(2.0 * o))
+
+
+def pass1_drains_resident(
+    *,
+    memory_remaining: float,
+    memory_processed: float,
+    bound: ResidentBound,
+    memory_total: float,
+) -> tuple[float, float, float]:
+    """(central, fast, slow) drain factors for the rest of pass 1 given ``bound``.
+
+    Pass 1 sends each non-zero page once (``memory_processed`` so far, to within headers),
+    so the non-zero bytes still ahead are ``(memory - zero) - memory_processed`` and the rest
+    of ``memory_remaining`` is zero pages.
+    """
+
+    def drain(zero_total: float) -> float:
+        normal_ahead = max(memory_total - zero_total - max(memory_processed, 0.0), 0.0)
+        return drain_for(memory_remaining, max(memory_remaining - normal_ahead, 0.0))
+
+    return drain(bound.central), drain(bound.high), drain(bound.low)

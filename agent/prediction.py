@@ -26,6 +26,7 @@ class DomainFacts:
     limits: Limits  # the domain's current migration limits
     preflight: Preflight | None  # latest background measurement, if any
     migrating: bool = False
+    resident_bytes: int | None = None  # the guest QEMU's `rss` (memoryStats), if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ def predict_migration(
     preflight: Preflight | None,
     limits: Limits,
     config: EstimatorConfig | None = None,
+    resident_bytes: int | None = None,
 ) -> Prediction:
     """Duration, band and verdict of a migration with these inputs.
 
@@ -56,7 +58,8 @@ def predict_migration(
         estimate = predict(
             memory_bytes, disk_bytes, fit.rate_bps, fit.hot_bytes, float(bandwidth),
             limits.max_downtime_s, dirty_rate_sigma_bps=fit.rate_sigma_bps,
-            hot_set_low_bytes=fit.hot_low_bytes, limits=limits, config=config,
+            hot_set_low_bytes=fit.hot_low_bytes, resident_bytes=resident_bytes,
+            limits=limits, config=config,
         )  # fmt: skip
         # Even a verdict without a duration (never converges) leaned on it.
         return Prediction(replace(estimate, basis=EtaBasis.PREFLIGHT), fit.rate_bps, fit.hot_bytes)
@@ -66,6 +69,7 @@ def predict_migration(
     high = config.default_dirty_ratio_high * bandwidth
     estimate = predict(
         memory_bytes, disk_bytes, rate, None, float(bandwidth), limits.max_downtime_s,
-        dirty_rate_sigma_bps=(high - rate) / 2, limits=limits, config=config,
+        dirty_rate_sigma_bps=(high - rate) / 2, resident_bytes=resident_bytes,
+        limits=limits, config=config,
     )  # fmt: skip
     return Prediction(replace(estimate, basis=EtaBasis.DEFAULT), None, None)

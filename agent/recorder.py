@@ -80,6 +80,10 @@ class TraceRecorder:
                 period_s=period, megabytes_per_second=mbps, calc_status=2,
                 measured_at=preflight.measured_at,
             )  # fmt: skip
+        if info.resident_bytes:
+            # The source QEMU's resident memory when the job was found (memoryStats `rss`).
+            self._write(info.domain_uuid, "memstats", None, host="A",
+                        stats={"rss": info.resident_bytes // 1024})
         log.info("recording migration of %s to %s", info.domain_name, path)
 
     def stats(self, domain_uuid: str, stats: Mapping[str, Any], call_ms: float) -> None:

@@ -91,15 +91,25 @@ class Agent:
             retention_s=config.retention_s,
             max_subscribers=config.max_subscribers,
         )
-        self.tracker = Tracker(
-            lambda: self.backend.host, self.backend.name, EstimatorConfig(budget_s=config.slow_budget_s)
-        )
         self.store: FinalStore | None = None
+        known: dict[str, tuple[str, float]] = {}
         if config.state_dir:
             self.store = FinalStore(Path(config.state_dir) / "finals.sqlite3")
             kept = self.store.load(time.time() - config.retention_s)
             self.hub.restore(kept, self.store.sequence_floor())
-            log.info("restored %d finished migrations from %s", len(kept), self.store.path)
+            known = self.store.active()
+            log.info(
+                "restored %d finished and %d in-flight migrations from %s",
+                len(kept),
+                len(known),
+                self.store.path,
+            )
+        self.tracker = Tracker(
+            lambda: self.backend.host,
+            self.backend.name,
+            EstimatorConfig(budget_s=config.slow_budget_s),
+            known,
+        )
         self.monitor = Monitor(self.backend, self.tracker, self.hub, self.store)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(

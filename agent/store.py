@@ -2,7 +2,7 @@
 
 A restarted agent serves them again, so a client that re-syncs after an agent
 restart misses no outcome, and gets each under the same id (no duplicates).
-Also keeps the agent's ``sequence`` monotonic across restarts by reserving it
+It also remembers the ids of migrations in flight (see ``active``), and keeps the agent's ``sequence`` monotonic across restarts by reserving it
 in blocks (one write per ``SEQUENCE_BLOCK`` publications, not one per update).
 
 sqlite3 is blocking; each call here is one small indexed statement in WAL
@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS finals (
 );
 CREATE INDEX IF NOT EXISTS finals_by_time ON finals (finished_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Migrations in flight, so an agent restarted mid-migration (even by kill -9) keeps
+-- publishing the one it finds again under the same id.
+CREATE TABLE IF NOT EXISTS active (
+    key TEXT PRIMARY KEY,         -- domain UUID and direction
+    id TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
 """
 
 
@@ -89,6 +96,20 @@ class FinalStore:
 
     def prune(self, since: float) -> None:
         self._db.execute("DELETE FROM finals WHERE finished_at < ?", (since,))
+
+    def remember_active(self, key: str, migration_id: str, started_at: float) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO active (key, id, started_at) VALUES (?, ?, ?)",
+            (key, migration_id, started_at),
+        )
+
+    def forget_active(self, key: str) -> None:
+        self._db.execute("DELETE FROM active WHERE key = ?", (key,))
+
+    def active(self) -> dict[str, tuple[str, float]]:
+        """key -> (id, started_at) of the migrations in flight when the last run ended."""
+        rows = self._db.execute("SELECT key, id, started_at FROM active").fetchall()
+        return {key: (mid, float(started)) for key, mid, started in rows}
 
     def close(self) -> None:
         self._db.close()

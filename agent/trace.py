@@ -9,7 +9,7 @@ Beyond parsing, this module answers what replay and the benchmark both need:
 ``true_duration_s`` (the completed job's ``time_elapsed``), ``limits_at`` (the tunables in
 force at a moment: bandwidth from the migrate params / ``speed`` actions, max downtime
 0.3 s or ``downtime`` actions, post-copy allowed from the flags), ``preflight_of`` (the
-``dirtyrate`` lines as a ``Preflight``) and ``source_steps`` (the source's running samples
+``dirtyrate`` lines as a ``Preflight``), ``resident_of`` (the ``memstats`` line's ``rss``) and ``source_steps`` (the source's running samples
 in order, each with its limits and whether post-copy was started).
 
 ``meta.guest`` describes the lab's workload for people: it is kept in ``TraceMeta.raw``
@@ -128,7 +128,18 @@ class TraceResult:
     job_completed_event: Mapping[str, Mapping[str, object]]
 
 
-Record = SourceStats | DestStats | DirtyRate | TraceEvent | TraceAction | TraceResult
+@dataclass(frozen=True, slots=True)
+class MemStats:
+    """A ``memstats`` line: ``virDomainMemoryStats()`` of the guest on the source (KiB)."""
+
+    t: float
+    dt: float | None
+    rss_kib: int | None
+    stats: Mapping[str, object]
+
+
+Record = (SourceStats | DestStats | DirtyRate | TraceEvent | TraceAction | TraceResult
+          | MemStats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +358,10 @@ def _parse_line(d: Mapping[str, object]) -> TraceMeta | Record | None:
         )
     if kind == "result":
         return _parse_result(d)
+    if kind == "memstats":
+        mstats = _mapping(d, "stats")
+        return MemStats(t=_req_num(d, "t"), dt=_num(d, "dt", optional=True),
+                        rss_kib=_opt_int(mstats.get("rss")), stats=mstats)
     if not isinstance(kind, str):
         raise _LineError(f"'type' missing or not a string: {kind!r}")
     return None  # an unknown line type: the format grows, ignore it
@@ -469,6 +484,16 @@ def source_steps(trace: Trace) -> Iterator[ReplayStep]:
             postcopy=pc_at is not None and rec.dt is not None and rec.dt >= pc_at,
             stats=rec.stats,
         )
+
+
+def resident_of(trace: Trace) -> int | None:
+    """The source QEMU's resident memory in bytes (``memstats`` line, ``rss`` in KiB), taken
+    before the migrate call by the lab recorder or when the agent found the job; ``None``
+    when the trace has none (older traces)."""
+    for rec in trace.records:
+        if isinstance(rec, MemStats) and rec.rss_kib is not None and rec.rss_kib > 0:
+            return rec.rss_kib * 1024
+    return None
 
 
 def memory_size_hint(trace: Trace) -> int | None:

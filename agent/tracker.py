@@ -30,6 +30,16 @@ def migration_id(info: MigrationInfo) -> str:
     return f"{info.domain_uuid}.{_DIRECTION_TAG[info.direction]}.{int(info.started_at * 1000)}"
 
 
+def track_key(info: MigrationInfo) -> str:
+    """The key of a migration in flight, as the store keeps it."""
+    return f"{info.domain_uuid}.{_DIRECTION_TAG[info.direction]}"
+
+
+# A job found again after a restart has a start time derived from the clock and
+# the job's elapsed time: the same job within this much is the same migration.
+_SAME_START_S = 5.0
+
+
 @dataclass(slots=True)
 class _Track:
     id: str
@@ -44,8 +54,15 @@ class Tracker:
     """Keeps one estimator per active migration and builds its public record."""
 
     def __init__(
-        self, host: Callable[[], str], backend: str, config: EstimatorConfig | None = None
+        self,
+        host: Callable[[], str],
+        backend: str,
+        config: EstimatorConfig | None = None,
+        known: dict[str, tuple[str, float]] | None = None,
     ) -> None:
+        """``known``: ids of migrations in flight before a restart (``store.active()``),
+        reused for the same jobs when they are found again."""
+        self._known = dict(known or {})
         # A callable: the libvirt backend learns its host name only once connected.
         self._host = host
         self._backend = backend
@@ -71,10 +88,11 @@ class Tracker:
             if self._finished.get(key) == migration_id(obs.info):
                 return None
             track = _Track(
-                id=migration_id(obs.info),
+                id=self._adopt_id(obs.info),
                 info=obs.info,
                 estimator=MigrationEstimator(
-                    self._config, obs.preflight, memory_bytes=obs.info.memory_bytes
+                    self._config, obs.preflight, memory_bytes=obs.info.memory_bytes,
+                    resident_bytes=obs.info.resident_bytes,
                 ),
             )
             self._active[key] = track
@@ -84,6 +102,12 @@ class Tracker:
             del self._active[key]
             self._finished[key] = track.id
         return self._record(track, obs)
+
+    def _adopt_id(self, info: MigrationInfo) -> str:
+        known = self._known.pop(track_key(info), None)
+        if known is not None and abs(known[1] - info.started_at) <= _SAME_START_S:
+            return known[0]
+        return migration_id(info)
 
     def _fold_sample(self, track: _Track, obs: Observation) -> None:
         sample = obs.sample

@@ -7,7 +7,9 @@ Every trace is replayed through ``MigrationEstimator`` exactly as the agent's re
 and tracker feed it (``estimates``): the source's running samples in order, the limits in
 force (bandwidth, max downtime, post-copy flag), whether post-copy had been started, the
 guest's RAM (``memory_size_hint``) and, for the "prior" rows, the pre-flight lines
-(``preflight_of``), with the agent's ``EstimatorConfig``. Nothing reads ``meta.guest``.
+(``preflight_of``), the source QEMU's resident memory where the trace has a ``memstats``
+line (``resident_of``; ``--no-resident`` ignores it), with the agent's ``EstimatorConfig``.
+Nothing reads ``meta.guest``.
 ``tests/test_replay_matches_bench.py`` checks that the agent serves these very ETAs.
 """
 
@@ -33,6 +35,7 @@ from migwatch.agent.trace import (
     memory_size_hint,
     preflight_of,
     read_trace,
+    resident_of,
     source_steps,
     true_duration_s,
 )
@@ -147,17 +150,19 @@ def agent_estimator_config() -> EstimatorConfig:
     return EstimatorConfig(budget_s=AgentConfig().slow_budget_s)
 
 
-def estimates(trace: Trace, preflight: Preflight | None,
-              config: EstimatorConfig) -> list[tuple[ReplayStep, Estimate]]:
+def estimates(trace: Trace, preflight: Preflight | None, config: EstimatorConfig,
+              use_resident: bool = True) -> list[tuple[ReplayStep, Estimate]]:
     """Every running source sample with the estimate after it, fed as the agent feeds its
     estimator (replay backend -> tracker): same samples, limits, post-copy flag, RAM size
     and pre-flight."""
-    est = MigrationEstimator(config, preflight, memory_bytes=memory_size_hint(trace))
+    est = MigrationEstimator(config, preflight, memory_bytes=memory_size_hint(trace),
+                             resident_bytes=resident_of(trace) if use_resident else None)
     return [(step, est.observe(step.sample, step.limits, postcopy=step.postcopy))
             for step in source_steps(trace)]
 
 
-def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig) -> Run:
+def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig,
+           use_resident: bool = True) -> Run:
     """Replay one trace and score it (see METHOD)."""
     true = true_duration_s(trace)
     points: list[tuple[float, Estimate, float | None]] = []
@@ -166,7 +171,7 @@ def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig) -
     prev_elapsed = 0.0
     last_iter = 0
     start_remaining: list[int] = []
-    for step, e in estimates(trace, preflight, config):
+    for step, e in estimates(trace, preflight, config, use_resident):
         s = step.sample
         naive = _naive_eta(step.stats, prev_stats, s.elapsed_s - prev_elapsed)
         prev_stats, prev_elapsed = step.stats, s.elapsed_s
@@ -212,7 +217,8 @@ def _inside(e: Estimate, remaining: float) -> bool:
             and e.eta_low_s <= remaining <= e.eta_high_s)
 
 
-def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig) -> Estimate | None:
+def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig,
+             use_resident: bool = True) -> Estimate | None:
     steps = list(source_steps(trace))
     memory = next((st.sample.memory_total for st in steps if st.sample.memory_total > 0), 0)
     disk = next((st.sample.disk_total for st in steps if st.sample.disk_total > 0), 0)
@@ -224,11 +230,12 @@ def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig) -> Est
     return predict(
         memory, disk, fit.rate_bps, fit.hot_bytes, float(bw), limits.max_downtime_s,
         dirty_rate_sigma_bps=fit.rate_sigma_bps, hot_set_low_bytes=fit.hot_low_bytes,
+        resident_bytes=resident_of(trace) if use_resident else None,
         limits=limits, config=config,
     )
 
 
-def evaluate(path: Path, config: EstimatorConfig) -> TraceReport:
+def evaluate(path: Path, config: EstimatorConfig, use_resident: bool = True) -> TraceReport:
     trace = read_trace(path)
     true = true_duration_s(trace)
     result = trace.result
@@ -240,13 +247,13 @@ def evaluate(path: Path, config: EstimatorConfig) -> TraceReport:
         true_s=true,
         intervened=bool(trace.actions),
         preflight=pf is not None,
-        live=replay(trace, None, config),
-        with_prior=replay(trace, pf, config) if pf is not None else None,
+        live=replay(trace, None, config, use_resident),
+        with_prior=replay(trace, pf, config, use_resident) if pf is not None else None,
         first_action_s=next((a.dt for a in trace.actions if a.dt is not None), None),
         hindsight=checkpoints(trace, [f for f in CHECKPOINTS if f >= 0.25]),
     )
     if pf is not None:
-        p = _predict(trace, pf, config)
+        p = _predict(trace, pf, config, use_resident)
         if p is not None:
             report.predict_verdict = p.convergence.name
             report.predict_eta_s = p.eta_s
@@ -507,11 +514,12 @@ def _jsonable(x: object) -> object:
     return x
 
 
-def run(dirs: Sequence[str | Path], config: EstimatorConfig | None = None
+def run(dirs: Sequence[str | Path], config: EstimatorConfig | None = None,
+        use_resident: bool = True
         ) -> tuple[list[TraceReport], dict[str, object]]:
     """Evaluate every trace in ``dirs``; returns the per-trace reports and the summary."""
     cfg = config or agent_estimator_config()
-    reports = [evaluate(p, cfg) for p in find_traces(*dirs)]
+    reports = [evaluate(p, cfg, use_resident) for p in find_traces(*dirs)]
     return reports, summarize(reports)
 
 
@@ -519,10 +527,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.eta", description=__doc__)
     parser.add_argument("dirs", nargs="*", help="trace directories")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--no-resident", action="store_true",
+                        help="ignore the traces' memstats lines (resident memory unknown)")
     args = parser.parse_args(argv)
     dirs = args.dirs or [str(d) for d in DEFAULT_DIRS]
     try:
-        reports, summary = run(dirs)
+        reports, summary = run(dirs, use_resident=not args.no_resident)
     except (TraceError, OSError) as exc:
         print(f"bench.eta: {exc}", file=sys.stderr)
         return 1

@@ -173,7 +173,7 @@ def _mw2(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int
 MW2_SET: list[Scenario] = [
     _mw2("mw2-idle-lowfill", "idle", 768, 128, 128, 0, 60, note="mostly never written"),
     _mw2("mw2-conv-a", "converge", 1024, 300, 192, 15, 80, preflight=True, note="30 % filled"),
-    _mw2("mw2-conv-b", "converge", 640, 520, 128, 20, 60, preflight=True, note="81 % filled"),
+    _mw2("mw2-conv-b", "converge", 640, 470, 128, 20, 60, preflight=True, note="73 % filled"),
     _mw2("mw2-conv-c", "converge", 896, 400, 256, 30, 90, note="45 % filled"),
     _mw2("mw2-conv-d", "converge", 512, 200, 96, 10, 40, preflight=True, note="39 % filled"),
     _mw2("mw2-conv-e", "converge", 1152, 700, 128, 40, 120, preflight=True, note="61 % filled"),

@@ -335,3 +335,36 @@ def test_arbitrary_samples_keep_invariants(
                            iteration=it, disk_total=disk, disk_remaining=disk // 2,
                            disk_processed=disk // 2)
         check_invariants(est.observe(sample, LIMITS, postcopy=pc))
+
+
+def test_resident_bytes_sets_pass1_zero_pages() -> None:
+    """1024 MiB guest at 100 MiB/s; rss 500 MiB -> 330 MiB non-zero (170 MiB overhead).
+    Early in pass 1 (50 MiB sent and walked), 280 MiB of non-zero pages are ahead: ~2.8 s
+    plus what the dirtying adds, far less than the ~9.7 s walk without the bound."""
+    lim = Limits(max_downtime_s=0.3, max_bandwidth_bps=100 * MIB)
+    total = 1024 * MIB
+    s0 = JobSample(elapsed_s=0.25, memory_total=total, memory_remaining=total,
+                   memory_bps=100 * MIB, iteration=1)
+    s1 = JobSample(elapsed_s=0.75, memory_total=total, memory_remaining=total - 50 * MIB,
+                   memory_processed=50 * MIB, memory_bps=100 * MIB, iteration=1)
+    plain, known = MigrationEstimator(), MigrationEstimator(resident_bytes=500 * MIB)
+    for s in (s0, s1):
+        p, k = plain.observe(s, lim), known.observe(s, lim)
+    assert p.eta_s is not None and k.eta_s is not None
+    assert k.eta_s < 0.6 * p.eta_s
+    assert 2.8 <= k.eta_s <= 4.5
+    assert k.eta_low_s is not None and k.eta_high_s is not None
+    assert k.eta_low_s <= k.eta_s <= k.eta_high_s
+    # The slow edge (rss as a hard bound: 500 MiB non-zero, 450 ahead) covers >= 4.5 s.
+    assert k.eta_high_s >= 4.5
+
+
+def test_predict_with_resident_bytes() -> None:
+    from migwatch.agent.estimator import predict
+
+    base = predict(1024 * MIB, 0, 0.0, None, 100 * MIB, 0.3)
+    known = predict(1024 * MIB, 0, 0.0, None, 100 * MIB, 0.3, resident_bytes=500 * MIB)
+    assert base.eta_s is not None and known.eta_s is not None
+    assert base.eta_s == pytest.approx(10.24 - 0.25, abs=0.1)  # all of RAM, leftover aside
+    # 330 MiB non-zero: pass 1 walks all but the 25 MiB leftover, 330/1024 of it sent
+    assert known.eta_s == pytest.approx(3.30 * 999 / 1024, abs=0.05)

@@ -59,21 +59,24 @@ def _free_port() -> int:
 class AgentProcess:
     """``migwatch-agent --backend libvirt`` for one lab host, as a subprocess."""
 
-    def __init__(self, host: str, log_dir: Path) -> None:
+    def __init__(self, host: str, log_dir: Path, *extra: str, port: int | None = None) -> None:
         self.host = host
-        self.port = _free_port()
+        self.extra = extra
+        self.port = port or _free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log = log_dir / f"agent-{host}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
     def start(self) -> None:
-        self._log_file = self.log.open("wb")
+        if self._log_file is not None:
+            self._log_file.close()
+        self._log_file = self.log.open("ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "migwatch.agent", "--backend", "libvirt",
                 "--libvirt-uri", Lab.uri(self.host), "--listen", self.target,
-                "--sample-interval", "0.25", "--log-level", "debug",
+                "--sample-interval", "0.25", "--log-level", "debug", *self.extra,
             ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -88,6 +91,12 @@ class AgentProcess:
             time.sleep(0.1)
         raise RuntimeError(f"agent for {self.host} did not listen: {self.log.read_text()[-2000:]}")
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush; what survives is what the store wrote."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -100,7 +109,7 @@ class AgentProcess:
             self._log_file.close()
 
 
-_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot")  # one name per test, ours alone
+_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot", "k9")  # one name per test, ours alone
 
 
 @pytest.fixture(scope="module")
@@ -438,3 +447,36 @@ def _cli_json(target: str, *argv: str) -> dict[str, object]:
     )  # fmt: skip
     data: dict[str, object] = json.loads(out.stdout)
     return data
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_agent_killed_mid_migration_picks_it_up_again_after_restart(
+    fresh: Lab, watch: Callable[[str], Watcher], tmp_path: Path
+) -> None:
+    """kill -9 of the source's agent mid-migration, then a restart with the same state
+    directory: the client keeps following the same migration id and gets its final state."""
+    uuid = await _boot(fresh, "k9", mem_mib=512, fill_mib=384, ws_mib=32, rate=4)
+    state = tmp_path / "state"
+    agent = AgentProcess("A", tmp_path, "--state-dir", str(state))
+    await asyncio.to_thread(agent.start)
+    try:
+        w = watch(uuid, [agent.target])
+        await asyncio.sleep(1.0)
+        handle = fresh.start_migration("k9", bandwidth_mib_s=20)
+        await w.wait_for("progress", lambda: any(m.iteration >= 1 for m in w.source()), 60)
+        before = w.source()[-1]
+        await asyncio.to_thread(agent.kill)
+        await asyncio.sleep(1.0)
+        assert not handle.done(), "the migration outlived the agent"
+        await asyncio.to_thread(agent.start)  # same port, same state directory
+        outcome = await asyncio.to_thread(handle.wait, 180)
+        assert outcome.outcome == "completed", outcome
+        await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 60)
+        final = w.final(Direction.OUTGOING)
+        assert final is not None and final.phase is Phase.COMPLETED
+        assert final.id == before.id, "picked up under the same id"
+        assert final.actual_downtime_s is not None
+        finals = [m for m in w.source() if m.final]
+        assert len(finals) == 1, "one final, no duplicate"
+    finally:
+        await asyncio.to_thread(agent.stop)

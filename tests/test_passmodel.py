@@ -124,3 +124,34 @@ def test_pass1_drain_properties(total: float, remaining_frac: float, sent_frac: 
 def test_drain_for_table(left: float, zero: float, expected: float) -> None:
     """The drain factor is what is left over the normal bytes in it, capped at MAX_DRAIN."""
     assert drain_for(left, zero) == pytest.approx(expected)
+
+
+# --- resident memory (virDomainMemoryStats rss) as a bound on the non-zero pages ------
+
+
+def test_resident_bound_plain_numbers() -> None:
+    from migwatch.agent.passmodel import resident_bound
+
+    mib = 1024 * 1024
+    # 1024 MiB guest, QEMU resident 500 MiB, 170 MiB of it QEMU's own: 330 MiB non-zero.
+    b = resident_bound(1024 * mib, 500 * mib, 170 * mib)
+    assert b.central == 694 * mib  # 1024 - (500 - 170)
+    assert b.low == 524 * mib  # 1024 - 500: overhead 0, the hard bound
+    assert b.high == 864 * mib  # 1024 - (500 - 340)
+    # Resident above RAM + overhead: nothing known to be zero; clamped to [0, RAM].
+    assert resident_bound(512 * mib, 800 * mib, 170 * mib).central == 0
+    assert resident_bound(512 * mib, 100 * mib, 170 * mib).central == 512 * mib
+
+
+def test_pass1_drains_from_resident() -> None:
+    from migwatch.agent.passmodel import pass1_drains_resident, resident_bound
+
+    mib = 1024 * 1024
+    b = resident_bound(1024 * mib, 500 * mib, 170 * mib)  # 330 MiB non-zero (central)
+    # 130 MiB sent, 824 MiB left to walk: 200 MiB of it non-zero -> drain 824 / 200.
+    central, fast, slow = pass1_drains_resident(
+        memory_remaining=824 * mib, memory_processed=130 * mib, bound=b, memory_total=1024 * mib)
+    assert central == pytest.approx(824 / 200)
+    assert fast == pytest.approx(20.0)  # 30 MiB of 824 ahead non-zero: capped at MAX_DRAIN
+    assert slow == pytest.approx(824 / 370)  # 500 MiB non-zero in all: 370 ahead
+    assert fast > central > slow >= 1.0

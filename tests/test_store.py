@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from migwatch.agent.backend import MigrationInfo, Observation
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.convert import migration_from_pb, migration_to_pb
 from migwatch.agent.hub import Filter
@@ -23,6 +24,7 @@ from migwatch.agent.model import (
 )
 from migwatch.agent.server import running_agent
 from migwatch.agent.store import SEQUENCE_BLOCK, FinalStore
+from migwatch.agent.tracker import Tracker, migration_id, track_key
 
 
 def _final(i: int, finished_at: float, phase: Phase = Phase.COMPLETED) -> Migration:
@@ -129,3 +131,37 @@ async def test_restarted_agent_serves_the_same_finals_and_a_higher_sequence(tmp_
         assert sorted(m.id for m in kept) == sorted(m.id for m in finals)
         assert {m.id: m.sequence for m in kept} == {m.id: m.sequence for m in finals}
         assert agent.hub.sequence > last_sequence
+
+
+def _info(started_at: float) -> MigrationInfo:
+    return MigrationInfo(
+        domain_uuid="00000000-0000-0000-0000-000000000042",
+        domain_name="vm42",
+        source_host="a",
+        destination_host="",
+        direction=Direction.OUTGOING,
+        started_at=started_at,
+    )
+
+
+def test_tracker_reuses_the_id_of_a_job_in_flight_before_a_restart() -> None:
+    """A job found again after a restart, with a start time within seconds of the stored
+    one, keeps its id; a later job of the same domain gets a new one."""
+    before = migration_id(_info(1000.0))
+    known = {track_key(_info(1000.0)): (before, 1000.0)}
+    tracker = Tracker(lambda: "a", "test", known=known)
+    again = tracker.observe(Observation(_info(1001.3), 1010.0, Phase.PRECOPY))
+    assert again is not None and again.id == before
+    tracker.observe(Observation(_info(1001.3), 1020.0, Phase.COMPLETED))
+    later = tracker.observe(Observation(_info(2000.0), 2001.0, Phase.PRECOPY))
+    assert later is not None and later.id != before
+
+
+def test_store_remembers_migrations_in_flight(tmp_path: Path) -> None:
+    """In-flight ids survive a reopen and are forgotten when the migration ends."""
+    store = FinalStore(tmp_path / "f.sqlite3")
+    store.remember_active("k1", "id1", 10.0)
+    store.remember_active("k2", "id2", 20.0)
+    store.forget_active("k1")
+    store.close()
+    assert FinalStore(tmp_path / "f.sqlite3").active() == {"k2": ("id2", 20.0)}

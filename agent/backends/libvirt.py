@@ -300,20 +300,22 @@ class LibvirtBackend:
         conn = self._conn
         if conn is None:
             return
-        found = await self._call(_scan_jobs, conn)  # (uuid, name, kind, stats, memory)
+        # (uuid, name, kind, stats, memory, resident)
+        found = await self._call(_scan_jobs, conn, frozenset(self._outgoing))
         now = self._clock()
-        for uuid, name, kind, stats, memory in found:
+        for uuid, name, kind, stats, memory, resident in found:
             if kind == "out" and uuid not in self._outgoing:
-                self._start_outgoing(uuid, name, stats, memory, now)
+                self._start_outgoing(uuid, name, stats, memory, now, resident)
             elif kind == "out":
                 self._ensure_watcher(self._outgoing[uuid])
             elif kind == "in" and uuid not in self._incoming:
                 self._start_incoming(uuid, name, now, Phase.PRECOPY)
-        await self._check_incoming({uuid: kind for uuid, _, kind, _, _ in found})
-        await self._check_lost_outgoing({uuid for uuid, _, kind, _, _ in found if kind == "out"})
+        await self._check_incoming({f[0]: f[2] for f in found})
+        await self._check_lost_outgoing({f[0] for f in found if f[2] == "out"})
 
     def _start_outgoing(
-        self, uuid: str, name: str, stats: Mapping[str, Any], memory: int, now: float
+        self, uuid: str, name: str, stats: Mapping[str, Any], memory: int, now: float,
+        resident: int | None = None,
     ) -> None:
         sample = parse_job_stats(stats)
         elapsed = sample.elapsed_s if sample is not None else 0.0
@@ -326,6 +328,7 @@ class LibvirtBackend:
             # Rounded so a restarted agent derives the same id for the same job.
             started_at=round(now - elapsed, 1),
             memory_bytes=memory or None,
+            resident_bytes=resident,
         )
         watch = _Outgoing(info=info, limits=Limits())
         self._outgoing[uuid] = watch
@@ -629,7 +632,7 @@ class LibvirtBackend:
         if conn is None:
             raise BackendUnavailable(f"libvirt at {self._uri} is unreachable; retry after it reconnects")
         try:
-            uuid, name, dom_id, memory, disk, limits, busy = await self._call(
+            uuid, name, dom_id, memory, disk, limits, busy, resident = await self._call(
                 _describe, conn, domain
             )
         except libvirt.libvirtError as exc:
@@ -642,6 +645,7 @@ class LibvirtBackend:
             limits=limits,
             preflight=self._preflight_of(uuid, dom_id),
             migrating=busy,
+            resident_bytes=resident,
         )
 
     # -- pre-flight dirty-rate measurements -------------------------------------------
@@ -757,17 +761,31 @@ class LibvirtBackend:
 
 
 # -- blocking helpers (run in worker threads) -------------------------------------------
-def _scan_jobs(conn: Any) -> list[tuple[str, str, str, dict[str, Any], int]]:
-    """(uuid, name, "out"|"in", stats, RAM bytes) for every active domain with a
-    migration job. The RAM size lets the ETA cover a disk mirror, during which
-    the memory counters are all zero."""
-    found: list[tuple[str, str, str, dict[str, Any], int]] = []
+def _resident_bytes(dom: Any) -> int | None:
+    """The guest QEMU's resident memory (``virDomainMemoryStats`` ``rss``, KiB) in bytes, or
+    None. Needs no balloon driver. Never-written guest pages are not resident, so it bounds
+    the RAM pass 1 must send as non-zero pages (``passmodel.ResidentBound``)."""
+    try:
+        rss = dom.memoryStats().get("rss")
+    except libvirt.libvirtError as exc:
+        log.debug("memoryStats of %s failed: %s", dom.name(), exc.get_error_message())
+        return None
+    return int(rss) * 1024 if isinstance(rss, int) and rss > 0 else None
+
+
+def _scan_jobs(conn: Any, known: frozenset[str] = frozenset()
+               ) -> list[tuple[str, str, str, dict[str, Any], int, int | None]]:
+    """(uuid, name, "out"|"in", stats, RAM bytes, resident bytes) for every active domain
+    with a migration job. The RAM size lets the ETA cover a disk mirror, during which
+    the memory counters are all zero; the resident size (read only for jobs not in
+    ``known``: once, when the job is found) bounds pass 1's non-zero pages."""
+    found: list[tuple[str, str, str, dict[str, Any], int, int | None]] = []
     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
             stats = dom.jobStats()
         except libvirt.libvirtError as exc:
             if _code(exc) == _OPERATION_UNSUPPORTED:
-                found.append((dom.UUIDString(), dom.name(), "in", {}, 0))
+                found.append((dom.UUIDString(), dom.name(), "in", {}, 0, None))
             continue
         job_type = int(stats.get("type", _JOB_NONE))
         op = stats.get("operation")
@@ -775,7 +793,9 @@ def _scan_jobs(conn: Any) -> list[tuple[str, str, str, dict[str, Any], int]]:
             continue
         if op is not None and int(op) != _OP_MIGRATION_OUT:
             continue
-        found.append((dom.UUIDString(), dom.name(), "out", stats, int(dom.info()[1]) * 1024))
+        uuid = dom.UUIDString()
+        found.append((uuid, dom.name(), "out", stats, int(dom.info()[1]) * 1024,
+                      None if uuid in known else _resident_bytes(dom)))
     return found
 
 
@@ -823,7 +843,8 @@ def _measure_dirty_rate(conn: Any, uuid: str, period: float) -> float | None:
     return None
 
 
-def _describe(conn: Any, domain: str) -> tuple[str, str, int, int, int, Limits, bool]:
+def _describe(conn: Any, domain: str
+              ) -> tuple[str, str, int, int, int, Limits, bool, int | None]:
     try:
         dom = conn.lookupByUUIDString(domain)
     except libvirt.libvirtError:
@@ -838,7 +859,8 @@ def _describe(conn: Any, domain: str) -> tuple[str, str, int, int, int, Limits, 
             disk += int(dom.blockInfo(target.get("dev", ""))[0])  # capacity
     limits = _read_limits(dom, Limits())
     busy = int(dom.jobStats().get("type", _JOB_NONE)) != _JOB_NONE
-    return dom.UUIDString(), dom.name(), int(dom.ID()), memory, disk, limits, busy
+    return (dom.UUIDString(), dom.name(), int(dom.ID()), memory, disk, limits, busy,
+            _resident_bytes(dom))
 
 
 def _domain_state(conn: Any, uuid: str) -> tuple[int, int] | None:

@@ -39,6 +39,7 @@ from migwatch.agent.trace import (
     postcopy_started_at,
     preflight_of,
     read_trace,
+    resident_of,
 )
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class ReplayBackend:
             direction=Direction.OUTGOING,
             started_at=start,
             memory_bytes=memory_size_hint(trace),
+            resident_bytes=resident_of(trace),
         )
         return _Replay(trace, info, preflight_of(trace), limits=limits_at(trace, 0.0))
 
@@ -264,6 +266,7 @@ class ReplayBackend:
                     limits=limits_at(trace, 0.0),
                     preflight=replay.preflight,
                     migrating=not replay.done,
+                    resident_bytes=replay.info.resident_bytes,
                 )
         raise MigrationGone(f"no replayed domain {domain!r}")
 
