@@ -11,7 +11,7 @@ class EstimatorConfig:
     operator's tolerance, not a fit to recorded traces."""
 
     # A migration whose projected total job time exceeds this is SLOW.
-    budget_s: float = 900.0
+    budget_s: float = 600.0  # the agent's --slow-budget default
     # Time constant (s, job clock) of the transfer-rate EWMA: a few QEMU rate windows
     # (100 ms) and a few polls, so one late poll does not swing the ETA.
     rate_tau_s: float = 2.0

@@ -174,6 +174,8 @@ def drain_for(pass_left: float, zero_ahead: float) -> float:
     if pass_left <= 0:
         return 1.0
     normal = max(pass_left - min(zero_ahead, pass_left), pass_left / MAX_DRAIN)
+    if normal <= 0:  # pass_left so small that the floor underflowed: all of it is zero
+        return MAX_DRAIN
     return min(max(pass_left / normal, 1.0), MAX_DRAIN)
 
 

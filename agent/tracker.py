@@ -186,7 +186,8 @@ def _transfers(
         total_bytes=sample.memory_total,
         processed_bytes=sample.memory_processed,
         remaining_bytes=sample.memory_remaining,
-        bytes_per_second=int(est.transfer_rate_bps or sample.memory_bps),
+        # During a disk mirror the link carries disk, not memory: no memory rate.
+        bytes_per_second=int(est.transfer_rate_bps or sample.memory_bps) if sample.memory_total else 0,
         fraction_done=_memory_fraction(sample, est, phase),
     )
     disk = Transfer(

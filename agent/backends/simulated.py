@@ -365,6 +365,8 @@ class SimulatedBackend:
                 limits=sim.limits,
                 sample=sim.sample() if sim.phase is not Phase.CANCELLED else None,
                 actual_downtime_s=sim.actual_downtime_s if sim.phase is Phase.COMPLETED else None,
+                # As the libvirt backend's background measurement would have read it.
+                preflight=_facts(sim.spec, "", "", run.info.started_at).preflight,
             )
         )
 
