@@ -115,6 +115,7 @@ class TraceReport:
     true_s: float | None
     intervened: bool
     preflight: bool
+    resident: bool  # the trace carries the source QEMU's resident memory (memstats)
     live: Run
     with_prior: Run | None
     predict_err: float | None = None
@@ -247,6 +248,7 @@ def evaluate(path: Path, config: EstimatorConfig, use_resident: bool = True) -> 
         true_s=true,
         intervened=bool(trace.actions),
         preflight=pf is not None,
+        resident=use_resident and resident_of(trace) is not None,
         live=replay(trace, None, config, use_resident),
         with_prior=replay(trace, pf, config, use_resident) if pf is not None else None,
         first_action_s=next((a.dt for a in trace.actions if a.dt is not None), None),
@@ -293,9 +295,13 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
         return [(run.naive if naive else run.errors).get(k) for run in runs for k in keys]
 
     later = [f"{int(f * 100)}%" for f in CHECKPOINTS if f >= 0.25]
+    res = [r for r in selfc if r.resident]
     variants: tuple[tuple[str, list[Run]], ...] = (
         ("live", [r.live for r in selfc]),
         ("prior", [r.with_prior for r in selfc if r.with_prior is not None]),
+        # The subsets that know the never-written share (resident memory recorded).
+        ("resident_live", [r.live for r in res]),
+        ("resident_prior", [r.with_prior for r in res if r.with_prior is not None]),
     )
     for label, runs in variants:
         if not runs:
@@ -337,6 +343,10 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
     if pre:
         out["predict_p90"] = _pct([r.predict_err for r in pre], 0.9)
         out["predict_band_share"] = sum(bool(r.predict_inside) for r in pre) / len(pre)
+    pre_res = [r for r in pre if r.resident]
+    if pre_res:
+        out["predict_resident_p90"] = _pct([r.predict_err for r in pre_res], 0.9)
+        out["predict_resident_traces"] = len(pre_res)
     out["limits"] = _limits(selfc, pre)
     targets: dict[str, bool | None] = {}
     live = out.get("live")
@@ -446,11 +456,16 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
                          f"{band:>7}  {allb:>8}  {flag:>10}  {nflag:>9}")
     lines.append("(* = an action was applied: excluded from the ETA aggregates)")
     lines.append("")
-    for label in ("live", "prior"):
+    names = {
+        "live": "without pre-flight",
+        "prior": "with pre-flight prior",
+        "resident_live": "recorded with resident memory, without pre-flight",
+        "resident_prior": "recorded with resident memory, with pre-flight prior",
+    }
+    for label, name in names.items():
         block = summary.get(label)
         if not isinstance(block, dict):
             continue
-        name = "without pre-flight" if label == "live" else "with pre-flight prior"
         lines.append(f"Self-converging migrations, {name} ({block['traces']} traces):")
         row = "  ".join(
             f"{c}: p50 {_fmt(block[f'p50@{c}'])} p90 {_fmt(block[f'p90@{c}'])}"
@@ -493,6 +508,10 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
         if isinstance(p90, float) and isinstance(share, float):
             lines.append(f"  p90 error on self-converging: {_fmt(p90)};"
                          f" band coverage {_fmt(share)}")
+        rp90 = summary.get("predict_resident_p90")
+        if isinstance(rp90, float):
+            lines.append(f"  p90 error on the {summary.get('predict_resident_traces')} of them"
+                         f" recorded with resident memory: {_fmt(rp90)}")
     limits = summary.get("limits")
     if isinstance(limits, dict):
         lines.extend(_format_limits(limits))

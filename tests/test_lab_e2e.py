@@ -109,7 +109,7 @@ class AgentProcess:
             self._log_file.close()
 
 
-_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot", "k9")  # one name per test, ours alone
+_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot", "k9", "gone")  # one name per test, ours alone
 
 
 @pytest.fixture(scope="module")
@@ -480,3 +480,25 @@ async def test_agent_killed_mid_migration_picks_it_up_again_after_restart(
         assert len(finals) == 1, "one final, no duplicate"
     finally:
         await asyncio.to_thread(agent.stop)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_domain_destroyed_mid_migration_is_reported_failed(
+    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+) -> None:
+    """A guest destroyed on the source mid-migration ends as FAILED with a reason; the
+    agent keeps serving."""
+    uuid = await _boot(fresh, "gone", mem_mib=384, fill_mib=256, ws_mib=32, rate=4)
+    w = watch(uuid)
+    await asyncio.sleep(1.0)
+    handle = fresh.start_migration("gone", bandwidth_mib_s=20)
+    await w.wait_for("progress", lambda: any(m.iteration >= 1 for m in w.source()), 60)
+    await asyncio.to_thread(fresh.destroy, "gone")
+    outcome = await asyncio.to_thread(handle.wait, 60)
+    assert outcome.outcome != "completed", outcome
+    await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.FAILED, final
+    assert "stopped on the source" in final.error_message
+    async with AgentClient(agents["A"].target) as client:
+        assert isinstance(await client.list(include_finished=True), list)

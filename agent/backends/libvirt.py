@@ -97,6 +97,7 @@ class _Outgoing:
     saw_cancelled: bool = False
     abort_requested: bool = False
     switched_over: bool = False  # the source guest stopped for the final copy
+    stopped: str = ""  # the guest stopped on the source for another reason (e.g. DESTROYED)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     done: bool = False
@@ -467,6 +468,13 @@ class LibvirtBackend:
             self._finish(watch, Phase.COMPLETED, completed)
         elif job_type == _JOB_FAILED:
             self._finish(watch, Phase.FAILED, completed, str(completed.get("errmsg", "")) or "migration failed")
+        elif watch.stopped:
+            self._finish(
+                watch,
+                Phase.FAILED,
+                error=f"the guest stopped on the source ({watch.stopped.lower()}) "
+                "before the migration completed",
+            )
         elif watch.saw_cancelled or watch.abort_requested or job_type == _JOB_CANCELLED:
             self._finish(watch, Phase.CANCELLED)
         elif state is None or state[0] == libvirt.VIR_DOMAIN_SHUTOFF:
@@ -580,8 +588,11 @@ class LibvirtBackend:
                 else:
                     out.phase = Phase.PAUSED
                 self._emit_outgoing(out)
-            elif event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
-                out.switched_over = True
+            elif event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+                if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
+                    out.switched_over = True
+                else:
+                    out.stopped = _detail_name(event, detail)
             out.wake.set()
             return
         inc = self._incoming.get(uuid)
