@@ -182,3 +182,17 @@ MW2_SET: list[Scenario] = [
     _mw2("mw2-storage", "storage", 512, 200, 64, 8, 70, preflight=True, disk=256,
          disk_fill=128, disk_rate=2, note="NBD disk copy first, then memory"),
 ]
+
+#: Third set (``mw3-*``), same recording as ``mw2``: more guests for the resident-memory
+#: and pre-flight evidence, every one with pre-flight lines, and two that never converge.
+MW3_SET: list[Scenario] = [
+    _mw2("mw3-idle-half", "idle", 1024, 512, 512, 0, 70, preflight=True, note="idle, half filled"),
+    _mw2("mw3-conv-small", "converge", 384, 200, 64, 8, 35, preflight=True, note="small, slow link"),
+    _mw2("mw3-conv-wide", "converge", 1024, 600, 384, 20, 100, preflight=True, note="wide hot set"),
+    _mw2("mw3-conv-fast", "converge", 768, 500, 96, 25, 150, preflight=True, note="fast link"),
+    _mw2("mw3-hard", "converge", 640, 400, 192, 30, 45, preflight=True, note="rate/bw 0.67"),
+    _mw2("mw3-lowfill", "converge", 1152, 200, 160, 12, 90, preflight=True, note="17 % filled"),
+    _mw2("mw3-nc", "nonconverge-abort", 640, 450, 256, 120, 50, preflight=True,
+         actions=(Action(25, "abort"),), note="never converges; aborted"),
+]
+
