@@ -46,6 +46,15 @@ class Observation:
     preflight: Preflight | None = None  # the guest's latest pre-flight measurement
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """The outcome of a migration that ended while no agent watched it."""
+
+    phase: Phase  # COMPLETED, FAILED or CANCELLED
+    error_message: str = ""
+    actual_downtime_s: float | None = None
+
+
 ObservationSink = Callable[[Observation], None]
 StatusSink = Callable[[HostState, str], None]
 
@@ -80,6 +89,11 @@ class Backend(Protocol):
         self, domain_uuid: str, max_downtime_s: float | None, max_bandwidth_bps: int | None
     ) -> None:
         """Apply new limits; ``None`` leaves a limit as it is."""
+        ...
+
+    async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending | None:
+        """How a migration that was in flight when the previous agent stopped ended, or
+        None while it still runs (the backend will find it again)."""
         ...
 
     async def describe(self, domain: str) -> DomainFacts:

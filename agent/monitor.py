@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from dataclasses import replace
 
-from migwatch.agent.backend import Backend, Observation
-from migwatch.agent.errors import ControlRefused, MigrationGone
+from migwatch.agent.backend import Backend, Ending, Observation
+from migwatch.agent.errors import ControlError, ControlRefused, MigrationGone
 from migwatch.agent.hub import Hub
-from migwatch.agent.model import Direction, HostState, Migration
+from migwatch.agent.model import Direction, HostState, Migration, Phase
 from migwatch.agent.prediction import DomainFacts
 from migwatch.agent.store import FinalStore
 from migwatch.agent.tracker import Tracker, track_key
@@ -40,7 +43,7 @@ class Monitor:
                 self.store.forget_active(key)
                 self._remembered.discard(published.id)
             elif published.id not in self._remembered:
-                self.store.remember_active(key, published.id, obs.info.started_at)
+                self.store.remember_active(key, published, obs.info.started_at)
                 self._remembered.add(published.id)
         if published.phase.terminal:
             log.info(
@@ -57,6 +60,51 @@ class Monitor:
 
     async def run(self) -> None:
         await self.backend.run(self.observe, self.status)
+
+    async def settle(self, orphans: dict[str, Migration], wait_s: float, tries: int = 60) -> None:
+        """Report how migrations in flight when the previous agent stopped ended.
+
+        Those still running are found again by the backend (same id); the others get
+        their final state here, from what the hypervisor kept, so none is dropped.
+        """
+        pending = dict(orphans)
+        for _ in range(tries):
+            if not pending:
+                return
+            await asyncio.sleep(wait_s)  # first, let discovery find the running ones
+            for key, m in list(pending.items()):
+                if m.id in self.tracker.active_ids() or self.hub.get(m.id) is not None:
+                    del pending[key]  # found again, or already final
+                    continue
+                try:
+                    ending = await self.backend.outcome_of(m.domain_uuid, m.direction)
+                except ControlError as exc:
+                    log.info("outcome of %s not known yet: %s", m.id, exc)
+                    continue
+                if ending is None:
+                    continue
+                del pending[key]
+                self._publish_ending(key, m, ending)
+
+    def _publish_ending(self, key: str, m: Migration, ending: Ending) -> None:
+        now = time.time()
+        final = replace(
+            m,
+            phase=ending.phase,
+            error_message=ending.error_message,
+            actual_downtime_s=ending.actual_downtime_s,
+            eta_s=0.0 if ending.phase is Phase.COMPLETED else None,
+            eta_low_s=0.0 if ending.phase is Phase.COMPLETED else None,
+            eta_high_s=0.0 if ending.phase is Phase.COMPLETED else None,
+            recommendations=(),
+            updated_at=now,
+            finished_at=now,
+        )
+        published = self.hub.publish(final)
+        log.info("migration %s ended while unwatched: %s", m.id, ending.phase.name.lower())
+        if self.store is not None:
+            self.store.save(published, self.hub.retention_s)
+            self.store.forget_active(key)
 
     # -- controls ----------------------------------------------------------------
     def controllable(self, migration_id: str) -> Migration:

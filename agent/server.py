@@ -23,6 +23,7 @@ from migwatch.agent.backend import Backend
 from migwatch.agent.config import AgentConfig, ConfigError, is_loopback
 from migwatch.agent.estimator import EstimatorConfig
 from migwatch.agent.hub import Hub
+from migwatch.agent.model import Migration
 from migwatch.agent.monitor import Monitor
 from migwatch.agent.servicer import SERVICE_NAME, MigrationServicer, generic_handler
 from migwatch.agent.store import FinalStore
@@ -93,11 +94,13 @@ class Agent:
         )
         self.store: FinalStore | None = None
         known: dict[str, tuple[str, float]] = {}
+        self._orphans: dict[str, Migration] = {}
         if config.state_dir:
             self.store = FinalStore(Path(config.state_dir) / "finals.sqlite3")
             kept = self.store.load(time.time() - config.retention_s)
             self.hub.restore(kept, self.store.sequence_floor())
             known = self.store.active()
+            self._orphans = self.store.active_records()
             log.info(
                 "restored %d finished and %d in-flight migrations from %s",
                 len(kept),
@@ -125,6 +128,7 @@ class Agent:
         self.port = 0
         self._backend_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._settle_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Bind, start serving and start the backend; returns the bound port."""
@@ -138,6 +142,11 @@ class Agent:
             raise ConfigError(f"cannot listen on {self.config.listen}: {exc}") from exc
         await self.server.start()
         self._backend_task = asyncio.create_task(self._run_backend(), name="backend")
+        if self._orphans:
+            self._settle_task = asyncio.create_task(
+                self.monitor.settle(self._orphans, max(2.0, 2 * self.config.scan_interval_s)),
+                name="settle",
+            )
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -179,6 +188,10 @@ class Agent:
         await self.health.enter_graceful_shutdown()
         self.hub.close()
         await self.server.stop(self.config.grace_s)
+        if self._settle_task is not None:
+            self._settle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settle_task
         if self._backend_task is not None:
             self._backend_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -34,10 +34,11 @@ CREATE INDEX IF NOT EXISTS finals_by_time ON finals (finished_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- Migrations in flight, so an agent restarted mid-migration (even by kill -9) keeps
 -- publishing the one it finds again under the same id.
-CREATE TABLE IF NOT EXISTS active (
+CREATE TABLE IF NOT EXISTS inflight (
     key TEXT PRIMARY KEY,         -- domain UUID and direction
     id TEXT NOT NULL,
-    started_at REAL NOT NULL
+    started_at REAL NOT NULL,
+    record BLOB NOT NULL          -- its first published migwatch.v1.Migration
 );
 """
 
@@ -97,19 +98,29 @@ class FinalStore:
     def prune(self, since: float) -> None:
         self._db.execute("DELETE FROM finals WHERE finished_at < ?", (since,))
 
-    def remember_active(self, key: str, migration_id: str, started_at: float) -> None:
+    def remember_active(self, key: str, m: Migration, started_at: float) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO active (key, id, started_at) VALUES (?, ?, ?)",
-            (key, migration_id, started_at),
+            "INSERT OR REPLACE INTO inflight (key, id, started_at, record) VALUES (?, ?, ?, ?)",
+            (key, m.id, started_at, migration_to_pb(m).SerializeToString()),
         )
 
     def forget_active(self, key: str) -> None:
-        self._db.execute("DELETE FROM active WHERE key = ?", (key,))
+        self._db.execute("DELETE FROM inflight WHERE key = ?", (key,))
 
     def active(self) -> dict[str, tuple[str, float]]:
         """key -> (id, started_at) of the migrations in flight when the last run ended."""
-        rows = self._db.execute("SELECT key, id, started_at FROM active").fetchall()
+        rows = self._db.execute("SELECT key, id, started_at FROM inflight").fetchall()
         return {key: (mid, float(started)) for key, mid, started in rows}
+
+    def active_records(self) -> dict[str, Migration]:
+        """key -> the record of each migration in flight when the last run ended."""
+        found = {}
+        for key, blob in self._db.execute("SELECT key, record FROM inflight"):
+            try:
+                found[key] = migration_from_pb(pb.Migration.FromString(blob))
+            except Exception:  # a corrupt row must not keep the agent from starting
+                log.exception("skipping an unreadable in-flight record")
+        return found
 
     def close(self) -> None:
         self._db.close()

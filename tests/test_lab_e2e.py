@@ -109,7 +109,7 @@ class AgentProcess:
             self._log_file.close()
 
 
-_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot", "k9", "gone")  # one name per test, ours alone
+_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot", "k9", "gone", "k9b")  # one name per test, ours alone
 
 
 @pytest.fixture(scope="module")
@@ -502,3 +502,29 @@ async def test_domain_destroyed_mid_migration_is_reported_failed(
     assert "stopped on the source" in final.error_message
     async with AgentClient(agents["A"].target) as client:
         assert isinstance(await client.list(include_finished=True), list)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_migration_that_ends_while_its_agent_is_down_still_reports_its_final(
+    fresh: Lab, watch: Callable[[str], Watcher], tmp_path: Path
+) -> None:
+    """kill -9 of the source's agent, the migration completes while it is down, then the
+    agent restarts: the client gets the COMPLETED final under the id it was following."""
+    uuid = await _boot(fresh, "k9b", mem_mib=384, fill_mib=256, ws_mib=32, rate=4)
+    agent = AgentProcess("A", tmp_path, "--state-dir", str(tmp_path / "state"))
+    await asyncio.to_thread(agent.start)
+    try:
+        w = watch(uuid, [agent.target])
+        await asyncio.sleep(1.0)
+        handle = fresh.start_migration("k9b", bandwidth_mib_s=40)
+        await w.wait_for("progress", lambda: any(m.iteration >= 1 for m in w.source()), 60)
+        followed = w.source()[-1].id
+        await asyncio.to_thread(agent.kill)
+        assert (await asyncio.to_thread(handle.wait, 120)).outcome == "completed"
+        await asyncio.to_thread(agent.start)
+        await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 60)
+        final = w.final(Direction.OUTGOING)
+        assert final is not None and final.id == followed
+        assert final.phase is Phase.COMPLETED, final
+    finally:
+        await asyncio.to_thread(agent.stop)

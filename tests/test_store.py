@@ -160,8 +160,47 @@ def test_tracker_reuses_the_id_of_a_job_in_flight_before_a_restart() -> None:
 def test_store_remembers_migrations_in_flight(tmp_path: Path) -> None:
     """In-flight ids survive a reopen and are forgotten when the migration ends."""
     store = FinalStore(tmp_path / "f.sqlite3")
-    store.remember_active("k1", "id1", 10.0)
-    store.remember_active("k2", "id2", 20.0)
+    one, two = _final(1, 100.0), _final(2, 200.0)
+    store.remember_active("k1", one, 10.0)
+    store.remember_active("k2", two, 20.0)
     store.forget_active("k1")
     store.close()
-    assert FinalStore(tmp_path / "f.sqlite3").active() == {"k2": ("id2", 20.0)}
+    again = FinalStore(tmp_path / "f.sqlite3")
+    assert again.active() == {"k2": (two.id, 20.0)}
+    assert again.active_records()["k2"].domain_name == "vm2"
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_migration_in_flight_when_the_agent_stopped_gets_a_final_after_restart(
+    tmp_path: Path,
+) -> None:
+    """A migration still running when the agent stopped, and gone when it restarts, is
+    given a final state under its old id (here: the simulator's migration died with the
+    agent), so no client is left waiting for it."""
+    config = AgentConfig(
+        listen="127.0.0.1:0",
+        simulated_scenarios=("not-converging",),
+        simulated_repeat=False,
+        sample_interval_s=0.05,
+        scan_interval_s=0.5,
+        state_dir=str(tmp_path),
+        grace_s=0.2,
+    )
+    async with running_agent(config) as agent:
+        for _ in range(100):
+            running = agent.hub.matching(Filter())
+            if running:
+                break
+            await asyncio.sleep(0.05)
+        assert running
+        orphan = running[0].id
+    async with running_agent(config) as agent:
+        for _ in range(100):
+            settled = agent.hub.get(orphan)
+            if settled is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert settled is not None and settled.phase is Phase.FAILED
+        assert "ended with the previous agent" in settled.error_message
+        in_flight = FinalStore(tmp_path / "finals.sqlite3").active()
+        assert orphan not in {mid for mid, _ in in_flight.values()}, "settled, forgotten"

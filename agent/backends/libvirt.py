@@ -34,7 +34,13 @@ from typing import Any, TypeVar
 
 import libvirt
 import libvirtaio
-from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, StatusSink
+from migwatch.agent.backend import (
+    Ending,
+    MigrationInfo,
+    Observation,
+    ObservationSink,
+    StatusSink,
+)
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
 from migwatch.agent.jobstats import parse_job_stats
@@ -638,6 +644,35 @@ class LibvirtBackend:
         except libvirt.libvirtError as exc:
             raise map_control_error(exc, f"{what} of {watch.info.domain_name}") from exc
 
+    async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending | None:
+        conn = self._conn
+        if conn is None:
+            raise BackendUnavailable(f"libvirt at {self._uri} is unreachable; retry after it reconnects")
+        if domain_uuid in self._outgoing or domain_uuid in self._incoming:
+            return None
+        try:
+            if direction is Direction.INCOMING:
+                state = await self._call(_domain_state, conn, domain_uuid)
+                if state is None or state[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+                    return Ending(Phase.FAILED, "the incoming domain is gone: the migration did not complete")
+                if state[0] == libvirt.VIR_DOMAIN_RUNNING and state[1] != libvirt.VIR_DOMAIN_RUNNING_POSTCOPY:
+                    return Ending(Phase.COMPLETED)
+                return None
+            completed, state, running = await self._call(_settle_outgoing, conn, domain_uuid)
+        except libvirt.libvirtError as exc:
+            raise map_control_error(exc, f"outcome of {domain_uuid}") from exc
+        if running:
+            return None
+        job_type = int(completed.get("type", _JOB_NONE))
+        if job_type == _JOB_COMPLETED:
+            downtime = completed.get("downtime")
+            return Ending(Phase.COMPLETED, "", float(downtime) / 1000 if downtime is not None else None)
+        if job_type == _JOB_FAILED:
+            return Ending(Phase.FAILED, str(completed.get("errmsg", "")) or "migration failed")
+        if state is None or state[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+            return Ending(Phase.COMPLETED)  # the same inference as _resolve_end
+        return Ending(Phase.CANCELLED)
+
     async def describe(self, domain: str) -> DomainFacts:
         conn = self._conn
         if conn is None:
@@ -895,6 +930,16 @@ def _completed_and_state(conn: Any, uuid: str) -> tuple[dict[str, Any], tuple[in
     completed = dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
     state, reason = dom.state()
     return completed, (int(state), int(reason))
+
+
+def _settle_outgoing(conn: Any, uuid: str) -> tuple[dict[str, Any], tuple[int, int] | None, bool]:
+    """Completed stats, state, and whether a migration job still runs."""
+    completed, state = _completed_and_state(conn, uuid)
+    if state is None:
+        return completed, None, False
+    dom = conn.lookupByUUIDString(uuid)
+    job_type = int(dom.jobStats().get("type", _JOB_NONE))
+    return completed, state, job_type not in (_JOB_NONE, _JOB_COMPLETED, _JOB_FAILED, _JOB_CANCELLED)
 
 
 def _read_limits(dom: Any, current: Limits) -> Limits:

@@ -22,7 +22,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, StatusSink
+from migwatch.agent.backend import (
+    Ending,
+    MigrationInfo,
+    Observation,
+    ObservationSink,
+    StatusSink,
+)
 from migwatch.agent.config import AgentConfig, ConfigError
 from migwatch.agent.errors import ControlRefused, MigrationGone
 from migwatch.agent.jobstats import completed_job, parse_job_stats
@@ -249,6 +255,10 @@ class ReplayBackend:
         self, domain_uuid: str, max_downtime_s: float | None, max_bandwidth_bps: int | None
     ) -> None:
         raise self._refuse(domain_uuid)
+
+    async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending:
+        # Nothing of a simulated or replayed migration outlives its agent.
+        return Ending(Phase.FAILED, f"the {self.name} migration ended with the previous agent")
 
     async def describe(self, domain: str) -> DomainFacts:
         """A replayed domain as it was before its migration: what the recording's

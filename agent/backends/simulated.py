@@ -25,7 +25,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, StatusSink
+from migwatch.agent.backend import (
+    Ending,
+    MigrationInfo,
+    Observation,
+    ObservationSink,
+    StatusSink,
+)
 from migwatch.agent.errors import ControlRefused, MigrationGone
 from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
 from migwatch.agent.prediction import DomainFacts
@@ -397,6 +403,10 @@ class SimulatedBackend:
         run = self._find(domain_uuid)
         run.sim.set_limits(max_downtime_s, max_bandwidth_bps)
         self._emit(run)
+
+    async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending:
+        # Nothing of a simulated or replayed migration outlives its agent.
+        return Ending(Phase.FAILED, f"the {self.name} migration ended with the previous agent")
 
     async def describe(self, domain: str) -> DomainFacts:
         """A migrating simulated guest, or an idle one named ``sim-<scenario>``."""
