@@ -109,6 +109,28 @@ def _heartbeat_seconds(request: pb.WatchMigrationsRequest) -> float:
     return seconds
 
 
+def _max_downtime(request: pb.UpdateMigrationLimitsRequest | pb.EstimateMigrationRequest) -> float | None:
+    """The request's max_downtime in seconds, None when unset; checked against 1 ms..1 h."""
+    if not request.HasField("max_downtime"):
+        return None
+    seconds = request.max_downtime.ToNanoseconds() / 1e9
+    if not _MIN_DOWNTIME_S <= seconds <= _MAX_DOWNTIME_S:
+        raise _FieldError(
+            "max_downtime", f"max_downtime {seconds:g}s is out of range: give 1ms to 1h"
+        )
+    return seconds
+
+
+def _bandwidth(value: int, field: str) -> int:
+    if value < _MIN_BANDWIDTH:
+        raise _FieldError(
+            field,
+            f"{field} {value} B/s is below 1 MiB/s ({_MIN_BANDWIDTH} B/s); "
+            "it is in bytes per second",
+        )
+    return value
+
+
 class MigrationServicer:
     """Thin: checks requests, asks the monitor and hub, maps errors to statuses."""
 
@@ -240,27 +262,15 @@ class MigrationServicer:
     ) -> pb.UpdateMigrationLimitsResponse:
         await _well_formed(request, context)
         migration_id = await self._valid_id(request.id, context)
-        downtime_s: float | None = None
-        bandwidth: int | None = None
-        if request.HasField("max_downtime"):
-            downtime_s = request.max_downtime.ToNanoseconds() / 1e9
-            if not _MIN_DOWNTIME_S <= downtime_s <= _MAX_DOWNTIME_S:
-                await _abort(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"max_downtime {downtime_s:g}s is out of range: give 1ms to 1h",
-                    "max_downtime",
-                )
-        if request.HasField("max_bandwidth"):
-            bandwidth = request.max_bandwidth
-            if bandwidth < _MIN_BANDWIDTH:
-                await _abort(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"max_bandwidth {bandwidth} B/s is below 1 MiB/s ({_MIN_BANDWIDTH} B/s); "
-                    "it is in bytes per second",
-                    "max_bandwidth",
-                )
+        try:
+            downtime_s = _max_downtime(request)
+            bandwidth = (
+                _bandwidth(request.max_bandwidth, "max_bandwidth")
+                if request.HasField("max_bandwidth")
+                else None
+            )
+        except _FieldError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field)
         if downtime_s is None and bandwidth is None:
             await _abort(
                 context,
@@ -288,29 +298,22 @@ class MigrationServicer:
                 "name the domain by domain_uuid or by domain_name (exactly one)",
                 "domain_uuid",
             )
+        # Arguments are checked before asking the hypervisor anything.
+        try:
+            downtime_s = _max_downtime(request)
+            bandwidth = (
+                _bandwidth(request.bandwidth, "bandwidth") if request.HasField("bandwidth") else None
+            )
+        except _FieldError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field)
         try:
             facts = await self._monitor.describe(domain)
         except ControlError as exc:
             await self._control_failed(exc, context)
         limits = facts.limits
-        if request.HasField("bandwidth"):
-            if request.bandwidth < _MIN_BANDWIDTH:
-                await _abort(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"bandwidth {request.bandwidth} B/s is below 1 MiB/s; it is in bytes per second",
-                    "bandwidth",
-                )
-            limits = replace(limits, max_bandwidth_bps=request.bandwidth)
-        if request.HasField("max_downtime"):
-            downtime_s = request.max_downtime.ToNanoseconds() / 1e9
-            if not _MIN_DOWNTIME_S <= downtime_s <= _MAX_DOWNTIME_S:
-                await _abort(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"max_downtime {downtime_s:g}s is out of range: give 1ms to 1h",
-                    "max_downtime",
-                )
+        if bandwidth is not None:
+            limits = replace(limits, max_bandwidth_bps=bandwidth)
+        if downtime_s is not None:
             limits = replace(limits, max_downtime_s=downtime_s)
         if not limits.max_bandwidth_bps:
             await _abort(
