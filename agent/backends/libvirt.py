@@ -469,37 +469,23 @@ class LibvirtBackend:
                 completed, state = await self._call(_completed_and_state, conn, watch.info.domain_uuid)
             except libvirt.libvirtError as exc:
                 log.debug("end of %s: %s", watch.info.domain_name, exc.get_error_message())
-        job_type = int(completed.get("type", _JOB_NONE))
-        if job_type == _JOB_COMPLETED:
-            self._finish(watch, Phase.COMPLETED, completed)
-        elif job_type == _JOB_FAILED:
-            self._finish(watch, Phase.FAILED, completed, str(completed.get("errmsg", "")) or "migration failed")
-        elif watch.stopped:
-            self._finish(
-                watch,
-                Phase.FAILED,
-                error=f"the guest stopped on the source ({watch.stopped.lower()}) "
-                "before the migration completed",
+        phase, error = _classify_end(
+            completed,
+            state,
+            stopped=watch.stopped,
+            cancelled=watch.saw_cancelled or watch.abort_requested,
+        )
+        kept = int(completed.get("type", _JOB_NONE)) in (_JOB_COMPLETED, _JOB_FAILED)
+        if phase is Phase.COMPLETED and not kept and watch.sample is not None and not watch.switched_over:
+            # It ended unseen (libvirt was unreachable): the last sample's
+            # counters are stale, and only the wall clock knows the duration.
+            watch.sample = replace(
+                watch.sample,
+                elapsed_s=max(watch.sample.elapsed_s, self._clock() - watch.info.started_at),
+                memory_remaining=0,
+                disk_remaining=0,
             )
-        elif watch.saw_cancelled or watch.abort_requested or job_type == _JOB_CANCELLED:
-            self._finish(watch, Phase.CANCELLED)
-        elif state is None or state[0] == libvirt.VIR_DOMAIN_SHUTOFF:
-            # A transient guest vanishes after success; a persistent one stays
-            # shut off with reason MIGRATED. Neither is an error.
-            if watch.sample is not None and not watch.switched_over:
-                # It ended unseen (libvirt was unreachable): the last sample's
-                # counters are stale, and only the wall clock knows the duration.
-                watch.sample = replace(
-                    watch.sample,
-                    elapsed_s=max(watch.sample.elapsed_s, self._clock() - watch.info.started_at),
-                    memory_remaining=0,
-                    disk_remaining=0,
-                )
-            self._finish(watch, Phase.COMPLETED)
-        else:
-            # Still running here with no completed stats: the job was cancelled
-            # (libvirt keeps no completed stats for an abort, NOTES.md).
-            self._finish(watch, Phase.CANCELLED)
+        self._finish(watch, phase, completed if kept else None, error)
 
     def _finish(
         self, watch: _Outgoing, phase: Phase, params: Mapping[str, Any] | None = None, error: str = ""
@@ -663,15 +649,9 @@ class LibvirtBackend:
             raise map_control_error(exc, f"outcome of {domain_uuid}") from exc
         if running:
             return None
-        job_type = int(completed.get("type", _JOB_NONE))
-        if job_type == _JOB_COMPLETED:
-            downtime = completed.get("downtime")
-            return Ending(Phase.COMPLETED, "", float(downtime) / 1000 if downtime is not None else None)
-        if job_type == _JOB_FAILED:
-            return Ending(Phase.FAILED, str(completed.get("errmsg", "")) or "migration failed")
-        if state is None or state[0] == libvirt.VIR_DOMAIN_SHUTOFF:
-            return Ending(Phase.COMPLETED)  # the same inference as _resolve_end
-        return Ending(Phase.CANCELLED)
+        phase, error = _classify_end(completed, state)
+        downtime = completed.get("downtime") if phase is Phase.COMPLETED else None
+        return Ending(phase, error, float(downtime) / 1000 if downtime is not None else None)
 
     async def describe(self, domain: str) -> DomainFacts:
         conn = self._conn
@@ -930,6 +910,39 @@ def _completed_and_state(conn: Any, uuid: str) -> tuple[dict[str, Any], tuple[in
     completed = dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
     state, reason = dom.state()
     return completed, (int(state), int(reason))
+
+
+def _classify_end(
+    completed: Mapping[str, Any],
+    state: tuple[int, int] | None,
+    *,
+    stopped: str = "",
+    cancelled: bool = False,
+) -> tuple[Phase, str]:
+    """How an outgoing job that left ``jobStats()`` ended: the phase and an error.
+
+    ``completed`` is ``jobStats(COMPLETED)``, ``state`` the domain's state (None: it is
+    gone), ``stopped`` a non-migration stop seen as a lifecycle event, ``cancelled``
+    whether an abort was requested or a CANCELLED job type was seen.
+    """
+    job_type = int(completed.get("type", _JOB_NONE))
+    if job_type == _JOB_COMPLETED:
+        return Phase.COMPLETED, ""
+    if job_type == _JOB_FAILED:
+        return Phase.FAILED, str(completed.get("errmsg", "")) or "migration failed"
+    if stopped:
+        return Phase.FAILED, (
+            f"the guest stopped on the source ({stopped.lower()}) before the migration completed"
+        )
+    if cancelled or job_type == _JOB_CANCELLED:
+        return Phase.CANCELLED, ""
+    if state is None or state[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+        # A transient guest vanishes after success; a persistent one stays shut
+        # off with reason MIGRATED. Neither is an error.
+        return Phase.COMPLETED, ""
+    # Still running here with no completed stats: the job was cancelled (libvirt
+    # keeps no completed stats for an abort, NOTES.md).
+    return Phase.CANCELLED, ""
 
 
 def _settle_outgoing(conn: Any, uuid: str) -> tuple[dict[str, Any], tuple[int, int] | None, bool]:
