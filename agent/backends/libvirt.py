@@ -763,12 +763,14 @@ class LibvirtBackend:
         self, domain_uuid: str, max_downtime_s: float | None, max_bandwidth_bps: int | None
     ) -> None:
         watch = self._active(domain_uuid)
+        # libvirt takes whole MiB/s: round up, and report what was really set.
+        mib_s = None if max_bandwidth_bps is None else -(-max_bandwidth_bps // (1 << 20))
 
         def apply(dom: Any) -> None:
             if max_downtime_s is not None:
                 dom.migrateSetMaxDowntime(max(1, round(max_downtime_s * 1000)), 0)
-            if max_bandwidth_bps is not None:
-                dom.migrateSetMaxSpeed(-(-max_bandwidth_bps // (1 << 20)), 0)
+            if mib_s is not None:
+                dom.migrateSetMaxSpeed(mib_s, 0)
 
         await self._control(domain_uuid, "set-limits", apply)
         if watch.done:
@@ -776,11 +778,7 @@ class LibvirtBackend:
         watch.limits = replace(
             watch.limits,
             max_downtime_s=watch.limits.max_downtime_s if max_downtime_s is None else max_downtime_s,
-            max_bandwidth_bps=(
-                watch.limits.max_bandwidth_bps
-                if max_bandwidth_bps is None
-                else -(-max_bandwidth_bps // (1 << 20)) * (1 << 20)
-            ),
+            max_bandwidth_bps=watch.limits.max_bandwidth_bps if mib_s is None else mib_s << 20,
         )
         self._emit_outgoing(watch)
         watch.wake.set()
