@@ -9,7 +9,7 @@ state is published exactly once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from migwatch.agent.backend import MigrationInfo, Observation
 from migwatch.agent.estimator import EstimatorConfig, MigrationEstimator
@@ -220,7 +220,3 @@ def _ratio(part: float, whole: float) -> float:
     if whole <= 0:
         return 0.0
     return min(1.0, max(0.0, part / whole))
-
-
-def with_sequence(migration: Migration, sequence: int) -> Migration:
-    return replace(migration, sequence=sequence)
