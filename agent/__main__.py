@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--preflight-interval", dest="preflight_interval_s", type=float, metavar="S",
                    help="measure each idle guest's dirty rate about every S seconds, for "
                    "EstimateMigration and the first pass's ETA (default 120; 0: off)")
+    g.add_argument("--preflight-periods", dest="preflight_periods_s", type=_periods,
+                   metavar="S,S,...",
+                   help="page-sampling periods of one measurement, whole seconds 1-60 "
+                   "(default 1,2,4,8,16: short ones give the rate, long ones the hot set)")
+    g.add_argument("--preflight-concurrency", type=int, metavar="N",
+                   help="measure at most N guests at a time (default 4)")
     g.add_argument("--record-dir", metavar="DIR", help="record each migration as a trace file in DIR")
     g = p.add_argument_group("replay backend")
     g.add_argument("--trace", dest="traces", action="append", metavar="FILE",
@@ -100,10 +106,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _periods(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of whole seconds, e.g. 1,2,4,8,16"
+        ) from None
+
+
 def load_config(args: argparse.Namespace) -> AgentConfig:
     file_values: dict[str, Any] = load_toml(args.config) if args.config else {}
     overrides = {k: v for k, v in vars(args).items() if k != "config"}
-    for key in ("traces", "simulated_scenarios", "operators", "viewers"):
+    for key in ("traces", "simulated_scenarios", "operators", "viewers", "preflight_periods_s"):
         if overrides.get(key) is not None:
             overrides[key] = tuple(overrides[key])
     return build(file_values, overrides)

@@ -30,6 +30,9 @@ class MigrationInfo:
     # The source QEMU's resident memory (virDomainMemoryStats `rss`) when the job was
     # found: bounds the guest's non-zero RAM; None = unknown.
     resident_bytes: int | None = None
+    # The host's QEMU overhead in rss (not guest RAM), learned from its completed
+    # migrations (``overhead.ResidentOverhead``); None: use the configured value.
+    resident_overhead_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

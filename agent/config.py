@@ -54,6 +54,13 @@ class AgentConfig:
     record_dir: str = ""  # write a trace per migration here (TRACE_FORMAT.md)
     # Seconds between pre-flight dirty-rate measurements of each idle guest; 0: off.
     preflight_interval_s: float = 120.0
+    # Page-sampling periods of one measurement, seconds (QEMU takes 1-60). Short ones give
+    # a fast writer's rate before its hot set caps them; the longer ones (up to a typical
+    # pass 1) show where the hot set saturates, which decides how much pass 2 re-sends.
+    preflight_periods_s: tuple[int, ...] = (1, 2, 4, 8, 16)
+    # Guests measured at once. QEMU samples in its own thread and the agent only starts and
+    # reads each measurement, so this bounds the guests' (small) hashing cost, not ours.
+    preflight_concurrency: int = 4
     # replay
     traces: tuple[str, ...] = ()
     speed: float = 1.0
@@ -89,6 +96,16 @@ class AgentConfig:
             raise ConfigError("speed must be greater than 0")
         if self.backend == "replay" and not self.traces:
             raise ConfigError("the replay backend needs at least one --trace FILE")
+        periods = tuple(self.preflight_periods_s)
+        if not periods or any(
+            isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 60 for p in periods
+        ):
+            raise ConfigError(
+                f"preflight_periods_s {list(periods)} must be whole seconds from 1 to 60, "
+                "e.g. --preflight-periods 1,2,4,8,16"
+            )
+        if self.preflight_concurrency < 1:
+            raise ConfigError("preflight_concurrency must be at least 1 (guests measured at once)")
         if self.max_subscribers < 1:
             raise ConfigError("max_subscribers must be at least 1")
         self._validate_security(host)

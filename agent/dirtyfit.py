@@ -151,9 +151,10 @@ def prior_model(
 
 def prior_hot_set(preflight: DirtyFit, memory_bytes: float) -> float | None:
     """The hot set the pre-flight implies: its saturation level, or, when its readings never
-    saturated, the middle on a log scale between what it saw and all of RAM (the median
-    under a scale-free prior; the ETA only grows with the hot set, so its median is the
-    ETA of this median)."""
+    saturated, the middle on a log scale between what it saw and ``memory_bytes``, the most
+    it can be (all of RAM, or what resident memory says was ever written): the median under
+    a scale-free prior; the ETA only grows with the hot set, so its median is the ETA of
+    this median."""
     if preflight.hot_bytes is not None:
         return preflight.hot_bytes
     if preflight.hot_low_bytes > 0 and memory_bytes > 0:
@@ -168,7 +169,8 @@ def dirty_model(
     memory_total: float,
     config: EstimatorConfig,
 ) -> DirtyModel:
-    """The posterior dirty model: live pass observations with the pre-flight fit (or the
+    """The posterior dirty model (``memory_total``: the ceiling of the hot set, see
+    ``prior_hot_set``): live pass observations with the pre-flight fit (or the
     DEFAULT prior before the first boundary). See the module docstring."""
     recent = list(observations[-config.pass_window :])
     if not recent:

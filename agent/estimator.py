@@ -207,6 +207,12 @@ class MigrationEstimator:
         self._pass_start = end
         self._iteration = it
 
+    def _hot_ceiling(self, memory: float) -> float:
+        """The most a hot set can plausibly be: the guest's RAM, or the part of it ever
+        written when resident memory tells it (a guest rewrites what it has written)."""
+        bound = self._bound(memory)
+        return memory if bound is None else max(memory - bound.central, 0.0)
+
     def _bound(self, memory: float) -> ResidentBound | None:
         if self._resident is None or memory <= 0:
             return None
@@ -303,7 +309,7 @@ class MigrationEstimator:
         # will walk all of the guest's RAM, none of it walked yet (no zero pages seen).
         memory = float(self._memory_hint)
         mem_bw = float(limits.max_bandwidth_bps or bw)
-        model = dirty_model(self._obs, self._pf, mem_bw, memory, self._cfg)
+        model = dirty_model(self._obs, self._pf, mem_bw, self._hot_ceiling(memory), self._cfg)
         spread = self._spread()
         bound = self._bound(memory)
         if bound is not None:
@@ -337,7 +343,7 @@ class MigrationEstimator:
             return Estimate(reason="measuring the transfer rate")
         in_pass1 = self._iteration <= 1
         memory = float(sample.memory_total or self._memory_hint or 0)
-        model = dirty_model(self._obs, self._pf, bw, memory, cfg)
+        model = dirty_model(self._obs, self._pf, bw, self._hot_ceiling(memory), cfg)
         drain, drain_fast, drain_slow = (self._pass1_drain(sample) if in_pass1
                                          else (1.0, 1.0, 1.0))
         start = self._pass_start if self._pass_start is not None else sample.elapsed_s
@@ -415,7 +421,12 @@ def predict(
     sig2 = 2.0 * max(dirty_rate_sigma_bps, 0.0)
     fit = DirtyFit(dirty_rate_bps, max(dirty_rate_sigma_bps, 0.0), hot_set_bytes,
                    hot_set_low_bytes)
-    hot = prior_hot_set(fit, float(memory_bytes))
+    written = float(memory_bytes)
+    if resident_bytes is not None and resident_bytes > 0 and memory_bytes > 0:
+        b = resident_bound(float(memory_bytes), float(resident_bytes),
+                           float(config.resident_overhead_bytes))
+        written = max(float(memory_bytes) - b.central, 0.0)
+    hot = prior_hot_set(fit, written)
     model = DirtyModel(
         rate=dirty_rate_bps,
         rate_low=max(0.0, dirty_rate_bps - sig2),

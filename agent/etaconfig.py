@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +73,10 @@ class EstimatorConfig:
     # propose; past them, and without post-copy, the remedy is to abort.
     downtime_ceiling_s: float = 2.0
     bandwidth_ceiling_factor: float = 4.0
+
+
+def with_overhead(config: EstimatorConfig, overhead_bytes: int | None) -> EstimatorConfig:
+    """``config`` with the resident-memory overhead learned on this host, if there is one."""
+    if overhead_bytes is None or overhead_bytes == config.resident_overhead_bytes:
+        return config
+    return replace(config, resident_overhead_bytes=max(int(overhead_bytes), 0))

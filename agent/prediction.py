@@ -27,6 +27,7 @@ class DomainFacts:
     preflight: Preflight | None  # latest background measurement, if any
     migrating: bool = False
     resident_bytes: int | None = None  # the guest QEMU's `rss` (memoryStats), if known
+    resident_overhead_bytes: int | None = None  # learned on this host (backend.MigrationInfo)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from migwatch.agent.convert import migration_to_pb, prediction_to_pb
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
+from migwatch.agent.etaconfig import with_overhead
 from migwatch.agent.hub import Filter, Hub, SubscriberLimitReached
 from migwatch.agent.monitor import Monitor
 from migwatch.agent.prediction import predict_migration
@@ -324,8 +325,9 @@ class MigrationServicer:
                 "bandwidth",
             )
         disk = facts.disk_bytes if request.copy_storage else 0
+        config = with_overhead(self._monitor.tracker.config, facts.resident_overhead_bytes)
         prediction = predict_migration(
-            facts.memory_bytes, disk, facts.preflight, limits, self._monitor.tracker.config,
+            facts.memory_bytes, disk, facts.preflight, limits, config,
             resident_bytes=facts.resident_bytes,
         )
         return prediction_to_pb(facts, prediction, limits, disk, self._clock())

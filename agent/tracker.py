@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from migwatch.agent.backend import MigrationInfo, Observation
 from migwatch.agent.estimator import EstimatorConfig, MigrationEstimator
+from migwatch.agent.etaconfig import with_overhead
 from migwatch.agent.model import (
     Direction,
     Estimate,
@@ -91,7 +92,8 @@ class Tracker:
                 id=self._adopt_id(obs.info),
                 info=obs.info,
                 estimator=MigrationEstimator(
-                    self._config, obs.preflight, memory_bytes=obs.info.memory_bytes,
+                    with_overhead(self._config, obs.info.resident_overhead_bytes),
+                    obs.preflight, memory_bytes=obs.info.memory_bytes,
                     resident_bytes=obs.info.resident_bytes,
                 ),
             )

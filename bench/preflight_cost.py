@@ -1,12 +1,13 @@
 """Benchmark: the cost of the agent's background pre-flight dirty-rate sampling.
 
 Method: on lab host A (``make lab``; run as root) two idle 512 MiB guests are booted; an
-agent (``--backend libvirt``) runs 60 s with sampling off (``--preflight-interval 0``),
-then 60 s with ``--preflight-interval 10`` (back-to-back measurements of 1+2+4 s periods,
-one guest at a time: the worst case; the default is 120 s per guest). CPU time of the
+agent (``--backend libvirt``) runs 90 s with sampling off (``--preflight-interval 0``),
+then 90 s with ``--preflight-interval 10``: back-to-back measurements with the default
+ladder (periods 1+2+4+8+16 s) on both guests at once (default ``--preflight-concurrency 4``),
+the worst case, since the default is one measurement per guest every 120 s. CPU time of the
 agent, of A's libvirtd and of the guests' QEMU comes from /proc/PID/stat.
 
-Run: ``python -m bench.preflight_cost`` (about 2.5 minutes).
+Run: ``python -m bench.preflight_cost`` (about 3.5 minutes).
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def main() -> None:
         lab.boot_guest(name, mem_mib=512, fill_mib=256, ws_mib=64, rate=10)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            run(0, 60, Path(tmp))
-            run(10, 60, Path(tmp))
+            run(0, 90, Path(tmp))
+            run(10, 90, Path(tmp))
     finally:
         for name in GUESTS:
             lab.destroy(name)

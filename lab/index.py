@@ -20,8 +20,17 @@ libvirt 9.0 daemons on one machine, QEMU 7.2 under TCG, peer-to-peer, `migrate_u
 tcp://127.0.0.1`, guest kernel `pti=on`, sampled every 0.25 s; format in
 `/work/shared/lab/TRACE_FORMAT.md` (shared/lab/TRACE_FORMAT.md). Each meta line records every
 parameter (`guest`, `bandwidth_mib_s`, `flag_names`, `params`, `actions`); traces with
-`"preflight": true` carry three `dirtyrate` lines (page-sampling, periods 1, 2, 4 s) taken
-just before the migrate call. The scenarios are defined in `lab/scenarios.py`.
+`"preflight": true` carry `dirtyrate` lines (page-sampling) taken just before the migrate
+call: periods 1, 2 and 4 s as in the shared traces, and 1, 2, 4, 8 and 16 s (the agent's
+default ladder, meta `preflight_periods_s`) in the `mw4-*` set. The scenarios are defined in
+`lab/scenarios.py`.
+
+Beyond TRACE_FORMAT.md, the `mw2-*`, `mw3-*` and `mw4-*` traces carry one `memstats` line
+just before the migrate call (after the pre-flight lines, `dt` null):
+`{"type":"memstats","host":"A","stats":{...},"call_ms":...}`, where `stats` is
+`virDomainMemoryStats()` of the guest on the source, unchanged (KiB; `rss` is the source QEMU's
+resident memory, which bounds the guest RAM ever written). Readers that do not know the line
+ignore it, as the format says of unknown keys.
 
 Columns as in the shared INDEX.md: *fill* = MiB filled with non-zero data at boot; *hot set* =
 MiB rewritten in a sequential sweep at *dirty rate* MiB/s; *disk* = qcow2 copied with the memory
@@ -30,7 +39,8 @@ QEMU teardown after the switch-over); *job s* = `time_elapsed` of the completed 
 *iterations*, *final downtime* (actual) and *sent* from the source's JOB_COMPLETED params; for
 aborted runs, the last source sample before the abort ("at abort"; the downtime there is QEMU's
 expected one). *guest_check*: whether the guest was healthy afterwards on the host it ended on.
-*pre-flight 1 / 2 / 4 s* = `megabytes_per_second` of the three measurements (MiB/s).
+*pre-flight 1 / 2 / 4 / 8 / 16 s* = `megabytes_per_second` of the measurements (MiB/s; — where
+not taken). *rss* = the `memstats` line's `rss`, MiB.
 """
 
 COLUMNS = [
@@ -52,6 +62,9 @@ COLUMNS = [
     "pre-flight 1 s MiB/s",
     "pre-flight 2 s MiB/s",
     "pre-flight 4 s MiB/s",
+    "pre-flight 8 s MiB/s",
+    "pre-flight 16 s MiB/s",
+    "rss MiB",
 ]
 
 
@@ -142,8 +155,14 @@ def row(path: Path) -> list[str]:
         downtime,
         sent,
         f"{'ok' if check['ok'] else 'FAIL'} ({check['host']})",
-        *(str(rates.get(p, "—")) for p in (1, 2, 4)),
+        *(str(rates.get(p, "—")) for p in (1, 2, 4, 8, 16)),
+        _rss_text(lines),
     ]
+
+
+def _rss_text(lines: list[dict[str, Any]]) -> str:
+    rss = next((line.get("stats", {}).get("rss") for line in lines if line["type"] == "memstats"), None)
+    return "—" if rss is None else f"{rss / 1024:.0f}"
 
 
 def _first_t(path: Path) -> float:

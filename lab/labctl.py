@@ -412,9 +412,9 @@ def _cmd_record(a: argparse.Namespace) -> int:
 
 def _cmd_record_set(a: argparse.Namespace) -> int:
     from lab.record import record_many, write_index
-    from lab.scenarios import STANDARD_SET
+    from lab.scenarios import SETS
 
-    chosen = [s for s in STANDARD_SET if not a.only or s.label in a.only]
+    chosen = [s for s in SETS[a.set] if not a.only or s.label in a.only]
     out = Path(a.out)
     summaries = asyncio.run(record_many(chosen, out))
     write_index(out)
@@ -458,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_record)
     p = sub.add_parser("record-set", help="record the standard set of traces + INDEX.md")
     p.add_argument("--out", default="bench/traces")
+    p.add_argument("--set", default="standard", choices=("standard", "mw2", "mw3", "mw4"),
+                   help="which scenario set (lab/scenarios.py; default standard)")
     p.add_argument("--only", nargs="*", help="labels to record (default: all)")
     p.set_defaults(fn=_cmd_record_set)
     args = parser.parse_args(argv)

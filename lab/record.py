@@ -32,6 +32,7 @@ from lab.hosts import HOSTS
 from lab.labctl import Lab
 from lab.migrate import Action, ActionRecord, MigrationSpec, flag_names
 
+#: The shared traces' pre-flight periods (TRACE_FORMAT.md); a scenario may ask for more.
 PREFLIGHT_PERIODS_S = (1, 2, 4)
 
 
@@ -44,6 +45,8 @@ class Scenario:
     guest: GuestSpec
     migration: MigrationSpec
     preflight: bool = False
+    # Longer periods see the hot set saturate when 4 s is too short for it (mw4 set).
+    preflight_periods_s: tuple[int, ...] = PREFLIGHT_PERIODS_S
     settle_s: float = 2.0
     timeout_s: float = 120.0
     interval_s: float = 0.25
@@ -350,7 +353,7 @@ def _meta(sc: Scenario, uuid: str, boot_s: float, conns: dict[str, Any]) -> dict
         "overrides": _overrides(sc),
         "rate_change": None,  # (shared-trace key: the lab never changes the rate mid-run)
         "preflight": sc.preflight,
-        "preflight_periods_s": list(PREFLIGHT_PERIODS_S) if sc.preflight else None,
+        "preflight_periods_s": list(sc.preflight_periods_s) if sc.preflight else None,
         "note": sc.note or None,
         "libvirt_version": libvirt.getVersion(),
         "daemon_version": conns["A"].getLibVersion(),
@@ -431,7 +434,7 @@ async def record_one(sc: Scenario, out_dir: Path) -> dict[str, Any]:
             await asyncio.sleep(sc.settle_s)
             writer.write("meta", **_meta(sc, uuid, boot_s, conns))
             if sc.preflight:
-                for period in PREFLIGHT_PERIODS_S:
+                for period in sc.preflight_periods_s:
                     line = await asyncio.to_thread(measure_dirty_rate, conns["A"], uuid, period)
                     writer.write("dirtyrate", **line)
             # The source QEMU's resident memory just before the migrate call: an upper

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from lab.guest import GuestSpec
 from lab.migrate import Action, MigrationSpec
-from lab.record import Scenario
+from lab.record import PREFLIGHT_PERIODS_S, Scenario
 
 
 def _sc(
@@ -31,6 +31,7 @@ def _sc(
     actions: tuple[Action, ...] = (),
     note: str = "",
     name: str = "lab1",
+    periods: tuple[int, ...] = PREFLIGHT_PERIODS_S,
 ) -> Scenario:
     guest = GuestSpec(
         name=name,
@@ -51,7 +52,8 @@ def _sc(
         actions=actions,
     )
     return Scenario(
-        label=label, scenario=kind, guest=guest, migration=migration, preflight=preflight, note=note
+        label=label, scenario=kind, guest=guest, migration=migration, preflight=preflight,
+        preflight_periods_s=periods, note=note,
     )
 
 
@@ -196,3 +198,44 @@ MW3_SET: list[Scenario] = [
          actions=(Action(25, "abort"),), note="never converges; aborted"),
 ]
 
+
+
+def _mw4(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int,
+         **kw: object) -> Scenario:
+    return _sc(label, kind, mem, fill, ws, rate, bw, name="rss4", preflight=True,  # type: ignore[arg-type]
+               periods=MW4_PERIODS_S, **kw)
+
+
+#: The agent's default pre-flight ladder (``AgentConfig.preflight_periods_s``): 8 and 16 s
+#: see a hot set saturate that 4 s cannot, on the time scale of a pass 1.
+MW4_PERIODS_S = (1, 2, 4, 8, 16)
+
+#: Fourth set (``mw4-*``): what the libvirt agent measures in practice before a migration,
+#: the pre-flight ladder 1-16 s and the source QEMU's resident memory, on every trace.
+#: Hot sets from ~5 to ~25 seconds of dirtying, so some saturate within 4 s, some within
+#: 16 s, some not at all; rate/bandwidth from 0 to ~0.7; one disk copy; one that never
+#: converges.
+MW4_SET: list[Scenario] = [
+    _mw4("mw4-a", "converge", 768, 450, 160, 20, 60, note="hot set = 8 s of dirtying"),
+    _mw4("mw4-b", "converge", 1024, 600, 256, 30, 90, note="hot set = 8.5 s"),
+    _mw4("mw4-c", "converge", 640, 400, 96, 15, 50, note="hot set = 6.4 s"),
+    _mw4("mw4-d", "converge", 896, 500, 320, 25, 70, note="hot set = 12.8 s"),
+    _mw4("mw4-e", "converge", 1152, 700, 192, 40, 110, note="hot set = 4.8 s"),
+    _mw4("mw4-hard1", "converge", 768, 420, 240, 35, 55, note="rate/bw 0.64"),
+    _mw4("mw4-hard2", "converge", 1024, 640, 300, 45, 65, note="rate/bw 0.69"),
+    _mw4("mw4-slow", "converge", 512, 300, 200, 8, 25, note="hot set = 25 s: never saturates"),
+    _mw4("mw4-lowfill", "converge", 1024, 250, 128, 20, 80, note="24 % filled"),
+    _mw4("mw4-wide", "converge", 896, 600, 480, 30, 100, note="hot set = 16 s"),
+    _mw4("mw4-trickle", "converge", 640, 450, 64, 4, 40, note="4 MiB/s over 64 MiB"),
+    _mw4("mw4-fast", "converge", 1152, 800, 128, 60, 160, note="fast writer, fast link"),
+    _mw4("mw4-idle", "idle", 640, 400, 400, 0, 50, note="idle"),
+    _mw4("mw4-storage", "storage", 512, 250, 96, 10, 60, disk=256, disk_fill=128,
+         disk_rate=2, note="NBD disk copy first, then memory"),
+    _mw4("mw4-nc", "nonconverge-abort", 768, 500, 256, 110, 45,
+         actions=(Action(25, "abort"),), note="never converges; aborted"),
+]
+
+#: The sets ``labctl record-set --set`` knows.
+SETS: dict[str, list[Scenario]] = {
+    "standard": STANDARD_SET, "mw2": MW2_SET, "mw3": MW3_SET, "mw4": MW4_SET,
+}

@@ -72,6 +72,18 @@ def test_unknown_backend_in_config_file_is_a_one_line_error(tmp_path: Path) -> N
     assert_user_error(run_agent("--config", str(write(tmp_path, 'backend = "xen"\n'))), "xen")
 
 
+@pytest.mark.parametrize(("periods", "expected"), [("1,x", "comma-separated"), ("0,4", "1 to 60"),
+                                                ("1,61", "1 to 60")])
+def test_bad_preflight_periods_are_a_one_line_error(periods: str, expected: str) -> None:
+    """--preflight-periods must be whole seconds QEMU accepts; the error gives an example."""
+    assert_user_error(run_agent("--preflight-periods", periods), expected, "1,2,4,8,16")
+
+
+def test_preflight_periods_from_the_config_file_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "preflight_periods_s = [1, 2.5]\n")
+    assert_user_error(run_agent("--config", str(path)), "whole seconds")
+
+
 @pytest.mark.parametrize("listen", ["nope", "127.0.0.1", ":50051", "127.0.0.1:70000", "h:p"])
 def test_malformed_listen_is_a_one_line_error(listen: str) -> None:
     """A --listen that is not HOST:PORT exits 1 with one line giving an example."""

@@ -47,6 +47,28 @@ def test_prior_hot_set_is_the_log_middle_when_readings_never_saturate() -> None:
     assert prior_hot_set(DirtyFit(44 * MIB, 2.3 * MIB, 200 * MIB, 200 * MIB), RAM) == 200 * MIB
 
 
+def test_the_long_periods_of_the_ladder_find_a_hot_set_4s_cannot() -> None:
+    """mw4-a (20 MiB/s over 160 MiB; real readings 18/22/19/18/10 MiB/s at 1-16 s): the 1-4 s
+    readings alone are flat (no hot set seen); the 16 s one saturates, and the fit puts the
+    hot set at what it counted and the rate at the unsaturated periods' slope."""
+    short = fit_preflight(Preflight(0.0, {1: 18, 2: 22, 4: 19}))
+    assert short.hot_bytes is None
+    ladder = fit_preflight(Preflight(0.0, {1: 18, 2: 22, 4: 19, 8: 18, 16: 10}))
+    assert ladder.hot_bytes == pytest.approx(160 * MIB)
+    rate = (18 * 1 + 44 * 2 + 76 * 4 + 144 * 8) / (1 + 4 + 16 + 64)
+    assert ladder.rate_bps == pytest.approx(rate * MIB)
+    # Longer unsaturated periods pin the rate down: the noise is per reading, in MiB.
+    assert ladder.rate_sigma_bps < short.rate_sigma_bps / 2
+
+
+def test_the_hot_set_guess_is_capped_by_what_resident_memory_says_was_written() -> None:
+    """No saturation seen: the log-middle between what was seen and the ceiling, where the
+    ceiling is all of RAM, or the written part of it when resident memory tells it."""
+    fit = DirtyFit(20 * MIB, 1.0 * MIB, None, 80 * MIB)
+    assert prior_hot_set(fit, 1024 * MIB) == pytest.approx(math.sqrt(80 * 1024) * MIB)
+    assert prior_hot_set(fit, 320 * MIB) == pytest.approx(160 * MIB)
+
+
 # --- the posterior ------------------------------------------------------------------------
 
 # mw-hard: 40 MiB/s over a 288 MiB hot set at 55 MiB/s. Pass 1 (12 s) rewrote the hot set

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -406,8 +407,8 @@ async def test_estimate_before_migrating_then_compare(
     calm_uuid = await _boot(fresh, "pf-calm", mem_mib=512, fill_mib=384, ws_mib=64, rate=8)
     await _boot(fresh, "pf-hot", mem_mib=384, fill_mib=256, ws_mib=256, rate=120)
     async with AgentClient(agents["A"].target) as client:
-        calm = await _measured_estimate(client, "pf-calm", 40 * MIB)
-        hot40 = await _measured_estimate(client, "pf-hot", 40 * MIB)
+        calm = await _measured_estimate(client, "pf-calm", 40 * MIB, timeout=90)
+        hot40 = await _measured_estimate(client, "pf-hot", 40 * MIB, timeout=90)
     assert calm.basis is EtaBasis.PREFLIGHT and calm.measurement_age_s is not None
     assert calm.dirty_rate_bytes_per_second > 0 and calm.memory_bytes == 512 * MIB
     assert calm.convergence is not Convergence.NOT_CONVERGING
@@ -438,6 +439,13 @@ async def test_estimate_before_migrating_then_compare(
     # One migration cannot score a band's coverage (bench-eta does, over many); it can
     # catch a prediction that is off by a factor.
     assert 0.5 * final.elapsed_s < calm.duration_s < 2.0 * final.elapsed_s
+    # The completed migration taught the agent this host's QEMU overhead in rss (TCG:
+    # ~175 MiB on every lab guest measured apart), for the next estimates.
+    learned = re.findall(
+        r"QEMU resident overhead from the migration of pf-calm: (\d+) MiB",
+        agents["A"].log.read_text(),
+    )
+    assert learned and 120 <= int(learned[-1]) <= 230, learned
 
 
 def _cli_json(target: str, *argv: str) -> dict[str, object]:

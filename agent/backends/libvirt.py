@@ -45,6 +45,7 @@ from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
 from migwatch.agent.jobstats import parse_job_stats
 from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
+from migwatch.agent.overhead import ResidentOverhead
 from migwatch.agent.prediction import DomainFacts
 from migwatch.agent.recorder import TraceRecorder
 
@@ -128,7 +129,8 @@ class LibvirtBackend:
         host_name: str = "",
         recorder: TraceRecorder | None = None,
         preflight_interval_s: float = 120.0,
-        preflight_periods: tuple[float, ...] = (1.0, 2.0, 4.0),
+        preflight_periods: tuple[int, ...] = (1, 2, 4, 8, 16),
+        preflight_concurrency: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._uri = uri
@@ -148,7 +150,8 @@ class LibvirtBackend:
         self._discover_now: asyncio.Event | None = None
         self._impl: libvirtaio.virEventAsyncIOImpl | None = None
         self._preflight_interval = preflight_interval_s
-        self._preflight_periods = preflight_periods
+        self._preflight_periods = tuple(preflight_periods)
+        self._preflight_concurrency = max(1, preflight_concurrency)
         # Latest pre-flight measurement per domain UUID, with the libvirt domain id
         # it was taken on: a guest restarted under the same UUID is a new workload.
         self._preflight: dict[str, tuple[int, Preflight]] = {}
@@ -156,6 +159,8 @@ class LibvirtBackend:
         # ends (NOTES.md): give those calls their own thread, so a blocked one
         # can never starve job sampling of workers.
         self._dirtyrate_pool = ThreadPoolExecutor(1, thread_name_prefix="dirtyrate")
+        # QEMU's own share of rss on this host, learned from completed migrations.
+        self._overhead = ResidentOverhead()
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> LibvirtBackend:
@@ -166,6 +171,8 @@ class LibvirtBackend:
             host_name=config.host_name,
             recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
             preflight_interval_s=config.preflight_interval_s,
+            preflight_periods=tuple(config.preflight_periods_s),
+            preflight_concurrency=config.preflight_concurrency,
         )
 
     @property
@@ -336,6 +343,7 @@ class LibvirtBackend:
             started_at=round(now - elapsed, 1),
             memory_bytes=memory or None,
             resident_bytes=resident,
+            resident_overhead_bytes=self._overhead.value(),
         )
         watch = _Outgoing(info=info, limits=Limits())
         self._outgoing[uuid] = watch
@@ -500,6 +508,8 @@ class LibvirtBackend:
                 watch.sample = final
             if phase is Phase.COMPLETED and "downtime" in params:
                 downtime = float(params["downtime"]) / 1000
+            if phase is Phase.COMPLETED:
+                self._learn_overhead(watch.info, params)
         watch.phase = phase
         self._emit_outgoing(watch, error, downtime)
         if self._recorder is not None:
@@ -508,6 +518,18 @@ class LibvirtBackend:
         self._outgoing.pop(watch.info.domain_uuid, None)
         if watch.task is not None and watch.task is not asyncio.current_task():
             watch.task.cancel()
+
+    def _learn_overhead(self, info: MigrationInfo, params: Mapping[str, Any]) -> None:
+        reading = self._overhead.learn(
+            resident_bytes=info.resident_bytes,
+            memory_total=int(params.get("memory_total", 0) or 0),
+            zero_pages=int(params.get("memory_constant", -1) if "memory_constant" in params else -1),
+            page_size=int(params.get("memory_page_size", 4096) or 4096),
+        )
+        if reading is not None:
+            log.info("QEMU resident overhead from the migration of %s: %.0f MiB (now using %.0f"
+                     " MiB, median of %d)", info.domain_name, reading / 2**20,
+                     (self._overhead.value() or 0) / 2**20, self._overhead.readings)
 
     def _emit_outgoing(self, watch: _Outgoing, error: str = "", downtime: float | None = None) -> None:
         assert self._observe is not None
@@ -672,13 +694,14 @@ class LibvirtBackend:
             preflight=self._preflight_of(uuid, dom_id),
             migrating=busy,
             resident_bytes=resident,
+            resident_overhead_bytes=self._overhead.value(),
         )
 
     # -- pre-flight dirty-rate measurements -------------------------------------------
     async def _sample_dirty_rates(self) -> None:
-        """Measure every idle running guest's dirty rate, one guest at a time, each
-        about once per ``preflight_interval_s``."""
-        loop = asyncio.get_running_loop()
+        """Measure every idle running guest's dirty rate about once per
+        ``preflight_interval_s``, at most ``preflight_concurrency`` guests at a time, the
+        longest-unmeasured first."""
         while True:
             conn = self._conn
             if conn is None:
@@ -688,34 +711,52 @@ class LibvirtBackend:
             for known in set(self._preflight) - busy:
                 if self._preflight_of(known, idle.get(known)) is None:
                     del self._preflight[known]  # the guest left, stopped or restarted
-            due = [
-                uuid for uuid in idle
-                if uuid not in busy
-                and self._clock() - (self._preflight_of(uuid) or _NEVER).measured_at
-                >= self._preflight_interval
-            ]  # fmt: skip
+            now = self._clock()
+            age = {uuid: now - (self._preflight_of(uuid) or _NEVER).measured_at for uuid in idle}
+            due = sorted(
+                (uuid for uuid in idle if uuid not in busy and age[uuid] >= self._preflight_interval),
+                key=lambda uuid: -age[uuid],
+            )
             if not due:
                 await asyncio.sleep(min(self._preflight_interval, 10.0))
                 continue
-            uuid = due[0]
-            rates: dict[float, float] = {}
-            for period in self._preflight_periods:
-                if uuid in self._outgoing or uuid in self._incoming:
-                    break  # never start one on a guest with a job
-                mbps = await loop.run_in_executor(
-                    self._dirtyrate_pool, _measure_dirty_rate, conn, uuid, period
-                )
-                if mbps is None:
-                    break
-                rates[period] = mbps
-            if rates:
-                self._preflight[uuid] = (
-                    idle[uuid],
-                    Preflight(measured_at=self._clock(), rates=rates),
-                )
-                log.debug("pre-flight dirty rate of %s: %s MiB/s", uuid, rates)
+            batch = due[: self._preflight_concurrency]
+            await asyncio.gather(*(self._measure_guest(conn, uuid, idle[uuid]) for uuid in batch))
             # Spread the guests over the interval rather than measuring in bursts.
             await asyncio.sleep(self._preflight_interval / max(1, len(idle)) / 4)
+
+    async def _measure_guest(self, conn: Any, uuid: str, domain_id: int) -> None:
+        """The period ladder on one guest; kept only if it stayed idle throughout."""
+        rates: dict[float, float] = {}
+        for period in self._preflight_periods:
+            if uuid in self._outgoing or uuid in self._incoming:
+                break  # never start one on a guest with a job
+            mbps = await self._measure_dirty_rate(conn, uuid, period)
+            if mbps is None or uuid in self._outgoing or uuid in self._incoming:
+                break  # failed, or a migration began while it ran: not an idle reading
+            rates[float(period)] = mbps
+        if rates:
+            self._preflight[uuid] = (domain_id, Preflight(measured_at=self._clock(), rates=rates))
+            log.debug("pre-flight dirty rate of %s: %s MiB/s", uuid, rates)
+
+    async def _measure_dirty_rate(self, conn: Any, uuid: str, period: int) -> float | None:
+        """One page-sampling measurement over ``period`` s, in MiB/s; ``None`` if it could not
+        be made. QEMU measures on its own: the wait is on the event loop, and the
+        pre-flight thread is held only for the start and the reads."""
+        loop = asyncio.get_running_loop()
+        pool = self._dirtyrate_pool
+        try:
+            previous = await loop.run_in_executor(pool, _start_dirty_rate, conn, uuid, period)
+            await asyncio.sleep(period + 0.3)
+            deadline = loop.time() + 3.0
+            while True:
+                mbps = await loop.run_in_executor(pool, _dirty_rate_result, conn, uuid, previous)
+                if mbps is not None or loop.time() > deadline:
+                    return mbps
+                await asyncio.sleep(0.2)
+        except libvirt.libvirtError as exc:
+            log.debug("dirty-rate measurement of %s failed: %s", uuid, exc.get_error_message())
+            return None
 
     def _preflight_of(self, uuid: str, domain_id: int | None = -1) -> Preflight | None:
         """The measurement of this guest; with ``domain_id``, only if taken on that
@@ -838,33 +879,28 @@ def _idle_domains(conn: Any) -> list[tuple[str, int]]:
     return idle
 
 
-def _measure_dirty_rate(conn: Any, uuid: str, period: float) -> float | None:
-    """One page-sampling measurement, in MiB/s; None if it could not be made.
+def _start_dirty_rate(conn: Any, uuid: str, period: int) -> Any:
+    """Start one page-sampling measurement; returns the previous result's start time, which
+    tells the new result from the old one. Never the dirty-bitmap mode: on QEMU 7.2 under
+    TCG it killed the guest (NOTES.md)."""
+    dom = conn.lookupByUUIDString(uuid)
+    previous_start = _dirty_rate_stats(conn, dom).get("dirtyrate.calc_start_time")
+    dom.startDirtyRateCalc(int(period), libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)
+    return previous_start
 
-    Never the dirty-bitmap mode: on QEMU 7.2 under TCG it killed the guest (NOTES.md).
-    """
-    try:
-        dom = conn.lookupByUUIDString(uuid)
 
-        def stats() -> dict[str, Any]:
-            ((_, found),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0)
-            return dict(found)
-
-        previous_start = stats().get("dirtyrate.calc_start_time")
-        dom.startDirtyRateCalc(int(period), libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)
-        deadline = time.monotonic() + period + 3.0
-        time.sleep(period + 0.3)
-        while time.monotonic() < deadline:
-            current = stats()
-            # Right after the start the previous result still reads as measured:
-            # only a new start time is this measurement's.
-            fresh = current.get("dirtyrate.calc_start_time") != previous_start
-            if fresh and int(current.get("dirtyrate.calc_status", 0)) == 2:  # measured
-                return float(current.get("dirtyrate.megabytes_per_second", 0))
-            time.sleep(0.2)
-    except libvirt.libvirtError as exc:
-        log.debug("dirty-rate measurement of %s failed: %s", uuid, exc.get_error_message())
+def _dirty_rate_result(conn: Any, uuid: str, previous_start: Any) -> float | None:
+    """The measurement's MiB/s once QEMU has it; ``None`` while it is still running."""
+    current = _dirty_rate_stats(conn, conn.lookupByUUIDString(uuid))
+    fresh = current.get("dirtyrate.calc_start_time") != previous_start
+    if fresh and int(current.get("dirtyrate.calc_status", 0)) == 2:  # measured
+        return float(current.get("dirtyrate.megabytes_per_second", 0))
     return None
+
+
+def _dirty_rate_stats(conn: Any, dom: Any) -> dict[str, Any]:
+    ((_, found),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0)
+    return dict(found)
 
 
 def _describe(conn: Any, domain: str

@@ -1,0 +1,104 @@
+"""The resident-memory overhead learned from completed migrations, and its use."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from migwatch.agent.backend import Observation
+from migwatch.agent.etaconfig import EstimatorConfig, with_overhead
+from migwatch.agent.model import JobSample, Phase
+from migwatch.agent.overhead import ResidentOverhead
+from migwatch.agent.tracker import Tracker
+
+from tests.test_tracker import MIB, info
+
+TRACES = Path(__file__).resolve().parent.parent / "bench" / "traces"
+
+
+def _completed_with_rss(path: Path) -> tuple[int, dict[str, int]] | None:
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    memstats = next((ln for ln in lines if ln["type"] == "memstats" and "stats" in ln), None)
+    result = next((ln for ln in lines if ln["type"] == "result"), None)
+    if memstats is None or result is None or result["outcome"] != "completed":
+        return None
+    params = (result.get("job_completed_event") or {}).get("A")
+    return (memstats["stats"]["rss"] * 1024, params) if params else None
+
+
+def test_learns_the_overhead_of_this_host_from_real_migrations() -> None:
+    """Every recorded lab migration with resident memory, fed in as the agent would at
+    JOB_COMPLETED: the learned value lands where the lab measured it apart (174-177 MiB on
+    idle guests, TCG), whatever the guest's size or fill."""
+    learner = ResidentOverhead()
+    readings = []
+    for path in sorted(TRACES.glob("mw[234]-*.jsonl")):
+        found = _completed_with_rss(path)
+        if found is None:
+            continue
+        rss, params = found
+        reading = learner.learn(
+            resident_bytes=rss, memory_total=params["memory_total"],
+            zero_pages=params["memory_constant"], page_size=params["memory_page_size"],
+        )
+        assert reading is not None, path.name
+        readings.append(reading)
+    assert len(readings) >= 10
+    value = learner.value()
+    assert value is not None and 165 * MIB <= value <= 185 * MIB
+    assert learner.readings == learner.window  # only the latest are kept
+
+
+def test_no_reading_from_impossible_counters() -> None:
+    learner = ResidentOverhead()
+    assert learner.value() is None  # nothing learned yet: the configured value stands
+    assert learner.learn(resident_bytes=None, memory_total=1024 * MIB, zero_pages=0,
+                         page_size=4096) is None
+    # More non-zero RAM than was resident: the guest wrote new memory while migrating.
+    assert learner.learn(resident_bytes=300 * MIB, memory_total=1024 * MIB,
+                         zero_pages=(100 * MIB) // 4096, page_size=4096) is None
+    assert learner.learn(resident_bytes=500 * MIB, memory_total=0, zero_pages=0,
+                         page_size=4096) is None
+    assert learner.value() is None
+
+
+def test_one_odd_migration_does_not_move_the_median() -> None:
+    learner = ResidentOverhead()
+    for _ in range(4):
+        learner.learn(resident_bytes=700 * MIB, memory_total=1024 * MIB,
+                      zero_pages=(500 * MIB) // 4096, page_size=4096)  # 176 MiB
+    learner.learn(resident_bytes=700 * MIB, memory_total=1024 * MIB,
+                  zero_pages=(340 * MIB) // 4096, page_size=4096)  # 16 MiB: wrote while moving
+    assert learner.value() == 176 * MIB
+
+
+def test_with_overhead_replaces_only_when_learned() -> None:
+    cfg = EstimatorConfig()
+    assert with_overhead(cfg, None) is cfg
+    assert with_overhead(cfg, 20 * MIB).resident_overhead_bytes == 20 * MIB
+    assert with_overhead(cfg, 20 * MIB).budget_s == cfg.budget_s
+
+
+@pytest.mark.parametrize("overhead_mib", [0, 400])
+def test_the_tracker_estimates_with_the_learned_overhead(overhead_mib: int) -> None:
+    """Pass 1 of a 1 GiB guest with 600 MiB resident: with no overhead 600 MiB are non-zero,
+    with 400 MiB of it QEMU's only 200 MiB are, and pass 1 ends far sooner."""
+    mi = replace(info(), resident_bytes=600 * MIB, resident_overhead_bytes=overhead_mib * MIB)
+    tracker = Tracker(lambda: "h1", "test")
+    etas = []
+    for t, sent in ((0.5, 50 * MIB), (1.0, 100 * MIB), (1.5, 150 * MIB)):
+        s = JobSample(elapsed_s=t, memory_total=1024 * MIB, memory_processed=sent,
+                      memory_remaining=1024 * MIB - sent, memory_bps=100 * MIB, iteration=1)
+        m = tracker.observe(Observation(info=mi, now=mi.started_at + t, phase=Phase.PRECOPY,
+                                        sample=s))
+        assert m is not None
+        etas.append(m.eta_s)
+    eta = etas[-1]
+    assert eta is not None
+    # Non-zero left to send at 100 MiB/s: 600 - 150 = 450 MiB (4.5 s) or 200 - 150 = 50 MiB.
+    if overhead_mib == 0:
+        assert eta > 4.0
+    else:
+        assert eta < 2.0
