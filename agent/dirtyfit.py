@@ -39,54 +39,63 @@ class DirtyFit:
     hot_low_bytes: float  # the hot set is at least this (most distinct bytes seen)
 
 
-def fit_preflight(preflight: Preflight, noise_mib: float = 10.7, chi2: float = 4.0) -> DirtyFit:
+def fit_preflight(preflight: Preflight, noise_mib: float = 10.7, chi2: float = 4.0,
+                  memory_mib: float | None = None) -> DirtyFit:
     """Fit ``min(R x P, H)`` to the pre-flight readings (period P s -> MiB/s).
 
-    Each reading times its period is a count of distinct MiB with roughly constant noise
-    ``noise_mib``. A flat rate (no saturation) is kept unless a hot set explains the
-    readings better by more than ``chi2``. Readings that fall as 1/P mean the guest rewrites
-    a small hot set: then H is the level of the saturated readings and R the rate of the
-    shorter unsaturated ones (or, if all are saturated, at least H / shortest period).
+    Each reading times its period is a count of distinct MiB. Its noise: QEMU hashes 512
+    random pages per GiB, so with the guest's RAM ``memory_mib`` known a reading of V MiB is
+    a binomial count with sd ``sqrt(2 V (1 - V / memory))`` MiB (at least one sampled page,
+    2 MiB); without it a constant ``noise_mib``. A flat rate (no saturation) is kept unless a
+    hot set explains the readings better by more than ``chi2``. Readings that fall as 1/P
+    mean the guest rewrites a small hot set: then H is the level of the saturated readings
+    and R the rate of the shorter unsaturated ones (or, if all are saturated, at least H /
+    shortest period).
     """
     pts = sorted((p, max(v, 0.0) * p) for p, v in preflight.rates.items() if p > 0)
     if not pts:
         return DirtyFit(0.0, math.inf, None, 0.0)
-    sigma = max(noise_mib, 1e-9)
     periods = [p for p, _ in pts]
     vols = [v for _, v in pts]
     hot_low = max(vols)
+    if memory_mib is not None and memory_mib > 0:
+        var = [max(2.0 * v * (1.0 - min(v / memory_mib, 1.0)), 4.0) for v in vols]
+    else:
+        var = [max(noise_mib, 1e-9) ** 2] * len(vols)
+    w = [1.0 / x for x in var]
 
     def rate_fit(idx: Sequence[int]) -> float:
-        return float(sum(vols[i] * periods[i] for i in idx) / sum(periods[i] ** 2 for i in idx))
+        return float(sum(w[i] * vols[i] * periods[i] for i in idx)
+                     / sum(w[i] * periods[i] ** 2 for i in idx))
+
+    def rate_sigma(idx: Sequence[int]) -> float:
+        return 1.0 / math.sqrt(sum(w[i] * periods[i] ** 2 for i in idx))
 
     all_idx = range(len(pts))
     flat = rate_fit(all_idx)
-    chi_flat = sum((vols[i] - flat * periods[i]) ** 2 for i in all_idx) / sigma**2
+    chi_flat = sum(w[i] * (vols[i] - flat * periods[i]) ** 2 for i in all_idx)
     best: tuple[float, float, float, float] | None = None  # chi, rate, sigma_r, hot
     for s in range(len(pts)):  # points s.. are saturated
         sat = range(s, len(pts))
-        hot = sum(vols[i] for i in sat) / len(sat)
+        hot = sum(w[i] * vols[i] for i in sat) / sum(w[i] for i in sat)
         if s == 0:
             rate = hot / periods[0]
-            sig_r = sigma / periods[0]
-            chi = sum((vols[i] - hot) ** 2 for i in sat) / sigma**2
+            sig_r = math.sqrt(var[0]) / periods[0]
+            chi = sum(w[i] * (vols[i] - hot) ** 2 for i in sat)
         else:
             unsat = range(s)
             rate = rate_fit(unsat)
             if rate * periods[s] < hot * 0.9:  # saturating before the knee: inconsistent
                 continue
-            sig_r = sigma / math.sqrt(sum(periods[i] ** 2 for i in unsat))
-            chi = (
-                sum((vols[i] - rate * periods[i]) ** 2 for i in unsat)
-                + sum((vols[i] - hot) ** 2 for i in sat)
-            ) / sigma**2
+            sig_r = rate_sigma(unsat)
+            chi = (sum(w[i] * (vols[i] - rate * periods[i]) ** 2 for i in unsat)
+                   + sum(w[i] * (vols[i] - hot) ** 2 for i in sat))
         if best is None or chi < best[0]:
             best = (chi, rate, sig_r, hot)
     if len(pts) >= 2 and best is not None and chi_flat - best[0] > chi2:
         _, rate, sig_r, hot = best
         return DirtyFit(rate * MIB, sig_r * MIB, hot * MIB, hot_low * MIB)
-    sig_flat = sigma / math.sqrt(sum(p * p for p in periods))
-    return DirtyFit(flat * MIB, sig_flat * MIB, None, hot_low * MIB)
+    return DirtyFit(flat * MIB, rate_sigma(all_idx) * MIB, None, hot_low * MIB)
 
 
 def preflight_dirty_model(preflight: Preflight) -> tuple[float, float | None]:

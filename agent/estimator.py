@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from migwatch.agent.advice import mib, predict_verdict, recommendations, secs, verdict
 from migwatch.agent.dirtyfit import (
+    MIB,
     DirtyFit,
     DirtyModel,
     PassObservation,
@@ -99,7 +100,8 @@ class MigrationEstimator:
         self._cfg = config
         self._resident = resident_bytes if resident_bytes is not None and resident_bytes > 0 else None
         self._pf = fit_preflight(
-            preflight, config.preflight_noise_mib, config.preflight_saturation_chi2
+            preflight, config.preflight_noise_mib, config.preflight_saturation_chi2,
+            memory_mib=memory_bytes / MIB if memory_bytes else None,
         ) if preflight is not None and preflight.rates else None
         self._memory_hint = memory_bytes if memory_bytes is not None and memory_bytes > 0 else None
         self._prev: JobSample | None = None

@@ -56,9 +56,10 @@ class EstimatorConfig:
     # The band's slow edge uses 0 (rss as a hard bound), the fast edge twice this.
     # Much smaller under KVM (no code cache): set it per host.
     resident_overhead_bytes: int = 170 * 1024 * 1024
-    # Pre-flight page-sampling noise, as MiB of distinct pages per reading: QEMU samples
-    # 512 pages per GiB, each standing for 2 MiB (lab: sd 10.7 MiB/s at 1 s, 7.7 at 2 s,
-    # 2.7 at 4 s on a 1 GiB guest, i.e. ~11 MiB per reading whatever the period).
+    # Pre-flight page-sampling noise when the guest's RAM is not known, as MiB of distinct
+    # pages per reading (lab: sd 10.7 MiB/s at 1 s, 7.7 at 2 s, 2.7 at 4 s on a 1 GiB guest).
+    # With the RAM known the fit uses the binomial noise of QEMU's 512 sampled pages per GiB
+    # instead (``dirtyfit.fit_preflight``), which grows with the reading.
     preflight_noise_mib: float = 10.7
     # chi-square improvement needed to prefer a saturating (hot set) pre-flight fit over a
     # flat rate: one extra parameter at about 2 sigma.

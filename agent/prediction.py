@@ -55,7 +55,8 @@ def predict_migration(
     if not bandwidth:
         raise ValueError("a bandwidth is needed to predict a migration")
     if preflight is not None and preflight.rates:
-        fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2)
+        fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2,
+                            memory_mib=memory_bytes / 2**20)
         estimate = predict(
             memory_bytes, disk_bytes, fit.rate_bps, fit.hot_bytes, float(bandwidth),
             limits.max_downtime_s, dirty_rate_sigma_bps=fit.rate_sigma_bps,

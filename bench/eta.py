@@ -233,7 +233,8 @@ def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig,
     bw = limits.max_bandwidth_bps
     if not memory or not bw:
         return None
-    fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2)
+    fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2,
+                        memory_mib=memory / 2**20)
     return predict(
         memory, disk, fit.rate_bps, fit.hot_bytes, float(bw), limits.max_downtime_s,
         dirty_rate_sigma_bps=fit.rate_sigma_bps, hot_set_low_bytes=fit.hot_low_bytes,

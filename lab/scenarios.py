@@ -235,7 +235,25 @@ MW4_SET: list[Scenario] = [
          actions=(Action(25, "abort"),), note="never converges; aborted"),
 ]
 
+#: Fifth set (``mw5-*``), recorded like ``mw4``: larger guests (up to 2 GiB) and faster
+#: links, and hot sets too wide for the 16 s period to see saturate.
+MW5_SET: list[Scenario] = [
+    _mw4("mw5-big", "converge", 2048, 1200, 256, 30, 150, note="2 GiB, fast link"),
+    _mw4("mw5-big-slow", "converge", 1536, 900, 384, 20, 60, note="hot set = 19 s"),
+    _mw4("mw5-tiny", "converge", 384, 250, 32, 10, 30, note="small hot set, slow link"),
+    _mw4("mw5-mid1", "converge", 896, 600, 200, 50, 100, note="rate/bw 0.5"),
+    _mw4("mw5-mid2", "converge", 1024, 700, 512, 15, 70, note="hot set = 34 s"),
+    _mw4("mw5-low", "converge", 768, 200, 100, 12, 50, note="26 % filled"),
+    _mw4("mw5-hard", "converge", 896, 550, 256, 50, 75, note="rate/bw 0.67"),
+    _mw4("mw5-fastlink", "converge", 1536, 1000, 192, 80, 200, note="fast writer, 200 MiB/s"),
+    _mw4("mw5-idle", "idle", 1536, 1100, 1100, 0, 90, note="idle, 1.5 GiB"),
+    _mw4("mw5-storage", "storage", 640, 350, 128, 15, 80, disk=384, disk_fill=192,
+         disk_rate=3, note="NBD disk copy first, then memory"),
+    _mw4("mw5-nc", "nonconverge-abort", 640, 400, 300, 90, 35,
+         actions=(Action(25, "abort"),), note="never converges; aborted"),
+]
+
 #: The sets ``labctl record-set --set`` knows.
 SETS: dict[str, list[Scenario]] = {
-    "standard": STANDARD_SET, "mw2": MW2_SET, "mw3": MW3_SET, "mw4": MW4_SET,
+    "standard": STANDARD_SET, "mw2": MW2_SET, "mw3": MW3_SET, "mw4": MW4_SET, "mw5": MW5_SET,
 }

@@ -61,6 +61,22 @@ def test_the_long_periods_of_the_ladder_find_a_hot_set_4s_cannot() -> None:
     assert ladder.rate_sigma_bps < short.rate_sigma_bps / 2
 
 
+def test_with_the_ram_known_the_noise_is_binomial() -> None:
+    """QEMU hashes 512 random pages per GiB: a reading of V MiB out of M is a binomial count,
+    sd sqrt(2 V (1 - V/M)) MiB, so long readings weigh less than with a constant noise, and
+    the rate's sigma follows."""
+    pf = Preflight(0.0, {1: 40, 2: 40, 4: 40})
+    fit = fit_preflight(pf, memory_mib=1024)
+    var = {p: 2 * 40 * p * (1 - 40 * p / 1024) for p in (1, 2, 4)}
+    assert fit.hot_bytes is None and fit.rate_bps == pytest.approx(40 * MIB)
+    assert fit.rate_sigma_bps == pytest.approx(MIB / math.sqrt(sum(p * p / v for p, v in var.items())))
+    # A small guest's same readings are a larger share of its RAM: less binomial noise.
+    assert fit_preflight(pf, memory_mib=256).rate_sigma_bps < fit.rate_sigma_bps
+    # Readings of zero (an idle guest) still carry one sampled page's worth of doubt.
+    idle = fit_preflight(Preflight(0.0, {1: 0, 2: 0, 4: 0}), memory_mib=1024)
+    assert idle.rate_bps == 0.0 and idle.rate_sigma_bps > 0
+
+
 def test_the_hot_set_guess_is_capped_by_what_resident_memory_says_was_written() -> None:
     """No saturation seen: the log-middle between what was seen and the ceiling, where the
     ceiling is all of RAM, or the written part of it when resident memory tells it."""

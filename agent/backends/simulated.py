@@ -251,7 +251,7 @@ def _facts(
 ) -> DomainFacts:
     # What page sampling would read: distinct pages written in P seconds, which
     # level off at the hot set (NOTES.md).
-    rates = {p: min(spec.dirty_mib_s * p, spec.hot_mib) / p for p in (1.0, 2.0, 4.0)}
+    rates = {p: min(spec.dirty_mib_s * p, spec.hot_mib) / p for p in (1.0, 2.0, 4.0, 8.0, 16.0)}
     return DomainFacts(
         domain_uuid=domain_uuid,
         domain_name=name,
