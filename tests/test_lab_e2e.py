@@ -446,6 +446,7 @@ async def test_estimate_before_migrating_then_compare(
         agents["A"].log.read_text(),
     )
     assert learned and 120 <= int(learned[-1]) <= 230, learned
+    print(f"QEMU resident overhead learned from it: {learned[-1]} MiB")
 
 
 def _cli_json(target: str, *argv: str) -> dict[str, object]:
