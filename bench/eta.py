@@ -368,27 +368,15 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
         out["predict_agent_traces"] = len(pre_agent)
     out["limits"] = _limits(selfc, pre)
     targets: dict[str, bool | None] = {}
-    live = out.get("live")
-    if isinstance(live, dict):
-        p90 = live.get("p90_from_25")
-        targets["eta_p90_from_25_le_10pct"] = isinstance(p90, float) and p90 <= TARGET_ERR
-        share = live.get("band_share")
-        targets["band_ge_80pct"] = isinstance(share, float) and share >= TARGET_BAND
-    prior = out.get("prior")
-    if isinstance(prior, dict):
-        p90 = prior.get("p90_from_25")
-        targets["eta_p90_from_25_le_10pct_with_prior"] = (isinstance(p90, float)
-                                                          and p90 <= TARGET_ERR)
-        share = prior.get("band_share")
-        targets["band_ge_80pct_with_prior"] = isinstance(share, float) and share >= TARGET_BAND
-    agent = out.get("agent_prior")
-    if isinstance(agent, dict):
-        # The same targets on the traces that carry all the libvirt agent measures.
-        p90 = agent.get("p90_from_25")
-        targets["eta_p90_from_25_le_10pct_agent_inputs"] = (isinstance(p90, float)
-                                                            and p90 <= TARGET_ERR)
-        share = agent.get("band_share")
-        targets["band_ge_80pct_agent_inputs"] = isinstance(share, float) and share >= TARGET_BAND
+    # The ETA targets on every trace, with the pre-flight prior, and on the traces that
+    # carry all the libvirt agent measures.
+    for pool, suffix in (("live", ""), ("prior", "_with_prior"), ("agent_prior", "_agent_inputs")):
+        block = out.get(pool)
+        if not isinstance(block, dict):
+            continue
+        p90, share = block.get("p90_from_25"), block.get("band_share")
+        targets[f"eta_p90_from_25_le_10pct{suffix}"] = isinstance(p90, float) and p90 <= TARGET_ERR
+        targets[f"band_ge_80pct{suffix}"] = isinstance(share, float) and share >= TARGET_BAND
     targets["flag_within_3_iterations"] = bool(aborted) and all(
         r.live.flag_iteration is not None and r.live.flag_iteration <= TARGET_FLAG_ITERS
         for r in aborted)
