@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -131,50 +131,91 @@ def short_ids(ids: list[str], minimum: int = 8) -> dict[str, str]:
     return out
 
 
+#: Terminal widths (columns) below which the table sheds detail, so that the verdict and
+#: recommendation, what an operator acts on, always stay on screen.
+_WIDE = 130  # everything: progress bars, transfer and dirty rates
+_MEDIUM = 100  # no rates column (``migwatch get`` has them); shorter bars
+
+
 def format_fleet_table(
     migrations: tuple[FleetMigration, ...], *, show_ids: bool = False, title: str | None = None
-) -> Table:
+) -> RenderableType:
     """The migrations table, rows in the given order (``FleetSnapshot`` is worst first).
 
     Two lines per migration keep it narrow: hosts, phase and pass, ETA and band, and
-    verdict and top recommendation each stack; only the last column wraps.
+    verdict and top recommendation each stack; only the last column wraps. The layout is
+    chosen at render time from the terminal's width (and again on every refresh of
+    ``watch``): narrower terminals lose the rates, then the progress bars (the phase
+    column keeps the percentages), never the verdict.
     """
+    return _FleetTable(migrations, show_ids, title)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FleetTable:
+    migrations: tuple[FleetMigration, ...]
+    show_ids: bool
+    title: str | None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield _fleet_table(self.migrations, self.show_ids, self.title, options.max_width)
+
+
+def _fleet_table(
+    migrations: tuple[FleetMigration, ...], show_ids: bool, title: str | None, width: int
+) -> Table:
+    wide, medium = width >= _WIDE, width >= _MEDIUM
     table = Table(
         title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True
     )
     if show_ids:
         table.add_column("id", no_wrap=True)
-    table.add_column("domain / hosts", no_wrap=True)
+    table.add_column("domain / hosts", no_wrap=True, max_width=None if wide else 24,
+                     overflow="ellipsis")
     table.add_column("phase / pass", no_wrap=True)
-    table.add_column("memory / disk", no_wrap=True)
-    table.add_column("rate / dirty", justify="right", no_wrap=True)
+    if medium:
+        table.add_column("memory / disk", no_wrap=True)
+    if wide:
+        table.add_column("rate / dirty", justify="right", no_wrap=True)
     table.add_column("ETA (band)", justify="right", no_wrap=True)
-    table.add_column("verdict → top recommendation", min_width=28, ratio=1)
+    table.add_column("verdict → top recommendation", min_width=20 if not wide else 28, ratio=1)
     ids = short_ids([m.id for m in migrations])
+    bar = 8 if wide else 5
     for fm in migrations:
         src = fm.source
         cells: list[RenderableType] = [ids[fm.id]] if show_ids else []
         domain = Text(fm.domain_name or fm.domain_uuid)
         domain.append(f"\n{format_hosts(fm.source_host, fm.destination_host)}", style="dim")
-        cells += [
-            domain,
-            f"{_phase_text(fm)}\npass {src.iteration}" if src else _phase_text(fm),
-            (
-                f"mem  {format_transfer(src.memory, 8)}\ndisk {format_transfer(src.disk, 8)}"
+        cells += [domain, _phase_cell(fm, with_progress=not medium)]
+        if medium:
+            cells.append(
+                f"mem  {format_transfer(src.memory, bar)}\ndisk {format_transfer(src.disk, bar)}"
                 if src
                 else "?"
-            ),
-            (
+            )
+        if wide:
+            cells.append(
                 f"{format_rate(src.memory.bytes_per_second + src.disk.bytes_per_second)}\n"
                 f"dirty {format_rate(src.dirty_rate_bytes_per_second)}"
                 if src
                 else "?"
-            ),
-            _eta_cell(src),
-            _advice_cell(fm),
-        ]
+            )
+        cells += [_eta_cell(src), _advice_cell(fm)]
         table.add_row(*cells, style="dim" if fm.stale else None)
     return table
+
+
+def _phase_cell(fm: FleetMigration, *, with_progress: bool) -> str:
+    src = fm.source
+    if src is None:
+        return _phase_text(fm)
+    if not with_progress:
+        return f"{_phase_text(fm)}\npass {src.iteration}"
+    # No room for bars: the memory and disk percentages, still apart.
+    def pct(t: Transfer) -> str:
+        return "–" if t.total_bytes == 0 else f"{t.fraction_done * 100:.0f}%"
+
+    return f"{_phase_text(fm)}\npass {src.iteration} m {pct(src.memory)} d {pct(src.disk)}"
 
 
 def _eta_cell(src: Migration | None) -> str:

@@ -244,6 +244,21 @@ def test_fleet_table_shows_every_column_a_watcher_needs() -> None:
     assert "abort" not in text  # only the top recommendation
 
 
+@pytest.mark.parametrize("width", [80, 100, 129])
+def test_narrow_terminals_keep_the_verdict_and_the_progress(width: int) -> None:
+    """Below 130 columns the table sheds the rates, then the bars, but never the verdict, the
+    recommendation, the ETA or memory and disk progress apart; no line is wider than the
+    terminal."""
+    m = migration()
+    fm = FleetMigration(m.domain_uuid, m.domain_name, "hv1", "hv2", source=m, source_agent="a:1")
+    text = text_of(render.format_fleet_table((fm, fm), show_ids=True), width=width)
+    flat = " ".join(text.split())
+    for needle in ("db-7", "pass 4", "62%", "1m05s", "not converging", "switch to post-copy"):
+        assert needle in flat, (needle, text)
+    assert "dirty 150 MiB/s" not in text  # the rates column went first
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+
+
 def test_fleet_screen_shows_agents_and_stale_rows() -> None:
     """The watch screen names unreachable agents and marks rows from them stale."""
     m = migration()
