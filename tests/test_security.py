@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from migwatch.agent.auth import (
+    CertificateFiles,
     Decision,
     Role,
     RoleRules,
@@ -954,3 +955,73 @@ def test_tls_agent_subprocess_serves_tls(
         grpc.channel_ready_future(chan).result(timeout=15)
         reply = health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _server_pair(d: Path, stem: str) -> tuple[Path, Path, Path]:
+    """A fresh CA and a server certificate for 127.0.0.1 it signed: (ca, cert, key)."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert(f"{stem} CA", ca_key, None)
+    _write(d / f"{stem}-ca", ca, ca_key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = _cert("agent", key, (ca, ca_key), sans=sans, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    _write(d / stem, cert, key)
+    return d / f"{stem}-ca.crt", d / f"{stem}.crt", d / f"{stem}.key"
+
+
+def test_certificate_files_are_taken_only_when_changed_and_valid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No change: nothing new. A half-written renewal (new key, old certificate) is logged and
+    skipped; the complete pair is then taken."""
+    _, old_cert, old_key = _server_pair(tmp_path, "old")
+    _, new_cert, new_key = _server_pair(tmp_path, "new")
+    cert, key = tmp_path / "agent.crt", tmp_path / "agent.key"
+    cert.write_bytes(old_cert.read_bytes())
+    key.write_bytes(old_key.read_bytes())
+    now = [0.0]
+    files = CertificateFiles(str(cert), str(key), None, check_s=1.0, clock=lambda: now[0])
+    now[0] = 5.0
+    assert files.fetch() is None  # unchanged
+    key.write_bytes(new_key.read_bytes())
+    now[0] = 5.5
+    assert files.fetch() is None  # changed, but looked at less than a second ago
+    now[0] = 7.0
+    with caplog.at_level(logging.ERROR, logger="migwatch.agent.auth"):
+        assert files.fetch() is None  # the key no longer fits the certificate
+    assert "cannot be used" in caplog.text and "keeping the ones loaded before" in caplog.text
+    cert.write_bytes(new_cert.read_bytes())
+    now[0] = 9.0
+    assert isinstance(files.fetch(), grpc.ServerCertificateConfiguration)
+    now[0] = 11.0
+    assert files.fetch() is None  # taken once
+
+
+@pytest_asyncio_mark
+async def test_a_renewed_server_certificate_is_served_without_restart(tmp_path: Path) -> None:
+    """The agent's certificate files are replaced while it runs (a new CA, even): the next
+    connection gets the new certificate, which a client trusting only the old CA rejects."""
+    old_ca, old_cert, old_key = _server_pair(tmp_path, "old")
+    new_ca, new_cert, new_key = _server_pair(tmp_path, "new")
+    cert, key = tmp_path / "agent.crt", tmp_path / "agent.key"
+    cert.write_bytes(old_cert.read_bytes())
+    key.write_bytes(old_key.read_bytes())
+    async with serving(agent_config(tls_cert=str(cert), tls_key=str(key))) as (_, target):
+        async with AgentClient(target, credentials=client_credentials(ca=old_ca)) as client:
+            assert await client.list() is not None
+        key.write_bytes(new_key.read_bytes())
+        cert.write_bytes(new_cert.read_bytes())
+        await asyncio.sleep(1.2)  # the files are looked at no more than once a second
+        async with AgentClient(target, credentials=client_credentials(ca=new_ca)) as client:
+            async with asyncio.timeout(10):
+                while True:  # the first handshake after the change may still be the old one
+                    try:
+                        await client.list()
+                        break
+                    except AgentUnavailable:
+                        await asyncio.sleep(0.2)
+        async with AgentClient(
+            target, credentials=client_credentials(ca=old_ca), timeout_s=3
+        ) as client:
+            with pytest.raises(AgentUnavailable, match="cannot connect"):
+                await client.list()
