@@ -158,6 +158,22 @@ def verdict(
             + ("dirty rate assumed" if not m.measured else
                f"pre-flight dirty rate {mib(m.rate)} MiB/s")
         )
+    ac = sit.auto_converge
+    if ac is not None:
+        # QEMU throttles the guest until pre-copy converges: the plan follows its ladder,
+        # so the plan, not the rate seen now, says whether and when it ends.
+        now = f"auto-converge throttles the guest's CPU by {ac.throttle * 100:.0f} %"
+        if eta.eta is None:
+            return Convergence.NOT_CONVERGING, (
+                f"{now}; even at {ac.maximum * 100:.0f} % it would not converge: " + keeps_pace)
+        total = sit.elapsed_s + eta.eta
+        how = (f"{now} and adds {ac.increment * 100:.0f} % every {ac.every} passes, up to"
+               f" {ac.maximum * 100:.0f} %: pre-copy converges by then at the latest (dirtying"
+               f" {mib(m.rate)} MiB/s now against {mib(bw)} MiB/s; at most"
+               f" ~{eta.plan.passes + 1} more passes)")
+        if total > cfg.budget_s:
+            return Convergence.SLOW, f"will finish in ~{secs(eta.eta)}, over the budget: {how}"
+        return Convergence.CONVERGING, how
     if rho >= cfg.not_converging_ratio and (left is None or left > threshold):
         return Convergence.NOT_CONVERGING, keeps_pace
     window = list(boundaries[-cfg.pass_window :])
@@ -198,6 +214,9 @@ def predict_verdict(
     if eta.eta is None:
         hot = f"; a hot set of ~{mib(m.hot)} MiB re-dirtied each pass" if m.hot else ""
         return Convergence.NOT_CONVERGING, pace + hot
+    if sit.auto_converge is not None and eta.plan.throttle:
+        pace += (f"; auto-converge would throttle the guest's CPU, by up to"
+                 f" {eta.plan.throttle * 100:.0f} % before it converges")
     if eta.eta > cfg.budget_s:
         return Convergence.SLOW, f"predicted {secs(eta.eta)}, over the budget: " + pace
     return Convergence.CONVERGING, f"predicted ~{secs(eta.eta)}: " + pace

@@ -49,6 +49,7 @@ from migwatch.agent.model import (
     Preflight,
 )
 from migwatch.agent.passmodel import (
+    AutoConverge,
     PassPlan,
     ResidentBound,
     drain_for,
@@ -115,6 +116,8 @@ class MigrationEstimator:
         self._obs: list[PassObservation] = []
         self._boundaries: list[float] = []  # remaining at the start of passes >= 2
         self._disk_origin: tuple[float, int] | None = None  # (elapsed, disk_processed)
+        self._throttle: int | None = None  # auto-converge's CPU throttle (%), once seen
+        self._boundary_throttles: list[int] = []  # the throttle at each pass boundary
 
     # -- rate -------------------------------------------------------------------------
 
@@ -206,8 +209,20 @@ class MigrationEstimator:
                                              float(sample.dirty_bytes_per_s)))
         start_remaining = sample.memory_remaining + bw * (sample.elapsed_s - end)
         self._boundaries.append(float(start_remaining))
+        self._boundary_throttles.append(sample.auto_converge_throttle or 0)
         self._pass_start = end
         self._iteration = it
+
+    def _high_count(self) -> int:
+        """Where QEMU's count towards the next throttle step stands: the passes since the
+        throttle last changed (QEMU steps every second qualifying sync)."""
+        marks = self._boundary_throttles
+        since = 0
+        for before, after in zip(reversed(marks[:-1]), reversed(marks[1:]), strict=True):
+            if before != after:
+                break
+            since += 1
+        return since % 2
 
     def _hot_ceiling(self, memory: float) -> float:
         """The most a hot set can plausibly be: the guest's RAM, or the part of it ever
@@ -255,6 +270,8 @@ class MigrationEstimator:
         else:
             phase = "setup"
         self._update_rate(phase, sample, limits)
+        if sample.auto_converge_throttle is not None:
+            self._throttle = sample.auto_converge_throttle
         bw = self._effective_bandwidth(limits)
         if phase == "precopy":
             self._track_passes(sample, limits, bw or float(sample.memory_bps))
@@ -345,7 +362,17 @@ class MigrationEstimator:
             return Estimate(reason="measuring the transfer rate")
         in_pass1 = self._iteration <= 1
         memory = float(sample.memory_total or self._memory_hint or 0)
-        model = dirty_model(self._obs, self._pf, bw, self._hot_ceiling(memory), cfg)
+        throttling = bool(self._throttle) and not in_pass1
+        if throttling and self._obs:
+            # Auto-converge changes the guest's dirtying with each throttle step: the last
+            # pass's rate is the rate now, and the pre-flight (taken unthrottled) does not
+            # speak; the earlier passes still tell the hot set.
+            full = dirty_model(self._obs, None, bw, self._hot_ceiling(memory), cfg)
+            last = self._obs[-1].dirty_bps
+            model = replace(full, rate=last, rate_low=min(full.rate_low, last),
+                            rate_high=max(full.rate_high, last))
+        else:
+            model = dirty_model(self._obs, self._pf, bw, self._hot_ceiling(memory), cfg)
         drain, drain_fast, drain_slow = (self._pass1_drain(sample) if in_pass1
                                          else (1.0, 1.0, 1.0))
         start = self._pass_start if self._pass_start is not None else sample.elapsed_s
@@ -361,6 +388,10 @@ class MigrationEstimator:
             model=model,
             max_downtime_s=limits.max_downtime_s,
             elapsed_s=sample.elapsed_s,
+            # libvirt reports a throttle only once QEMU has throttled: only then is
+            # auto-converge known to be on.
+            auto_converge=(AutoConverge((self._throttle or 0) / 100.0, high=self._high_count())
+                           if throttling else None),
         )
         eta = eta_band(sit, cfg)
         conv, reason = verdict(sit=sit, eta=eta, boundaries=self._boundaries,
@@ -410,6 +441,7 @@ def predict(
     resident_bytes: int | None = None,
     limits: Limits | None = None,
     config: EstimatorConfig = DEFAULT_CONFIG,
+    auto_converge: bool = False,
 ) -> Estimate:
     """Predict a migration before it starts, with the same pass model as the live ETA.
 
@@ -458,6 +490,8 @@ def predict(
         model=model,
         max_downtime_s=max_downtime_s,
         elapsed_s=0.0,
+        # Started with auto-converge: QEMU's throttle ladder from no throttle at all.
+        auto_converge=AutoConverge(0.0) if auto_converge else None,
     )
     eta = eta_band(sit, config)
     lim = limits or Limits(max_downtime_s=max_downtime_s, max_bandwidth_bps=int(bw))

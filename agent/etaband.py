@@ -14,11 +14,11 @@ as passes are measured. A slow edge that never converges leaves the band open ab
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from migwatch.agent.dirtyfit import DirtyModel
 from migwatch.agent.etaconfig import EstimatorConfig
-from migwatch.agent.passmodel import PassPlan, plan_passes
+from migwatch.agent.passmodel import AutoConverge, PassPlan, plan_passes
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,8 @@ class Situation:
     # Pessimistic drain (band's upper edge): 1.0 (no zero pages ahead) unless a bound on
     # the never-written pages is known (resident memory).
     drain_slow: float = 1.0
+    # QEMU is throttling the guest (auto-converge): the passes follow its throttle ladder.
+    auto_converge: AutoConverge | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +53,12 @@ class EtaBand:
 
 
 def plan_at(sit: Situation, cfg: EstimatorConfig, *, rate: float, hot: float | None,
-            bandwidth: float, drain: float) -> PassPlan:
-    """The pass plan of ``sit`` with these inputs."""
+            bandwidth: float, drain: float, fast: bool = False) -> PassPlan:
+    """The pass plan of ``sit`` with these inputs (``fast``: auto-converge's throttle slows
+    the guest proportionally from now on, the band's fast edge)."""
+    ac = sit.auto_converge
+    if ac is not None and fast:
+        ac = replace(ac, proportional=True)
     return plan_passes(
         pass_left_bytes=sit.pass_left,
         pass_elapsed_s=sit.pass_elapsed,
@@ -63,6 +69,7 @@ def plan_at(sit: Situation, cfg: EstimatorConfig, *, rate: float, hot: float | N
         drain_factor=drain,
         check_interval_s=cfg.check_interval_s,
         horizon_s=cfg.budget_s * cfg.horizon_factor,
+        auto_converge=ac,
     )
 
 
@@ -75,7 +82,7 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
         return EtaBand(central, None, None, None)
     fast = plan_at(sit, cfg, rate=m.rate_low,
                    hot=m.hot if m.hot is not None else m.hot_low or None,
-                   bandwidth=sit.bandwidth * (1.0 + spread), drain=sit.drain_fast)
+                   bandwidth=sit.bandwidth * (1.0 + spread), drain=sit.drain_fast, fast=True)
     slow = plan_at(sit, cfg, rate=m.rate_high, hot=m.hot,
                    bandwidth=sit.bandwidth * max(1.0 - spread, 0.1), drain=sit.drain_slow)
     eta = sit.before_memory_s + central.time_s

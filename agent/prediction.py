@@ -44,6 +44,7 @@ def predict_migration(
     limits: Limits,
     config: EstimatorConfig | None = None,
     resident_bytes: int | None = None,
+    auto_converge: bool = False,
 ) -> Prediction:
     """Duration, band and verdict of a migration with these inputs.
 
@@ -61,7 +62,7 @@ def predict_migration(
             memory_bytes, disk_bytes, fit.rate_bps, fit.hot_bytes, float(bandwidth),
             limits.max_downtime_s, dirty_rate_sigma_bps=fit.rate_sigma_bps,
             hot_set_low_bytes=fit.hot_low_bytes, resident_bytes=resident_bytes,
-            limits=limits, config=config,
+            limits=limits, config=config, auto_converge=auto_converge,
         )  # fmt: skip
         # Even a verdict without a duration (never converges) leaned on it.
         return Prediction(replace(estimate, basis=EtaBasis.PREFLIGHT), fit.rate_bps, fit.hot_bytes)
@@ -72,6 +73,6 @@ def predict_migration(
     estimate = predict(
         memory_bytes, disk_bytes, rate, None, float(bandwidth), limits.max_downtime_s,
         dirty_rate_sigma_bps=(high - rate) / 2, resident_bytes=resident_bytes,
-        limits=limits, config=config,
+        limits=limits, config=config, auto_converge=auto_converge,
     )  # fmt: skip
     return Prediction(replace(estimate, basis=EtaBasis.DEFAULT), None, None)

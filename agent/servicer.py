@@ -328,7 +328,7 @@ class MigrationServicer:
         config = with_overhead(self._monitor.tracker.config, facts.resident_overhead_bytes)
         prediction = predict_migration(
             facts.memory_bytes, disk, facts.preflight, limits, config,
-            resident_bytes=facts.resident_bytes,
+            resident_bytes=facts.resident_bytes, auto_converge=request.auto_converge,
         )
         return prediction_to_pb(facts, prediction, limits, disk, self._clock())
 

@@ -109,6 +109,7 @@ class Run:
     naive_flag_s: float | None = None
     naive_flag_iteration: int | None = None
     flags: int = 0  # samples flagged
+    cleared_iteration: int | None = None  # the pass from which no sample is flagged any more
     naive_flags: int = 0
     # Every sample after the first iteration boundary (evidence measured): err, naive err.
     after_pass1: list[tuple[float | None, float | None]] = field(default_factory=list)
@@ -128,6 +129,9 @@ class TraceReport:
     ladder: bool
     live: Run
     with_prior: Run | None
+    # Started with VIR_MIGRATE_AUTO_CONVERGE: QEMU throttles the guest, and libvirt shows it
+    # only from the first throttle, so a flag before that is told apart from a false one.
+    auto_converge: bool = False
     predict_err: float | None = None
     predict_inside: bool | None = None
     predict_verdict: str | None = None
@@ -189,8 +193,11 @@ def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig,
         points.append((s.elapsed_s, e, naive))
         if e.convergence in FLAGS:
             run.flags += 1
+            run.cleared_iteration = None
             if run.flag_s is None:
                 run.flag_s, run.flag_iteration = s.elapsed_s, s.iteration
+        elif run.flags and run.cleared_iteration is None:
+            run.cleared_iteration = s.iteration
         if s.iteration > last_iter and not step.postcopy:
             if s.iteration >= 3 and start_remaining and s.memory_remaining >= start_remaining[-1]:
                 run.naive_flags += 1
@@ -244,6 +251,9 @@ def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig,
         dirty_rate_sigma_bps=fit.rate_sigma_bps, hot_set_low_bytes=fit.hot_low_bytes,
         resident_bytes=resident_of(trace) if use_resident else None,
         limits=limits, config=config,
+        # A scheduler knows the flags it will migrate with.
+        auto_converge=(trace.meta is not None
+                       and "VIR_MIGRATE_AUTO_CONVERGE" in trace.meta.flag_names),
     )
 
 
@@ -261,6 +271,8 @@ def evaluate(path: Path, config: EstimatorConfig, use_resident: bool = True) -> 
         preflight=pf is not None,
         resident=use_resident and resident_of(trace) is not None,
         ladder=pf is not None and max(pf.rates, default=0.0) >= LADDER_MIN_S,
+        auto_converge=(trace.meta is not None
+                       and "VIR_MIGRATE_AUTO_CONVERGE" in trace.meta.flag_names),
         live=replay(trace, None, config, use_resident),
         with_prior=replay(trace, pf, config, use_resident) if pf is not None else None,
         first_action_s=next((a.dt for a in trace.actions if a.dt is not None), None),
@@ -335,7 +347,9 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
         alls = [run.band_share_all for run in runs if run.band_share_all is not None]
         block["band_share_all_samples"] = sum(alls) / len(alls) if alls else None
         out[label] = block
-    aborted = [r for r in reports if r.outcome == "aborted"]
+    # Aborted by an operator because they never converged (an auto-converge run cut short
+    # by the recorder's timeout says nothing about that: it is reported with its kind).
+    aborted = [r for r in reports if r.outcome == "aborted" and not r.auto_converge]
     # Migrations rescued by an action (post-copy, downtime): shown, not scored.
     rescued = [r for r in reports if r.outcome == "completed" and r.intervened]
     out["flag_rescued"] = {r.name: {"s": r.live.flag_s, "iteration": r.live.flag_iteration,
@@ -347,7 +361,13 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
                             "naive_s": r.live.naive_flag_s,
                             "naive_iteration": r.live.naive_flag_iteration}
                    for r in aborted}
-    clean = [r for r in reports if r.outcome == "completed" and not r.intervened]
+    clean = [r for r in reports
+             if r.outcome == "completed" and not r.intervened and not r.auto_converge]
+    # Auto-converge: flagged before QEMU's first throttle shows, and cleared after it?
+    out["auto_converge"] = {r.name: {"flag_iteration": r.live.flag_iteration,
+                                     "flagged_samples": r.live.flags,
+                                     "cleared_by_iteration": r.live.cleared_iteration}
+                            for r in reports if r.auto_converge and r.outcome == "completed"}
     out["false_flags"] = sum(1 for r in clean if r.live.flags)
     out["false_flags_prior"] = sum(1 for r in clean if r.with_prior and r.with_prior.flags)
     out["naive_false_flags"] = sum(1 for r in clean if r.live.naive_flags)
@@ -512,6 +532,15 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
             lines.append(
                 f"  (rescued by an action at {_fmt(f['action_s'], False)} s) {name}: flagged at"
                 f" {_fmt(f['s'], False)} s, iteration {f['iteration']}")
+    ac = summary.get("auto_converge")
+    if isinstance(ac, dict):
+        for name, f in ac.items():
+            lines.append(
+                f"Auto-converge, {name}: flagged from pass {f['flag_iteration']}"
+                f" ({f['flagged_samples']} samples), cleared from pass"
+                f" {f['cleared_by_iteration']} (libvirt reports QEMU's throttle only once it"
+                " has throttled)" if f["flag_iteration"] is not None
+                else f"Auto-converge, {name}: never flagged")
     lines.append(f"False flags on {summary['clean_traces']} migrations without intervention:"
                  f" {summary['false_flags']} (with prior {summary['false_flags_prior']};"
                  f" naive {summary['naive_false_flags']})")

@@ -179,13 +179,17 @@ class AgentClient:
         bandwidth: int | None = None,
         max_downtime_s: float | None = None,
         copy_storage: bool = False,
+        auto_converge: bool = False,
     ) -> MigrationEstimate:
         """Predict a migration of a running domain (UUID or name) before starting it.
 
         ``bandwidth`` (bytes/s) and ``max_downtime_s`` default to the domain's current
-        settings; ``copy_storage`` adds a copy of its disks (non-shared storage).
+        settings; ``copy_storage`` adds a copy of its disks (non-shared storage);
+        ``auto_converge``: it would be started with QEMU's auto-converge.
         """
-        req = convert.estimate_request_pb(domain, bandwidth, max_downtime_s, copy_storage)
+        req = convert.estimate_request_pb(
+            domain, bandwidth, max_downtime_s, copy_storage, auto_converge
+        )
         with translate_errors(self.target):
             resp = await self._stub.EstimateMigration(
                 req, timeout=self.timeout_s, metadata=self._metadata

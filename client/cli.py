@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--copy-storage", action="store_true", help="also copy its disks (non-shared storage)"
     )
+    e.add_argument(
+        "--auto-converge",
+        action="store_true",
+        help="it would be started with auto-converge (QEMU throttles the guest until it "
+        "converges): predict along QEMU's throttle ladder",
+    )
     return parser
 
 
@@ -357,7 +363,11 @@ async def _cmd_estimate(args: argparse.Namespace) -> int:
     downtime = None if args.max_downtime is None else _parsed(parse_duration, args.max_downtime)
     bandwidth = None if args.bandwidth is None else _parsed(parse_bandwidth, args.bandwidth)
     agent, est = await _fleet(args).estimate(
-        args.domain, bandwidth=bandwidth, max_downtime_s=downtime, copy_storage=args.copy_storage
+        args.domain,
+        bandwidth=bandwidth,
+        max_downtime_s=downtime,
+        copy_storage=args.copy_storage,
+        auto_converge=args.auto_converge,
     )
     if args.json:
         print_json({"agent": agent, **render.to_jsonable(est)})

@@ -84,14 +84,17 @@ def estimate_from_pb(r: pb.EstimateMigrationResponse) -> MigrationEstimate:
 
 
 def estimate_request_pb(
-    domain: str, bandwidth: int | None, max_downtime_s: float | None, copy_storage: bool
+    domain: str, bandwidth: int | None, max_downtime_s: float | None, copy_storage: bool,
+    auto_converge: bool = False,
 ) -> pb.EstimateMigrationRequest:
     """Names the domain by UUID when it looks like one, else by name."""
     try:
         uuid.UUID(domain)
-        req = pb.EstimateMigrationRequest(domain_uuid=domain, copy_storage=copy_storage)
+        req = pb.EstimateMigrationRequest(domain_uuid=domain)
     except ValueError:
-        req = pb.EstimateMigrationRequest(domain_name=domain, copy_storage=copy_storage)
+        req = pb.EstimateMigrationRequest(domain_name=domain)
+    req.copy_storage = copy_storage
+    req.auto_converge = auto_converge
     if bandwidth is not None:
         req.bandwidth = bandwidth
     if max_downtime_s is not None:

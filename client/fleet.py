@@ -201,6 +201,7 @@ class Fleet:
         bandwidth: int | None = None,
         max_downtime_s: float | None = None,
         copy_storage: bool = False,
+        auto_converge: bool = False,
     ) -> tuple[str, MigrationEstimate]:
         """Ask every agent; the one whose host runs ``domain`` answers.
 
@@ -213,6 +214,7 @@ class Fleet:
                 bandwidth=bandwidth,
                 max_downtime_s=max_downtime_s,
                 copy_storage=copy_storage,
+                auto_converge=auto_converge,
             )
         )
         if found:

@@ -28,10 +28,12 @@ def _sc(
     disk_fill: int = 0,
     disk_rate: int = 0,
     postcopy_bw: int | None = None,
+    auto_converge: bool = False,
     actions: tuple[Action, ...] = (),
     note: str = "",
     name: str = "lab1",
     periods: tuple[int, ...] = PREFLIGHT_PERIODS_S,
+    timeout_s: float = 120.0,
 ) -> Scenario:
     guest = GuestSpec(
         name=name,
@@ -49,11 +51,12 @@ def _sc(
         storage=bool(disk),
         postcopy=postcopy_bw is not None,
         postcopy_bandwidth_mib_s=postcopy_bw,
+        auto_converge=auto_converge,
         actions=actions,
     )
     return Scenario(
         label=label, scenario=kind, guest=guest, migration=migration, preflight=preflight,
-        preflight_periods_s=periods, note=note,
+        preflight_periods_s=periods, note=note, timeout_s=timeout_s,
     )
 
 
@@ -253,7 +256,26 @@ MW5_SET: list[Scenario] = [
          actions=(Action(25, "abort"),), note="never converges; aborted"),
 ]
 
+#: Auto-converge (``ac-*``), recorded like ``mw4``: guests that dirty faster than the link,
+#: which QEMU throttles (20 % of their CPU, then +10 % every two passes that still dirty
+#: more than half of what they sent) until pre-copy converges. No action is taken.
+AC_SET: list[Scenario] = [
+    _mw4("ac-fast", "auto-converge", 768, 500, 256, 110, 50, auto_converge=True,
+         note="rate/bw 2.2, auto-converge"),
+    _mw4("ac-close", "auto-converge", 640, 400, 200, 55, 50, auto_converge=True,
+         note="rate/bw 1.1, auto-converge"),
+    _mw4("ac-wide", "auto-converge", 1024, 700, 512, 80, 60, auto_converge=True,
+         timeout_s=300, note="wide hot set, rate/bw 1.3, auto-converge"),
+    # The dirtier asked for more than TCG can give writes flat out: CPU-bound, so the
+    # throttle slows it in proportion (QEMU's assumption), unlike the paced writers above.
+    _mw4("ac-cpu", "auto-converge", 768, 500, 256, 4000, 50, auto_converge=True,
+         timeout_s=300, note="CPU-bound writer, auto-converge"),
+    _mw4("ac-easy", "auto-converge", 640, 400, 128, 20, 60, auto_converge=True,
+         note="converges without throttling; auto-converge on"),
+]
+
 #: The sets ``labctl record-set --set`` knows.
 SETS: dict[str, list[Scenario]] = {
     "standard": STANDARD_SET, "mw2": MW2_SET, "mw3": MW3_SET, "mw4": MW4_SET, "mw5": MW5_SET,
+    "ac": AC_SET,
 }

@@ -63,6 +63,10 @@ async def test_estimate_of_simulated_guests_through_the_client() -> None:
         hot = await client.estimate("sim-not-converging")
         assert hot.convergence is Convergence.NOT_CONVERGING and hot.duration_s is None
         assert any(r.max_bandwidth for r in hot.recommendations)
+        # Started with auto-converge, QEMU would throttle it until it converges.
+        throttled = await client.estimate("sim-not-converging", auto_converge=True)
+        assert throttled.convergence is not Convergence.NOT_CONVERGING, throttled.reason
+        assert throttled.duration_s is not None and "auto-converge" in throttled.reason
         disk = await client.estimate("sim-disk", copy_storage=True)
         assert disk.disk_bytes == 2048 * MIB
         with pytest.raises(NotFound, match="sim-converging"):

@@ -7,7 +7,14 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from migwatch.agent.passmodel import MAX_DRAIN, PassPlan, drain_for, pass1_drain, plan_passes
+from migwatch.agent.passmodel import (
+    MAX_DRAIN,
+    AutoConverge,
+    PassPlan,
+    drain_for,
+    pass1_drain,
+    plan_passes,
+)
 
 MIB = 1024 * 1024
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -47,6 +54,42 @@ def test_plan_convergence_table(rate: float, hot: float | None, converges: bool)
                        hot_set_bytes=None if hot is None else hot * MIB, max_downtime_s=0.3)
     assert plan.converges is converges
     assert math.isinf(plan.time_s) is not converges
+
+
+def test_auto_converge_throttles_until_the_passes_shrink() -> None:
+    """110 MiB/s over a 256 MiB hot set at 50 MiB/s never converges by itself. Under
+    auto-converge (throttled 20 % now) QEMU adds 10 % every two passes that dirtied more than
+    half of what they sent. If the throttle slows the guest proportionally (a CPU-bound
+    writer) the passes shrink once 110 x (1 - t) is well under the bandwidth; the central
+    plan (a writer the throttle only slows at the top of the ladder, as in the lab) runs the
+    ladder to 99 %: eight steps of two passes each, then a last short pass."""
+    def plan(rate_mib: float, ac: AutoConverge | None) -> PassPlan:
+        return plan_passes(pass_left_bytes=256 * MIB, pass_elapsed_s=0.0, bandwidth_bps=50 * MIB,
+                           dirty_rate_bps=rate_mib * MIB, hot_set_bytes=256 * MIB,
+                           max_downtime_s=0.3, auto_converge=ac)
+
+    assert not plan(110, None).converges
+    fast = plan(88, AutoConverge(0.2, proportional=True))  # 110 x 0.8 at 20 %
+    assert fast.converges and fast.throttle is not None
+    assert round(fast.throttle * 10, 6) == round(fast.throttle * 10)  # on the 10 % ladder
+    assert 110 * (1 - fast.throttle) < 0.5 * 50  # converging for good at the end
+    assert fast.passes >= 2 * round((fast.throttle - 0.2) / 0.1)  # two passes per step
+    central = plan(88, AutoConverge(0.2))
+    assert central.converges and central.throttle == pytest.approx(0.99)
+    assert central.passes == 2 * 8 + 1
+    # Each of those passes re-sends the 256 MiB hot set at 50 MiB/s.
+    assert central.time_s == pytest.approx((256 - 12.5) / 50 + 16 * 256 / 50, rel=0.05)
+    assert fast.time_s < central.time_s
+    # Throttled harder already, it ends sooner.
+    later = plan(33, AutoConverge(0.7))  # 110 x 0.3
+    assert later.converges and later.time_s < central.time_s
+
+
+def test_auto_converge_cannot_save_a_guest_that_outruns_even_99_percent() -> None:
+    plan = plan_passes(pass_left_bytes=256 * MIB, pass_elapsed_s=0.0, bandwidth_bps=1 * MIB,
+                       dirty_rate_bps=400 * MIB, hot_set_bytes=None, max_downtime_s=0.3,
+                       auto_converge=AutoConverge(0.2))
+    assert not plan.converges
 
 
 def test_plan_zero_downtime_never_switches() -> None:

@@ -323,18 +323,20 @@ class UpdateMigrationLimitsResponse(_message.Message):
     def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
 
 class EstimateMigrationRequest(_message.Message):
-    __slots__ = ("domain_uuid", "domain_name", "bandwidth", "max_downtime", "copy_storage")
+    __slots__ = ("domain_uuid", "domain_name", "bandwidth", "max_downtime", "copy_storage", "auto_converge")
     DOMAIN_UUID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_NAME_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
     MAX_DOWNTIME_FIELD_NUMBER: _ClassVar[int]
     COPY_STORAGE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_CONVERGE_FIELD_NUMBER: _ClassVar[int]
     domain_uuid: str
     domain_name: str
     bandwidth: int
     max_downtime: _duration_pb2.Duration
     copy_storage: bool
-    def __init__(self, domain_uuid: _Optional[str] = ..., domain_name: _Optional[str] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., copy_storage: _Optional[bool] = ...) -> None: ...
+    auto_converge: bool
+    def __init__(self, domain_uuid: _Optional[str] = ..., domain_name: _Optional[str] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., copy_storage: _Optional[bool] = ..., auto_converge: _Optional[bool] = ...) -> None: ...
 
 class EstimateMigrationResponse(_message.Message):
     __slots__ = ("domain_uuid", "domain_name", "duration", "duration_low", "duration_high", "convergence", "reason", "recommendations", "memory_bytes", "disk_bytes", "bandwidth", "max_downtime", "dirty_rate_bytes_per_second", "hot_set_bytes", "measured_at", "measurement_age", "basis")
