@@ -213,6 +213,11 @@ class MigrationEstimator:
         self._pass_start = end
         self._iteration = it
 
+    def _throttle_of_last_pass(self) -> int:
+        """The throttle (%) the last measured pass ran under: the one at its start."""
+        marks = self._boundary_throttles
+        return marks[-2] if len(marks) >= 2 else 0
+
     def _high_count(self) -> int:
         """Where QEMU's count towards the next throttle step stands: the passes since the
         throttle last changed (QEMU steps every second qualifying sync)."""
@@ -390,7 +395,8 @@ class MigrationEstimator:
             elapsed_s=sample.elapsed_s,
             # libvirt reports a throttle only once QEMU has throttled: only then is
             # auto-converge known to be on.
-            auto_converge=(AutoConverge((self._throttle or 0) / 100.0, high=self._high_count())
+            auto_converge=(AutoConverge((self._throttle or 0) / 100.0, high=self._high_count(),
+                                        measured_at=self._throttle_of_last_pass() / 100.0)
                            if throttling else None),
         )
         eta = eta_band(sit, cfg)

@@ -70,6 +70,9 @@ class AutoConverge:
     throttle: float  # the throttle in force now, 0-0.99 (job stats' auto_converge_throttle)
     proportional: bool = False  # dirtying falls as 1 - throttle (else: only at ``maximum``)
     high: int = 0  # QEMU's count of qualifying syncs since its last step (0 to every - 1)
+    # The throttle under which the dirty rate was measured (the last pass may have run
+    # under the step before this one); None: ``throttle``.
+    measured_at: float | None = None
     initial: float = 0.20
     increment: float = 0.10
     maximum: float = 0.99
@@ -186,12 +189,18 @@ def _plan_throttled(
     enough = threshold - leftover
     cap = math.inf if hot_set_bytes is None else max(hot_set_bytes, 0.0)
     throttle = min(max(ac.throttle, 0.0), ac.maximum)
-    unthrottled = max(dirty_rate_bps, 0.0) / max(1.0 - throttle, 1e-3)
+    measured = throttle if ac.measured_at is None else min(max(ac.measured_at, 0.0), ac.maximum)
+    unthrottled = max(dirty_rate_bps, 0.0) / max(1.0 - measured, 1e-3)
     drain = min(max(drain_factor, 1.0), MAX_DRAIN)
     above = max(pass_left_bytes - leftover, 0.0)
     duration = above / (bandwidth_bps * drain)
     time, sent = duration, above / drain
-    excess = min(unthrottled * (1.0 - throttle) * (pass_elapsed_s + duration), cap)
+    def rate_at(t: float) -> float:
+        if ac.proportional or t >= ac.maximum:
+            return unthrottled * (1.0 - t)
+        return unthrottled * (1.0 - measured)  # not slowed until the top of the ladder
+
+    excess = min(rate_at(throttle) * (pass_elapsed_s + duration), cap)
     if excess > 0 and enough <= 0:
         return NEVER
     # The check period: what the passes since the last check sent and dirtied, and how long
@@ -210,10 +219,7 @@ def _plan_throttled(
                     high = 0
                     throttle = ac.step(throttle)
             period_s = period_sent = period_dirty = 0.0
-        if ac.proportional or throttle >= ac.maximum:
-            rate = unthrottled * (1.0 - throttle)
-        else:
-            rate = unthrottled * (1.0 - min(max(ac.throttle, 0.0), ac.maximum))  # as now
+        rate = rate_at(throttle)
         duration = excess / bandwidth_bps
         nxt = min(rate * duration, cap)
         if throttle >= ac.maximum and nxt >= excess:
