@@ -386,6 +386,13 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
         out["predict_agent_band_share"] = (sum(bool(r.predict_inside) for r in pre_agent)
                                            / len(pre_agent))
         out["predict_agent_traces"] = len(pre_agent)
+        plain = [r for r in pre_agent if not r.auto_converge]
+        if plain and len(plain) < len(pre_agent):
+            # Auto-converge predictions lean on an assumption about how the throttle slows
+            # the guest (passmodel.AutoConverge): shown apart as well.
+            out["predict_agent_p90_without_auto_converge"] = _pct(
+                [r.predict_err for r in plain], 0.9)
+            out["predict_agent_traces_without_auto_converge"] = len(plain)
     out["limits"] = _limits(selfc, pre)
     targets: dict[str, bool | None] = {}
     # The ETA targets on every trace, with the pre-flight prior, and on the traces that
@@ -567,6 +574,10 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
                          f" agent measures (resident memory, periods >= {LADDER_MIN_S:.0f} s):"
                          f" {_fmt(ap90)}; band coverage"
                          f" {_fmt(summary.get('predict_agent_band_share'))}")  # type: ignore[arg-type]
+            np90 = summary.get("predict_agent_p90_without_auto_converge")
+            if isinstance(np90, float):
+                lines.append(f"    the {summary.get('predict_agent_traces_without_auto_converge')}"
+                             f" of them without auto-converge: {_fmt(np90)}")
     limits = summary.get("limits")
     if isinstance(limits, dict):
         lines.extend(_format_limits(limits))

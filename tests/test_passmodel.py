@@ -85,6 +85,19 @@ def test_auto_converge_throttles_until_the_passes_shrink() -> None:
     assert later.converges and later.time_s < central.time_s
 
 
+def test_auto_converge_rate_is_unthrottled_with_the_throttle_it_was_measured_under() -> None:
+    """QEMU has just stepped to 99 %; the last pass (50 MiB/s over a 250 MiB hot set) ran at
+    90 %. At 99 % that guest dirties a tenth as fast, and the next pass is short; reading the
+    50 MiB/s as if measured at 99 % would call it hopeless."""
+    def plan(measured_at: float | None) -> PassPlan:
+        return plan_passes(pass_left_bytes=250 * MIB, pass_elapsed_s=0.0, bandwidth_bps=50 * MIB,
+                           dirty_rate_bps=50 * MIB, hot_set_bytes=250 * MIB, max_downtime_s=0.3,
+                           auto_converge=AutoConverge(0.99, measured_at=measured_at))
+
+    assert plan(0.9).converges and plan(0.9).time_s < 8.0
+    assert not plan(None).converges
+
+
 def test_auto_converge_cannot_save_a_guest_that_outruns_even_99_percent() -> None:
     plan = plan_passes(pass_left_bytes=256 * MIB, pass_elapsed_s=0.0, bandwidth_bps=1 * MIB,
                        dirty_rate_bps=400 * MIB, hot_set_bytes=None, max_downtime_s=0.3,
