@@ -23,6 +23,7 @@ from migwatch.client import AgentClient, Migration
 from bench.eta import agent_estimator_config, estimates
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "lab" / "traces"
+OURS = Path(__file__).resolve().parents[1] / "bench" / "traces"
 TOLERANCE_S = 0.001
 
 
@@ -52,10 +53,14 @@ def same(a: float | None, b: float | None) -> bool:
 
 
 @pytest.mark.asyncio(loop_scope="function")
-@pytest.mark.parametrize("name", ["converge", "pf-easy1"])
-async def test_replayed_etas_equal_bench_etas(name: str) -> None:
+@pytest.mark.parametrize("path", [
+    SHARED / "converge.jsonl",
+    SHARED / "pf-easy1.jsonl",
+    OURS / "mw4-a.jsonl",  # the agent's 1-16 s pre-flight ladder and resident memory
+    OURS / "ac-close.jsonl",  # auto-converge: QEMU's throttle in the job stats
+], ids=lambda p: p.stem)
+async def test_replayed_etas_equal_bench_etas(path: Path) -> None:
     """Each ETA (and band) the agent serves equals the benchmark's for the same sample."""
-    path = SHARED / f"{name}.jsonl"
     if not path.exists():
         pytest.skip(f"shared trace {path} not present")
     config = AgentConfig(backend="replay", traces=(str(path),), speed=50, listen="127.0.0.1:0")
