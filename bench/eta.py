@@ -3,14 +3,15 @@
 Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces`` and
 ``../shared/lab/traces`` relative to the repository).
 
-Every trace is replayed through ``MigrationEstimator`` exactly as the agent's replay backend
-and tracker feed it (``estimates``): the source's running samples in order, the limits in
+Every trace is replayed (``bench.eta_replay``) through ``MigrationEstimator`` exactly as the
+agent's replay backend and tracker feed it (``estimates``): the source's running samples in order, the limits in
 force (bandwidth, max downtime, post-copy flag), whether post-copy had been started, the
 guest's RAM (``memory_size_hint``) and, for the "prior" rows, the pre-flight lines
 (``preflight_of``), the source QEMU's resident memory where the trace has a ``memstats``
 line (``resident_of``; ``--no-resident`` ignores it), with the agent's ``EstimatorConfig``.
 Nothing reads ``meta.guest``.
-``tests/test_replay_matches_bench.py`` checks that the agent serves these very ETAs.
+``tests/test_replay_matches_bench.py`` checks that the agent serves these very ETAs. This
+module pools the per-trace scores, checks them against the targets and prints the table.
 """
 
 from __future__ import annotations
@@ -20,42 +21,32 @@ import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-from migwatch.agent.config import AgentConfig
-from migwatch.agent.estimator import EstimatorConfig, MigrationEstimator, fit_preflight, predict
-from migwatch.agent.model import Convergence, Estimate, Preflight
-from migwatch.agent.trace import (
-    ReplayStep,
-    Trace,
-    TraceError,
-    find_traces,
-    limits_at,
-    memory_size_hint,
-    preflight_of,
-    read_trace,
-    resident_of,
-    source_steps,
-    true_duration_s,
-)
+from migwatch.agent.estimator import EstimatorConfig
+from migwatch.agent.trace import TraceError, find_traces
 
 from bench.eta_limits import (
-    Checkpoint,
-    checkpoints,
     dirty_unknown,
     pass1_share,
     predict_zero_unknown,
     zero_unknown,
 )
+from bench.eta_replay import (
+    CHECKPOINTS,
+    LADDER_MIN_S,
+    Run,
+    TraceReport,
+    agent_estimator_config,
+    estimates,
+    evaluate,
+)
+
+__all__ = ["agent_estimator_config", "estimates", "format_table", "main", "run", "summarize"]
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DIRS = (REPO / "bench" / "traces", REPO.parent / "shared" / "lab" / "traces")
-CHECKPOINTS = (0.10, 0.25, 0.50, 0.75)
-FLAGS = (Convergence.NOT_CONVERGING, Convergence.STALLED)
-#: A pre-flight whose longest period is at least this is the agent's ladder (1-16 s), not
-#: the shared traces' 1/2/4 s.
-LADDER_MIN_S = 8.0
 TARGET_ERR = 0.10  # p90 ETA error from 25 % elapsed
 TARGET_BAND = 0.80  # share of true durations inside the band
 TARGET_FLAG_ITERS = 3
@@ -95,203 +86,6 @@ Method
   know at the checkpoint (when pass 1 ends; the zero pages pass 1 has still to walk), to
   show how much error is left by what the job stats do not say."""
 
-
-@dataclass
-class Run:
-    """One replay of one trace through the estimator."""
-
-    errors: dict[str, float | None] = field(default_factory=dict)  # checkpoint -> err
-    naive: dict[str, float | None] = field(default_factory=dict)
-    inside: dict[str, bool] = field(default_factory=dict)
-    band_share_all: float | None = None  # share of all samples whose band holds the truth
-    flag_s: float | None = None
-    flag_iteration: int | None = None
-    naive_flag_s: float | None = None
-    naive_flag_iteration: int | None = None
-    flags: int = 0  # samples flagged
-    cleared_iteration: int | None = None  # the pass from which no sample is flagged any more
-    naive_flags: int = 0
-    # Every sample after the first iteration boundary (evidence measured): err, naive err.
-    after_pass1: list[tuple[float | None, float | None]] = field(default_factory=list)
-
-
-@dataclass
-class TraceReport:
-    name: str
-    path: str
-    outcome: str
-    true_s: float | None
-    intervened: bool
-    preflight: bool
-    resident: bool  # the trace carries the source QEMU's resident memory (memstats)
-    # The pre-flight reaches the agent's long periods (>= LADDER_MIN_S): with resident
-    # memory, everything the libvirt agent measures before a migration (the mw4 set).
-    ladder: bool
-    live: Run
-    with_prior: Run | None
-    # Started with VIR_MIGRATE_AUTO_CONVERGE: QEMU throttles the guest, and libvirt shows it
-    # only from the first throttle, so a flag before that is told apart from a false one.
-    auto_converge: bool = False
-    predict_err: float | None = None
-    predict_inside: bool | None = None
-    predict_verdict: str | None = None
-    predict_eta_s: float | None = None
-    first_action_s: float | None = None
-    # The checkpoints from 25 % with hindsight facts (eta_limits), completed traces only.
-    hindsight: list[Checkpoint] = field(default_factory=list)
-
-    @property
-    def self_converging(self) -> bool:
-        return self.outcome == "completed" and not self.intervened and self.true_s is not None
-
-
-def _naive_eta(stats: Mapping[str, object], prev: Mapping[str, object] | None,
-               dt: float) -> float | None:
-    def num(d: Mapping[str, object], k: str) -> float:
-        v = d.get(k, 0)
-        return float(v) if isinstance(v, (int, float)) else 0.0
-
-    remaining = num(stats, "data_remaining")
-    bps = num(stats, "memory_bps")
-    if bps <= 0 and prev is not None and dt > 0:
-        bps = (num(stats, "data_processed") - num(prev, "data_processed")) / dt
-    if bps <= 0:
-        return None
-    return remaining / bps
-
-
-def agent_estimator_config() -> EstimatorConfig:
-    """The estimator config a default agent runs with (``server.Agent``: the slow budget)."""
-    return EstimatorConfig(budget_s=AgentConfig().slow_budget_s)
-
-
-def estimates(trace: Trace, preflight: Preflight | None, config: EstimatorConfig,
-              use_resident: bool = True) -> list[tuple[ReplayStep, Estimate]]:
-    """Every running source sample with the estimate after it, fed as the agent feeds its
-    estimator (replay backend -> tracker): same samples, limits, post-copy flag, RAM size
-    and pre-flight."""
-    est = MigrationEstimator(config, preflight, memory_bytes=memory_size_hint(trace),
-                             resident_bytes=resident_of(trace) if use_resident else None)
-    return [(step, est.observe(step.sample, step.limits, postcopy=step.postcopy))
-            for step in source_steps(trace)]
-
-
-def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig,
-           use_resident: bool = True) -> Run:
-    """Replay one trace and score it (see METHOD)."""
-    true = true_duration_s(trace)
-    points: list[tuple[float, Estimate, float | None]] = []
-    run = Run()
-    prev_stats: Mapping[str, object] | None = None
-    prev_elapsed = 0.0
-    last_iter = 0
-    start_remaining: list[int] = []
-    for step, e in estimates(trace, preflight, config, use_resident):
-        s = step.sample
-        naive = _naive_eta(step.stats, prev_stats, s.elapsed_s - prev_elapsed)
-        prev_stats, prev_elapsed = step.stats, s.elapsed_s
-        points.append((s.elapsed_s, e, naive))
-        if e.convergence in FLAGS:
-            run.flags += 1
-            run.cleared_iteration = None
-            if run.flag_s is None:
-                run.flag_s, run.flag_iteration = s.elapsed_s, s.iteration
-        elif run.flags and run.cleared_iteration is None:
-            run.cleared_iteration = s.iteration
-        if s.iteration > last_iter and not step.postcopy:
-            if s.iteration >= 3 and start_remaining and s.memory_remaining >= start_remaining[-1]:
-                run.naive_flags += 1
-                if run.naive_flag_s is None:
-                    run.naive_flag_s, run.naive_flag_iteration = s.elapsed_s, s.iteration
-            if s.iteration >= 2:
-                start_remaining.append(s.memory_remaining)
-            last_iter = s.iteration
-    if true is None:
-        return run
-    for frac in CHECKPOINTS:
-        key = f"{int(frac * 100)}%"
-        at = [p for p in points if p[0] <= frac * true]
-        if not at:
-            run.errors[key] = run.naive[key] = None
-            run.inside[key] = False
-            continue
-        elapsed, e, naive = at[-1]
-        run.errors[key] = None if e.eta_s is None else abs(elapsed + e.eta_s - true) / true
-        run.naive[key] = None if naive is None else abs(elapsed + naive - true) / true
-        run.inside[key] = _inside(e, true - elapsed)
-    iters = [st.sample.iteration for st in source_steps(trace)]
-    for (t, e, naive), it in zip(points, iters, strict=True):
-        if it >= 2 and t < true:
-            run.after_pass1.append(
-                (None if e.eta_s is None else abs(t + e.eta_s - true) / true,
-                 None if naive is None else abs(t + naive - true) / true))
-    held = [_inside(e, true - t) for t, e, _ in points if t < true]
-    run.band_share_all = sum(held) / len(held) if held else None
-    return run
-
-
-def _inside(e: Estimate, remaining: float) -> bool:
-    return (e.eta_low_s is not None and e.eta_high_s is not None
-            and e.eta_low_s <= remaining <= e.eta_high_s)
-
-
-def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig,
-             use_resident: bool = True) -> Estimate | None:
-    steps = list(source_steps(trace))
-    memory = next((st.sample.memory_total for st in steps if st.sample.memory_total > 0), 0)
-    disk = next((st.sample.disk_total for st in steps if st.sample.disk_total > 0), 0)
-    limits = limits_at(trace, 0.0)
-    bw = limits.max_bandwidth_bps
-    if not memory or not bw:
-        return None
-    fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2,
-                        memory_mib=memory / 2**20)
-    return predict(
-        memory, disk, fit.rate_bps, fit.hot_bytes, float(bw), limits.max_downtime_s,
-        dirty_rate_sigma_bps=fit.rate_sigma_bps, hot_set_low_bytes=fit.hot_low_bytes,
-        resident_bytes=resident_of(trace) if use_resident else None,
-        limits=limits, config=config,
-        # A scheduler knows the flags it will migrate with.
-        auto_converge=(trace.meta is not None
-                       and "VIR_MIGRATE_AUTO_CONVERGE" in trace.meta.flag_names),
-    )
-
-
-def evaluate(path: Path, config: EstimatorConfig, use_resident: bool = True) -> TraceReport:
-    trace = read_trace(path)
-    true = true_duration_s(trace)
-    result = trace.result
-    pf = preflight_of(trace)
-    report = TraceReport(
-        name=trace.name,
-        path=str(path),
-        outcome=result.outcome if result else "?",
-        true_s=true,
-        intervened=bool(trace.actions),
-        preflight=pf is not None,
-        resident=use_resident and resident_of(trace) is not None,
-        ladder=pf is not None and max(pf.rates, default=0.0) >= LADDER_MIN_S,
-        auto_converge=(trace.meta is not None
-                       and "VIR_MIGRATE_AUTO_CONVERGE" in trace.meta.flag_names),
-        live=replay(trace, None, config, use_resident),
-        with_prior=replay(trace, pf, config, use_resident) if pf is not None else None,
-        first_action_s=next((a.dt for a in trace.actions if a.dt is not None), None),
-        hindsight=checkpoints(trace, [f for f in CHECKPOINTS if f >= 0.25]),
-    )
-    if pf is not None:
-        p = _predict(trace, pf, config, use_resident)
-        if p is not None:
-            report.predict_verdict = p.convergence.name
-            report.predict_eta_s = p.eta_s
-            if true is not None and p.eta_s is not None:
-                report.predict_err = abs(p.eta_s - true) / true
-                report.predict_inside = _inside(p, true)
-            elif true is not None:
-                report.predict_inside = False
-    return report
-
-
-# --- aggregation and printing ----------------------------------------------------------
 
 
 def _pct(xs: Sequence[float | None], q: float) -> float | None:
