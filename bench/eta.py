@@ -191,11 +191,11 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
     targets: dict[str, bool | None] = {}
     # The ETA targets on every trace, with the pre-flight prior, and on the traces that
     # carry all the libvirt agent measures.
-    for pool, suffix in (("live", ""), ("prior", "_with_prior"), ("agent_prior", "_agent_inputs")):
-        block = out.get(pool)
-        if not isinstance(block, dict):
+    for label, suffix in (("live", ""), ("prior", "_with_prior"), ("agent_prior", "_agent_inputs")):
+        found = out.get(label)
+        if not isinstance(found, dict):
             continue
-        p90, share = block.get("p90_from_25"), block.get("band_share")
+        p90, share = found.get("p90_from_25"), found.get("band_share")
         targets[f"eta_p90_from_25_le_10pct{suffix}"] = isinstance(p90, float) and p90 <= TARGET_ERR
         targets[f"band_ge_80pct{suffix}"] = isinstance(share, float) and share >= TARGET_BAND
     targets["flag_within_3_iterations"] = bool(aborted) and all(
