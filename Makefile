@@ -37,7 +37,7 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 	  --grpc_python_out=proto --mypy_grpc_out=proto proto/migwatch/v1/migwatch.proto
 
-## lint: buf lint (STANDARD), ruff, and strict mypy over the package as it installs
+## lint: buf lint (STANDARD), ruff, strict mypy over the package as installed, bench/ and lab/
 lint: venv
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check agent client tests bench lab
@@ -47,6 +47,7 @@ lint: venv
 	ln -s ../../../agent build/typecheck/migwatch/agent
 	ln -s ../../../client build/typecheck/migwatch/client
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p migwatch
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy bench lab
 
 ## bench: every benchmark, figures printed with their method
 bench: venv bench-hub bench-eta

@@ -205,8 +205,8 @@ MW3_SET: list[Scenario] = [
 
 def _mw4(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int,
          **kw: object) -> Scenario:
-    return _sc(label, kind, mem, fill, ws, rate, bw, name="rss4", preflight=True,  # type: ignore[arg-type]
-               periods=MW4_PERIODS_S, **kw)
+    return _sc(label, kind, mem, fill, ws, rate, bw, name="rss4", preflight=True,
+               periods=MW4_PERIODS_S, **kw)  # type: ignore[arg-type]
 
 
 #: The agent's default pre-flight ladder (``AgentConfig.preflight_periods_s``): 8 and 16 s
