@@ -110,7 +110,7 @@ class AgentProcess:
             self._log_file.close()
 
 
-_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot", "k9", "gone", "k9b")  # one name per test, ours alone
+_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot", "k9", "gone", "k9b", "ac")  # one name per test, ours alone
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +268,36 @@ async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
     final = w.final(Direction.OUTGOING)
     assert final is not None and final.phase is Phase.CANCELLED
     assert await asyncio.to_thread(fresh.domain_running_on, "A", "hot")
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_auto_converge_migration_is_not_called_stuck_once_qemu_throttles(
+    fresh: Lab, watch: Callable[[str], Watcher]
+) -> None:
+    """A guest dirtying four times faster than the link, migrated with auto-converge: QEMU
+    throttles it (libvirt's auto_converge_throttle), and from the first sample that shows a
+    throttle the verdict is CONVERGING with the throttle in its reason and no remedy
+    proposed; the throttle only rises; the migration completes by itself."""
+    uuid = await _boot(fresh, "ac", mem_mib=384, fill_mib=200, ws_mib=64, rate=120)
+    w = watch(uuid)
+    await asyncio.sleep(1.0)
+    handle = fresh.start_migration("ac", bandwidth_mib_s=30, auto_converge=True)
+    outcome = await asyncio.to_thread(handle.wait, 240)
+    assert outcome.outcome == "completed", outcome
+    await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
+    throttled = [m for m in w.source()
+                 if m.phase is Phase.PRECOPY and m.auto_converge_throttle_percent > 0]
+    assert throttled, "libvirt reported QEMU's throttle"
+    steps = [m.auto_converge_throttle_percent for m in throttled]
+    assert steps == sorted(steps) and steps[0] == 20, steps
+    for m in throttled:
+        assert m.convergence is Convergence.CONVERGING, (m.iteration, m.convergence_reason)
+        assert "auto-converge throttles the guest's CPU" in m.convergence_reason
+        assert not m.recommendations
+        assert m.eta_s is not None
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.COMPLETED
+    print(f"auto-converge: throttle {steps[0]} -> {steps[-1]} %, done in {final.elapsed_s:.1f} s")
 
 
 @pytest.mark.asyncio(loop_scope="function")
