@@ -209,13 +209,15 @@ def _phase_cell(fm: FleetMigration, *, with_progress: bool) -> str:
     src = fm.source
     if src is None:
         return _phase_text(fm)
+    throttle = (f" throttle {src.auto_converge_throttle_percent}%"
+                if src.auto_converge_throttle_percent else "")
     if not with_progress:
-        return f"{_phase_text(fm)}\npass {src.iteration}"
+        return f"{_phase_text(fm)}\npass {src.iteration}{throttle}"
     # No room for bars: the memory and disk percentages, still apart.
     def pct(t: Transfer) -> str:
         return "–" if t.total_bytes == 0 else f"{t.fraction_done * 100:.0f}%"
 
-    return f"{_phase_text(fm)}\npass {src.iteration} m {pct(src.memory)} d {pct(src.disk)}"
+    return f"{_phase_text(fm)}{throttle}\npass {src.iteration} m {pct(src.memory)} d {pct(src.disk)}"
 
 
 def _eta_cell(src: Migration | None) -> str:
@@ -262,6 +264,8 @@ def format_migration(m: Migration, agent: str = "") -> str:
         (
             f"  rate         {format_rate(m.memory.bytes_per_second + m.disk.bytes_per_second)}"
             f"   dirty {format_rate(m.dirty_rate_bytes_per_second)}   iteration {m.iteration}"
+            + (f"   guest CPU throttled {m.auto_converge_throttle_percent} % (auto-converge)"
+               if m.auto_converge_throttle_percent else "")
         ),
         (
             f"  elapsed      {format_duration(m.elapsed_s)}"

@@ -259,6 +259,18 @@ def test_narrow_terminals_keep_the_verdict_and_the_progress(width: int) -> None:
     assert max(len(line.rstrip()) for line in text.splitlines()) <= width
 
 
+@pytest.mark.parametrize("width", [80, 140])
+def test_an_auto_converge_throttle_is_shown(width: int) -> None:
+    """QEMU throttling the guest is the workload's cost of auto-converge: table and detail
+    both show it."""
+    m = replace(migration(), auto_converge_throttle_percent=60)
+    fm = FleetMigration(m.domain_uuid, m.domain_name, "hv1", "hv2", source=m, source_agent="a:1")
+    assert "throttle 60%" in text_of(render.format_fleet_table((fm,)), width=width)
+    assert "guest CPU throttled 60 % (auto-converge)" in render.format_migration(m)
+    assert "throttle" not in text_of(render.format_fleet_table((FleetMigration(
+        m.domain_uuid, m.domain_name, "hv1", "hv2", source=migration(), source_agent="a:1"),)))
+
+
 def test_fleet_screen_shows_agents_and_stale_rows() -> None:
     """The watch screen names unreachable agents and marks rows from them stale."""
     m = migration()
