@@ -213,6 +213,24 @@ class MigrationEstimator:
         self._pass_start = end
         self._iteration = it
 
+    def _dirty_model(self, bw: float, memory: float, *, throttled: bool) -> DirtyModel:
+        if not throttled or not self._obs:
+            return dirty_model(self._obs, self._pf, bw, self._hot_ceiling(memory), self._cfg)
+        # Auto-converge changes the guest's dirtying with each throttle step: the last pass's
+        # rate is the rate now, and the pre-flight (taken unthrottled) does not speak; the
+        # earlier passes still tell the hot set.
+        full = dirty_model(self._obs, None, bw, self._hot_ceiling(memory), self._cfg)
+        last = self._obs[-1].dirty_bps
+        return replace(full, rate=last, rate_low=min(full.rate_low, last),
+                       rate_high=max(full.rate_high, last))
+
+    def _auto_converge(self) -> AutoConverge | None:
+        """QEMU's throttle as the pass model follows it, once libvirt has reported one."""
+        if not self._throttle:
+            return None
+        return AutoConverge(self._throttle / 100.0, high=self._high_count(),
+                            measured_at=self._throttle_of_last_pass() / 100.0)
+
     def _throttle_of_last_pass(self) -> int:
         """The throttle (%) the last measured pass ran under: the one at its start."""
         marks = self._boundary_throttles
@@ -367,17 +385,10 @@ class MigrationEstimator:
             return Estimate(reason="measuring the transfer rate")
         in_pass1 = self._iteration <= 1
         memory = float(sample.memory_total or self._memory_hint or 0)
-        throttling = bool(self._throttle) and not in_pass1
-        if throttling and self._obs:
-            # Auto-converge changes the guest's dirtying with each throttle step: the last
-            # pass's rate is the rate now, and the pre-flight (taken unthrottled) does not
-            # speak; the earlier passes still tell the hot set.
-            full = dirty_model(self._obs, None, bw, self._hot_ceiling(memory), cfg)
-            last = self._obs[-1].dirty_bps
-            model = replace(full, rate=last, rate_low=min(full.rate_low, last),
-                            rate_high=max(full.rate_high, last))
-        else:
-            model = dirty_model(self._obs, self._pf, bw, self._hot_ceiling(memory), cfg)
+        # libvirt reports a throttle only once QEMU has throttled: only then is
+        # auto-converge known to be on.
+        ac = self._auto_converge() if not in_pass1 else None
+        model = self._dirty_model(bw, memory, throttled=ac is not None)
         drain, drain_fast, drain_slow = (self._pass1_drain(sample) if in_pass1
                                          else (1.0, 1.0, 1.0))
         start = self._pass_start if self._pass_start is not None else sample.elapsed_s
@@ -393,11 +404,7 @@ class MigrationEstimator:
             model=model,
             max_downtime_s=limits.max_downtime_s,
             elapsed_s=sample.elapsed_s,
-            # libvirt reports a throttle only once QEMU has throttled: only then is
-            # auto-converge known to be on.
-            auto_converge=(AutoConverge((self._throttle or 0) / 100.0, high=self._high_count(),
-                                        measured_at=self._throttle_of_last_pass() / 100.0)
-                           if throttling else None),
+            auto_converge=ac,
         )
         eta = eta_band(sit, cfg)
         conv, reason = verdict(sit=sit, eta=eta, boundaries=self._boundaries,
