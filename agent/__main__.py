@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--state-dir", metavar="DIR",
                    help="keep finished migrations in DIR/finals.sqlite3 across restarts "
                    "(default: in memory only)")
+    g.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics there: each active migration's progress, "
+                   "ETA and verdict (default: off; over TLS with --tls-cert)")
     g.add_argument("--max-subscribers", type=int, metavar="N", help="watch streams at most (default 10000)")
     g.add_argument("--slow-budget", dest="slow_budget_s", type=float, metavar="S",
                    help="a migration expected to take longer than this is 'slow' (default 600)")

@@ -71,6 +71,8 @@ class AgentConfig:
     # serving
     retention_s: float = 24 * 3600.0
     max_subscribers: int = 10_000
+    # Prometheus /metrics on HOST:PORT (over TLS with tls_cert/tls_key); empty: off.
+    metrics_listen: str = ""
     slow_budget_s: float = 600.0
     grace_s: float = 2.0
     state_dir: str = ""  # sqlite store of finished migrations; empty: in memory only
@@ -106,6 +108,17 @@ class AgentConfig:
             )
         if self.preflight_concurrency < 1:
             raise ConfigError("preflight_concurrency must be at least 1 (guests measured at once)")
+        if self.metrics_listen:
+            m_host, m_sep, m_port = self.metrics_listen.rpartition(":")
+            if not m_sep or not m_host or not m_port.isdigit() or not 0 <= int(m_port) <= 65535:
+                raise ConfigError(
+                    f"metrics_listen {self.metrics_listen!r} is not HOST:PORT, e.g. 127.0.0.1:9469"
+                )
+            if not self.tls_cert and not self.insecure and not is_loopback(m_host):
+                raise ConfigError(
+                    f"metrics_listen {self.metrics_listen!r} is not a loopback address and TLS "
+                    "is off: give --tls-cert and --tls-key, or --insecure to serve plaintext"
+                )
         if self.max_subscribers < 1:
             raise ConfigError("max_subscribers must be at least 1")
         self._validate_security(host)

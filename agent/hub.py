@@ -150,6 +150,11 @@ class Hub:
     def status(self) -> tuple[HostState, str]:
         return self._status
 
+    def snapshot(self) -> list[Migration]:
+        """Every record the hub holds. One list copy, so another thread (the metrics
+        server's) may call it while the loop publishes."""
+        return list(self._migrations.values())
+
     def get(self, migration_id: str) -> Migration | None:
         return self._migrations.get(migration_id)
 

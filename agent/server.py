@@ -23,6 +23,7 @@ from migwatch.agent.backend import Backend
 from migwatch.agent.config import AgentConfig, ConfigError, is_loopback
 from migwatch.agent.estimator import EstimatorConfig
 from migwatch.agent.hub import Hub
+from migwatch.agent.metrics import AgentView, MetricsServer
 from migwatch.agent.model import Migration
 from migwatch.agent.monitor import Monitor
 from migwatch.agent.servicer import SERVICE_NAME, MigrationServicer, generic_handler
@@ -126,6 +127,7 @@ class Agent:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.port = 0
+        self.metrics: MetricsServer | None = None
         self._backend_task: asyncio.Task[None] | None = None
         self._stopped = False
         self._settle_task: asyncio.Task[None] | None = None
@@ -140,6 +142,8 @@ class Agent:
                 self.port = self.server.add_secure_port(self.config.listen, credentials)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {self.config.listen}: {exc}") from exc
+        if self.config.metrics_listen:  # before serving: a port in use fails the start cleanly
+            self.metrics = self._start_metrics()
         await self.server.start()
         self._backend_task = asyncio.create_task(self._run_backend(), name="backend")
         if self._orphans:
@@ -167,6 +171,24 @@ class Agent:
                 else "migrations, and abort or steer them (no TLS, no token file)",
             )
         return self.port
+
+    def _start_metrics(self) -> MetricsServer:
+        host, _, port = self.config.metrics_listen.rpartition(":")
+        view = AgentView(
+            migrations=self.hub.snapshot,
+            subscribers=lambda: self.hub.subscriber_count,
+            published=lambda: self.hub.sequence,
+            host_state=lambda: self.hub.status[0],
+        )
+        try:
+            server = MetricsServer(view, host, int(port), certfile=self.config.tls_cert or None,
+                                   keyfile=self.config.tls_key or None)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {self.config.metrics_listen}: "
+                              f"{exc.strerror or exc}") from exc
+        log.info("Prometheus metrics on %s://%s:%d/metrics",
+                 "https" if self.config.tls_cert else "http", host, server.port)
+        return server
 
     async def _run_backend(self) -> None:
         try:
@@ -197,6 +219,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._backend_task
         await self.backend.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         if self.store is not None:
             self.store.close()
 
