@@ -195,6 +195,7 @@ def _plan_throttled(
     above = max(pass_left_bytes - leftover, 0.0)
     duration = above / (bandwidth_bps * drain)
     time, sent = duration, above / drain
+
     def rate_at(t: float) -> float:
         if ac.proportional or t >= ac.maximum:
             return unthrottled * (1.0 - t)
