@@ -89,9 +89,7 @@ class AgentConfig:
     def validate(self) -> AgentConfig:
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ConfigError(f"listen {self.listen!r} is not HOST:PORT, e.g. 127.0.0.1:50051")
+        host = _host_of("listen", self.listen, "127.0.0.1:50051")
         if not 0.05 <= self.sample_interval_s <= 60:
             raise ConfigError(f"sample_interval_s {self.sample_interval_s} must be 0.05 to 60 seconds")
         if self.speed <= 0 or self.simulated_speed <= 0:
@@ -108,35 +106,40 @@ class AgentConfig:
             )
         if self.preflight_concurrency < 1:
             raise ConfigError("preflight_concurrency must be at least 1 (guests measured at once)")
+        listens = {"listen": (self.listen, host)}
         if self.metrics_listen:
-            m_host, m_sep, m_port = self.metrics_listen.rpartition(":")
-            if not m_sep or not m_host or not m_port.isdigit() or not 0 <= int(m_port) <= 65535:
-                raise ConfigError(
-                    f"metrics_listen {self.metrics_listen!r} is not HOST:PORT, e.g. 127.0.0.1:9469"
-                )
-            if not self.tls_cert and not self.insecure and not is_loopback(m_host):
-                raise ConfigError(
-                    f"metrics_listen {self.metrics_listen!r} is not a loopback address and TLS "
-                    "is off: give --tls-cert and --tls-key, or --insecure to serve plaintext"
-                )
+            listens["metrics_listen"] = (
+                self.metrics_listen,
+                _host_of("metrics_listen", self.metrics_listen, "127.0.0.1:9469"),
+            )
         if self.max_subscribers < 1:
             raise ConfigError("max_subscribers must be at least 1")
-        self._validate_security(host)
+        self._validate_security(listens)
         return self
 
-    def _validate_security(self, host: str) -> None:
+    def _validate_security(self, listens: dict[str, tuple[str, str]]) -> None:
+        """``listens``: setting -> (its HOST:PORT value, the host in it)."""
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)")
         if self.tls_client_ca and not self.tls_cert:
             raise ConfigError(
                 "tls_client_ca (--tls-client-ca) needs the agent's own tls_cert and tls_key too"
             )
-        if not self.tls_cert and not self.insecure and not is_loopback(host):
-            raise ConfigError(
-                f"listen {self.listen!r} is not a loopback address and TLS is off: give "
-                "--tls-cert and --tls-key (docs/SECURITY.md), or --insecure to serve "
-                "plaintext anyway"
-            )
+        for setting, (value, host) in listens.items():
+            if not self.tls_cert and not self.insecure and not is_loopback(host):
+                raise ConfigError(
+                    f"{setting} {value!r} is not a loopback address and TLS is off: give "
+                    "--tls-cert and --tls-key (docs/SECURITY.md), or --insecure to serve "
+                    "plaintext anyway"
+                )
+
+
+def _host_of(setting: str, value: str, example: str) -> str:
+    """The host of a HOST:PORT setting; ConfigError with an example when it is not one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{setting} {value!r} is not HOST:PORT, e.g. {example}")
+    return host
 
 
 def is_loopback(host: str) -> bool:

@@ -171,7 +171,7 @@ class LibvirtBackend:
             host_name=config.host_name,
             recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
             preflight_interval_s=config.preflight_interval_s,
-            preflight_periods=tuple(config.preflight_periods_s),
+            preflight_periods=config.preflight_periods_s,
             preflight_concurrency=config.preflight_concurrency,
         )
 
@@ -523,7 +523,7 @@ class LibvirtBackend:
         reading = self._overhead.learn(
             resident_bytes=info.resident_bytes,
             memory_total=int(params.get("memory_total", 0) or 0),
-            zero_pages=int(params.get("memory_constant", -1) if "memory_constant" in params else -1),
+            zero_pages=int(params.get("memory_constant", -1)),
             page_size=int(params.get("memory_page_size", 4096) or 4096),
         )
         if reading is not None:
