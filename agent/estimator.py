@@ -248,10 +248,7 @@ class MigrationEstimator:
         return since % 2
 
     def _hot_ceiling(self, memory: float) -> float:
-        """The most a hot set can plausibly be: the guest's RAM, or the part of it ever
-        written when resident memory tells it (a guest rewrites what it has written)."""
-        bound = self._bound(memory)
-        return memory if bound is None else max(memory - bound.central, 0.0)
+        return hot_ceiling(memory, self._bound(memory))
 
     def _bound(self, memory: float) -> ResidentBound | None:
         if self._resident is None or memory <= 0:
@@ -437,6 +434,12 @@ class MigrationEstimator:
         return est if eta.eta is None or eta.eta >= 0 else replace(est, eta_s=0.0)
 
 
+def hot_ceiling(memory: float, bound: ResidentBound | None) -> float:
+    """The most a hot set can plausibly be: the guest's RAM, or the part of it ever written
+    when resident memory tells it (a guest rewrites what it has written)."""
+    return memory if bound is None else max(memory - bound.central, 0.0)
+
+
 # --- pre-flight prediction (issue 6) -----------------------------------------------------
 
 
@@ -468,12 +471,11 @@ def predict(
     sig2 = 2.0 * max(dirty_rate_sigma_bps, 0.0)
     fit = DirtyFit(dirty_rate_bps, max(dirty_rate_sigma_bps, 0.0), hot_set_bytes,
                    hot_set_low_bytes)
-    written = float(memory_bytes)
-    if resident_bytes is not None and resident_bytes > 0 and memory_bytes > 0:
-        b = resident_bound(float(memory_bytes), float(resident_bytes),
-                           float(config.resident_overhead_bytes))
-        written = max(float(memory_bytes) - b.central, 0.0)
-    hot = prior_hot_set(fit, written)
+    bound = (resident_bound(float(memory_bytes), float(resident_bytes),
+                            float(config.resident_overhead_bytes))
+             if resident_bytes is not None and resident_bytes > 0 and memory_bytes > 0
+             else None)
+    hot = prior_hot_set(fit, hot_ceiling(float(memory_bytes), bound))
     model = DirtyModel(
         rate=dirty_rate_bps,
         rate_low=max(0.0, dirty_rate_bps - sig2),
@@ -486,11 +488,9 @@ def predict(
     share = min(max(zero_share, 0.0), 0.95)
     fast_share = max(share, config.zero_share_low)
     slow_share = 0.0
-    if resident_bytes is not None and resident_bytes > 0 and memory_bytes > 0:
-        b = resident_bound(float(memory_bytes), float(resident_bytes),
-                           float(config.resident_overhead_bytes))
-        share, fast_share, slow_share = (b.central / memory_bytes, b.high / memory_bytes,
-                                         b.low / memory_bytes)
+    if bound is not None:
+        share, fast_share, slow_share = (bound.central / memory_bytes,
+                                         bound.high / memory_bytes, bound.low / memory_bytes)
     sit = Situation(
         before_memory_s=disk_bytes / bw if bw > 0 else math.inf,
         pass_left=float(memory_bytes),

@@ -2,7 +2,7 @@
 
 A custom collector reads the hub's current records at scrape time, so publishing an update
 costs nothing extra and a scrape always sees the latest state. Per-migration series exist
-only while the migration runs (finished ones leave, counted by outcome in
+only while the migration runs (finished ones leave, counted by phase in
 ``migwatch_migrations``), which keeps the series count bounded by what is in flight.
 
 ``prometheus_client``'s HTTP server answers scrapes from its own thread: the collector only
@@ -12,7 +12,6 @@ dataclasses, so it never races the event loop.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from migwatch.agent.model import Convergence, HostState, Migration, Phase
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric, StateSetMetricFamily
 from prometheus_client.registry import Collector
-
-log = logging.getLogger(__name__)
 
 # Series are keyed by the migration id (with the domain and direction for reading); the
 # rest of what identifies a migration is on ``migwatch_migration_info``, to join on ``id``.
