@@ -176,6 +176,11 @@ def _inside(e: Estimate, remaining: float) -> bool:
             and e.eta_low_s <= remaining <= e.eta_high_s)
 
 
+def _auto_converge(trace: Trace) -> bool:
+    """Started with VIR_MIGRATE_AUTO_CONVERGE (the meta line's flags)."""
+    return trace.meta is not None and "VIR_MIGRATE_AUTO_CONVERGE" in trace.meta.flag_names
+
+
 def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig,
              use_resident: bool = True) -> Estimate | None:
     steps = list(source_steps(trace))
@@ -192,9 +197,7 @@ def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig,
         dirty_rate_sigma_bps=fit.rate_sigma_bps, hot_set_low_bytes=fit.hot_low_bytes,
         resident_bytes=resident_of(trace) if use_resident else None,
         limits=limits, config=config,
-        # A scheduler knows the flags it will migrate with.
-        auto_converge=(trace.meta is not None
-                       and "VIR_MIGRATE_AUTO_CONVERGE" in trace.meta.flag_names),
+        auto_converge=_auto_converge(trace),  # a scheduler knows the flags it will use
     )
 
 
@@ -212,8 +215,7 @@ def evaluate(path: Path, config: EstimatorConfig, use_resident: bool = True) -> 
         preflight=pf is not None,
         resident=use_resident and resident_of(trace) is not None,
         ladder=pf is not None and max(pf.rates, default=0.0) >= LADDER_MIN_S,
-        auto_converge=(trace.meta is not None
-                       and "VIR_MIGRATE_AUTO_CONVERGE" in trace.meta.flag_names),
+        auto_converge=_auto_converge(trace),
         live=replay(trace, None, config, use_resident),
         with_prior=replay(trace, pf, config, use_resident) if pf is not None else None,
         first_action_s=next((a.dt for a in trace.actions if a.dt is not None), None),
