@@ -22,10 +22,10 @@ tcp://127.0.0.1`, guest kernel `pti=on`, sampled every 0.25 s; format in
 parameter (`guest`, `bandwidth_mib_s`, `flag_names`, `params`, `actions`); traces with
 `"preflight": true` carry `dirtyrate` lines (page-sampling) taken just before the migrate
 call: periods 1, 2 and 4 s as in the shared traces, and 1, 2, 4, 8 and 16 s (the agent's
-default ladder, meta `preflight_periods_s`) in the `mw4-*` set. The scenarios are defined in
+default ladder, meta `preflight_periods_s`) in the `mw4-*`, `mw5-*` and `ac-*` sets. The scenarios are defined in
 `lab/scenarios.py`.
 
-Beyond TRACE_FORMAT.md, the `mw2-*`, `mw3-*` and `mw4-*` traces carry one `memstats` line
+Beyond TRACE_FORMAT.md, the `mw2-*` to `mw5-*` and `ac-*` traces carry one `memstats` line
 just before the migrate call (after the pre-flight lines, `dt` null):
 `{"type":"memstats","host":"A","stats":{...},"call_ms":...}`, where `stats` is
 `virDomainMemoryStats()` of the guest on the source, unchanged (KiB; `rss` is the source QEMU's
