@@ -24,13 +24,24 @@ run: venv
 	for i in $$(seq 50); do $(VENV)/bin/migwatch list --agent 127.0.0.1:$(PORT) >/dev/null 2>&1 && break; sleep 0.1; done; \
 	$(VENV)/bin/migwatch watch --agent 127.0.0.1:$(PORT)
 
-## test: install what is missing (venv, and the libvirt lab unless MIGWATCH_SKIP_LAB=1), then lint and the whole suite
+## test: install what is missing (venv, and the libvirt lab unless MIGWATCH_SKIP_LAB=1), then lint
+##       and the whole suite. The lab's daemons and guests are stopped when it ends (pass, fail
+##       or Ctrl-C) unless they were already up before (`make lab`) or MIGWATCH_KEEP_LAB=1.
 test: venv
 	$(MAKE) --no-print-directory lint
 	@if [ "$${MIGWATCH_SKIP_LAB:-0}" = 1 ]; then \
 	  echo "*** MIGWATCH_SKIP_LAB=1: the real-libvirt lab tests will be reported as SKIPPED ***"; \
-	else $(MAKE) --no-print-directory lab; fi
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	  exec $(PY) -m pytest -q -rs $(PYTEST_ARGS); \
+	fi; \
+	if $(LABCTL) status >/dev/null 2>&1; then \
+	  echo "lab: already up before this run; it is left up afterwards"; \
+	elif [ "$${MIGWATCH_KEEP_LAB:-0}" = 1 ]; then \
+	  echo "lab: MIGWATCH_KEEP_LAB=1, the lab stays up afterwards (make lab-down stops it)"; \
+	else \
+	  trap 'echo "lab: stopping what this run started"; $(LABCTL) down >/dev/null || true' EXIT; \
+	  trap 'exit 130' INT TERM; \
+	fi; \
+	$(MAKE) --no-print-directory lab && $(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 ## proto: regenerate the stubs (and .pyi) beside proto/migwatch/v1/migwatch.proto
 proto: venv

@@ -1,4 +1,4 @@
-"""Records each outgoing migration as a trace file (``shared/lab/TRACE_FORMAT.md``).
+"""Records each outgoing migration as a trace file (``bench/traces/TRACE_FORMAT.md``).
 
 What the agent saw, raw: libvirt's job-stats dicts, the domain events and the
 outcome, so a real migration can be replayed (``--backend replay``) and scored

@@ -1,4 +1,4 @@
-"""Read a recorded migration trace (``shared/lab/TRACE_FORMAT.md``) into typed records.
+"""Read a recorded migration trace (``bench/traces/TRACE_FORMAT.md``) into typed records.
 
 A trace is JSON Lines: ``meta``, ``stats``, ``dirtyrate``, ``event``, ``action`` and
 ``result`` lines in time order. Unknown keys and unknown line types are ignored (the format

@@ -1,6 +1,6 @@
 # Included by the top-level Makefile (`-include bench/bench.mk`); uses its $(PY) and venv.
 .PHONY: bench-eta
 
-## bench-eta: ETA error, band coverage and verdict timing over bench/traces and ../shared/lab/traces
+## bench-eta: ETA error, band coverage and verdict timing over bench/traces and bench/traces/shared
 bench-eta: venv
 	$(PY) -m bench.eta

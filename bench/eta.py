@@ -1,7 +1,7 @@
 """ETA / band / verdict benchmark over recorded migration traces.
 
 Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces`` and
-``../shared/lab/traces`` relative to the repository).
+``bench/traces/shared``, the project's first ten recordings).
 
 Every trace is replayed (``bench.eta_replay``) through ``MigrationEstimator`` exactly as the
 agent's replay backend and tracker feed it (``estimates``): the source's running samples in order, the limits in
@@ -46,7 +46,7 @@ from bench.eta_replay import (
 __all__ = ["agent_estimator_config", "estimates", "format_table", "main", "run", "summarize"]
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DIRS = (REPO / "bench" / "traces", REPO.parent / "shared" / "lab" / "traces")
+DEFAULT_DIRS = (REPO / "bench" / "traces", REPO / "bench" / "traces" / "shared")
 TARGET_ERR = 0.10  # p90 ETA error from 25 % elapsed
 TARGET_BAND = 0.80  # share of true durations inside the band
 TARGET_FLAG_ITERS = 3

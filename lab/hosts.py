@@ -5,7 +5,7 @@ Each daemon runs in its own mount namespace where the QEMU driver's fixed paths
 /var/log/libvirt) are bind mounts of a per-host directory under the lab's state
 directory, so the two daemons (and their QEMUs) see different files there, as
 two real hosts would. Both share the root network namespace and talk over
-127.0.0.1 TCP. See /work/shared/lab/NOTES.md ("How the two hosts are made").
+127.0.0.1 TCP. See lab/NOTES.md ("How the two hosts are made").
 
 Nothing global is mounted: the namespaces die with the processes in them.
 """
@@ -56,10 +56,56 @@ class HostSpec:
         return f"labhost-{self.name}"
 
 
-HOSTS: dict[str, HostSpec] = {
-    "A": HostSpec("A", 16509, "6d696777-6174-6368-0000-00000000000a", (49152, 49215)),
-    "B": HostSpec("B", 16510, "6d696777-6174-6368-0000-00000000000b", (49216, 49279)),
-}
+#: Where the lab's ports start unless $MIGWATCH_LAB_PORT_BASE says otherwise. Never libvirt's
+#: own numbers: libvirtd listens on 16509 and QEMU's incoming migrations take 49152-49215 on a
+#: real hypervisor, so a lab there would collide with (or be mistaken for) the host's daemon.
+#: 26500-26727 lies below Linux's ephemeral range (32768-60999), so no outgoing connection is
+#: ever given one of these ports by the kernel.
+DEFAULT_PORT_BASE = 26500
+_PORT_SPAN = 228  # base+9, base+10 for the daemons; base+100..base+227 for migrations
+
+
+def port_base() -> int:
+    """The lab's first port: $MIGWATCH_LAB_PORT_BASE (1024-65000) or DEFAULT_PORT_BASE.
+
+    Two labs on one machine (two checkouts, two users) need two bases and two state dirs.
+    """
+    raw = os.environ.get("MIGWATCH_LAB_PORT_BASE", "").strip()
+    if not raw:
+        return DEFAULT_PORT_BASE
+    try:
+        base = int(raw)
+    except ValueError:
+        base = -1
+    if not 1024 <= base <= 65535 - _PORT_SPAN:
+        raise LabError(
+            f"MIGWATCH_LAB_PORT_BASE={raw!r}: give a whole number from 1024 to "
+            f"{65535 - _PORT_SPAN} (the lab uses that port + 9 to + {_PORT_SPAN - 1})"
+        )
+    return base
+
+
+def host_specs(base: int) -> dict[str, HostSpec]:
+    """Both hosts' ports from one base: daemons on base+9 / base+10 (mirroring 16509 / 16510
+    so the numbers stay recognisable), incoming migrations on two disjoint 64-port ranges."""
+    return {
+        "A": HostSpec(
+            "A", base + 9, "6d696777-6174-6368-0000-00000000000a", (base + 100, base + 163)
+        ),
+        "B": HostSpec(
+            "B", base + 10, "6d696777-6174-6368-0000-00000000000b", (base + 164, base + 227)
+        ),
+    }
+
+
+def lab_ports(specs: dict[str, HostSpec]) -> list[int]:
+    """Every TCP port the lab will listen on."""
+    ports = []
+    for spec in specs.values():
+        low, high = spec.migration_ports
+        ports.append(spec.tcp_port)
+        ports.extend(range(low, high + 1))
+    return sorted(ports)
 
 
 def state_dir() -> Path:
@@ -69,6 +115,9 @@ def state_dir() -> Path:
 
 class LabError(RuntimeError):
     """The lab could not do what was asked (daemon, guest or migration setup)."""
+
+
+HOSTS: dict[str, HostSpec] = host_specs(port_base())
 
 
 # --------------------------------------------------------------------------
@@ -208,6 +257,56 @@ def read_record(host: str) -> DaemonRecord | None:
         return None
 
 
+def _listening_inodes(ports: set[int]) -> dict[int, int]:
+    """Socket inode -> port for every TCP socket in LISTEN on one of `ports` (v4 and v6)."""
+    found: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; field 9 is the inode.
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            if fields[3] == "0A" and port in ports:
+                found[int(fields[9])] = port
+    return found
+
+
+def port_holders(ports: list[int]) -> dict[int, str]:
+    """Port -> "pid N (command line)" of whoever listens there; "unknown process" when the
+    socket's owner cannot be read. Only ports that something listens on appear."""
+    inodes = _listening_inodes(set(ports))
+    holders = {port: "unknown process" for port in inodes.values()}
+    if not inodes:
+        return holders
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                        cmd = " ".join(_proc_cmdline(int(entry.name)))[:80]
+                        holders[inodes[int(target[8:-1])]] = f"pid {entry.name} ({cmd})"
+    return holders
+
+
+def check_ports_free(specs: dict[str, HostSpec] | None = None) -> None:
+    """Raise a one-line LabError naming who holds a lab port, before anything starts: a
+    daemon that fails to bind later says much less."""
+    holders = port_holders(lab_ports(specs or HOSTS))
+    if holders:
+        port, who = min(holders.items())
+        more = f" (and {len(holders) - 1} more lab ports)" if len(holders) > 1 else ""
+        raise LabError(
+            f"lab port {port} is taken by {who}{more}: stop it, or give the lab other ports "
+            f"with MIGWATCH_LAB_PORT_BASE (now {port_base()})"
+        )
+
+
 def port_open(port: int, timeout: float = 0.2) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout):
         return True
@@ -232,11 +331,7 @@ def _namespace_script(spec: HostSpec, dirs: HostDirs) -> str:
 
 def start_daemon(spec: HostSpec) -> DaemonRecord:
     """Start one host's libvirtd in a private mount + UTS namespace."""
-    if port_open(spec.tcp_port):
-        raise LabError(
-            f"port {spec.tcp_port} is already in use by a process this lab did not start "
-            f"(state dir {state_dir()})"
-        )
+    check_ports_free({spec.name: spec})
     dirs = _prepare_dirs(spec)
     # unshare without --fork execs, and so does sh: the child's pid is libvirtd's.
     argv = [

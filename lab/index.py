@@ -1,5 +1,5 @@
 """INDEX.md for a directory of traces: one table row per trace, with the same
-columns as /work/shared/lab/traces/INDEX.md, computed from the traces alone.
+columns as bench/traces/shared/INDEX.md, computed from the traces alone.
 
     python -m lab.index bench/traces
 """
@@ -18,12 +18,17 @@ HEADER = """# migwatch lab traces
 Real libvirt live migrations A -> B recorded by `lab/labctl.py` (`make lab-record`): two
 libvirt 9.0 daemons on one machine, QEMU 7.2 under TCG, peer-to-peer, `migrate_uri
 tcp://127.0.0.1`, guest kernel `pti=on`, sampled every 0.25 s; format in
-`/work/shared/lab/TRACE_FORMAT.md` (shared/lab/TRACE_FORMAT.md). Each meta line records every
+`TRACE_FORMAT.md` (beside this file). Each meta line records every
 parameter (`guest`, `bandwidth_mib_s`, `flag_names`, `params`, `actions`); traces with
 `"preflight": true` carry `dirtyrate` lines (page-sampling) taken just before the migrate
 call: periods 1, 2 and 4 s as in the shared traces, and 1, 2, 4, 8 and 16 s (the agent's
 default ladder, meta `preflight_periods_s`) in the `mw4-*`, `mw5-*` and `ac-*` sets. The scenarios are defined in
 `lab/scenarios.py`.
+
+Where they come from: every trace in this folder was recorded by this repository's lab
+(`lab/record.py`). The ten in `shared/` (the `shared` set, with their own INDEX.md) are
+copies of the project's first recordings, made by an earlier lab with a 1/2/4 s pre-flight
+and no resident memory; `make bench-eta` reads both folders.
 
 Beyond TRACE_FORMAT.md, the `mw2-*` to `mw5-*` and `ac-*` traces carry one `memstats` line
 just before the migrate call (after the pre-flight lines, `dt` null):

@@ -71,7 +71,7 @@ class Lab:
 
     @staticmethod
     def uri(host: str) -> str:
-        """`qemu+tcp://127.0.0.1:16509/system` for "A", port 16510 for "B"."""
+        """`qemu+tcp://127.0.0.1:26509/system` for "A", 26510 for "B" (MIGWATCH_LAB_PORT_BASE)."""
         return HOSTS[host].uri
 
     @staticmethod
@@ -86,6 +86,7 @@ class Lab:
         if all(hosts.host_status(h).healthy for h in HOSTS):
             return timings
         hosts.stop_all()  # whatever is left of a previous run, even half of it
+        hosts.check_ports_free()  # someone else's daemon: one clear line, before we start
         start = time.monotonic()
         records = {h: hosts.start_daemon(spec) for h, spec in HOSTS.items()}
         for h, spec in HOSTS.items():

@@ -1,4 +1,4 @@
-"""Record one live migration as a trace (JSON Lines, /work/shared/lab/TRACE_FORMAT.md).
+"""Record one live migration as a trace (JSON Lines, bench/traces/TRACE_FORMAT.md).
 
 While the migration runs: `jobStats()` on A every `interval_s`, `state()` and
 `jobStats()` on B, and LIFECYCLE / MIGRATION_ITERATION / JOB_COMPLETED events

@@ -20,7 +20,8 @@ from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 
 MIB = 1 << 20
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "lab" / "traces"
+# Copies of the project's first ten recordings (bench/traces/shared/INDEX.md).
+SHARED = Path(__file__).resolve().parents[1] / "bench" / "traces" / "shared"
 
 ASYNC = pytest.mark.asyncio(loop_scope="function")
 

@@ -461,11 +461,17 @@ class TestControls:
 
     async def test_force_complete_without_postcopy_pauses(self, agent: Agent, stub: Stub) -> None:
         """ForceCompleteMigration on a migration without post-copy pauses the guest; it completes."""
-        target = await active(stub, "converging")
-        call = stub.WatchMigrations(pb.WatchMigrationsRequest(domain_uuid=target.domain_uuid))
-        _, snapshot, _ = await read_snapshot(call)
-        if snapshot[0].phase == pb.PHASE_PAUSED:
-            pytest.skip("the migration reached its switch-over before the test could act")
+        # A converging run can reach its own switch-over between the list and the snapshot;
+        # then the next simulated run is taken (the simulated host starts one every cycle).
+        for _ in range(20):
+            target = await active(stub, "converging")
+            call = stub.WatchMigrations(pb.WatchMigrationsRequest(domain_uuid=target.domain_uuid))
+            _, snapshot, _ = await read_snapshot(call)
+            if snapshot[0].phase == pb.PHASE_PRECOPY:
+                break
+            call.cancel()
+        else:
+            raise AssertionError("no converging migration was still in pre-copy when watched")
         reply = await stub.ForceCompleteMigration(pb.ForceCompleteMigrationRequest(id=target.id))
         assert reply.method == pb.FORCE_COMPLETE_METHOD_PAUSE
         msgs = await read_until(call, lambda r: r.migration.phase in TERMINAL)

@@ -1,7 +1,7 @@
 """The libvirt backend: every migration job on one libvirt host.
 
 The only module that imports libvirt. What it relies on was measured on real
-QEMU migrations (``shared/lab/NOTES.md``):
+QEMU migrations (``lab/NOTES.md``):
 
 * Outgoing jobs are sampled with ``jobStats()`` every ``sample_interval_s``
   and at once on MIGRATION_ITERATION; a periodic scan (and any event) finds
