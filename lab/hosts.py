@@ -409,15 +409,21 @@ def _reap(pid: int) -> None:
 
 
 def lab_qemu_pids() -> list[int]:
-    """QEMU processes of this lab: those whose command line names this state
-    dir's guest kernel (source and destination QEMUs alike)."""
+    """QEMU processes of this lab: those started by libvirt (``-name guest=...``) whose
+    command line names this state dir's guest kernel (source and destination QEMUs alike).
+    A bare QEMU booted from the same kernel by another lab (the QMP lab) is not ours."""
     marker = str(state_dir() / "guest") + "/"
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         argv = _proc_cmdline(int(entry.name))
-        if argv and "qemu-system" in Path(argv[0]).name and any(marker in a for a in argv):
+        if (
+            argv
+            and "qemu-system" in Path(argv[0]).name
+            and any(marker in a for a in argv)
+            and any(a.startswith("guest=") for a in argv)
+        ):
             pids.append(int(entry.name))
     return pids
 
