@@ -128,7 +128,7 @@ def load_config(args: argparse.Namespace) -> AgentConfig:
 
 
 async def amain(config: AgentConfig) -> int:
-    from migwatch.agent.server import Agent
+    from migwatch.agent.serve.server import Agent
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

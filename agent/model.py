@@ -198,3 +198,27 @@ class Migration:
     auto_converge_throttle: int | None = None
     postcopy_requests: int = 0
     sequence: int = 0  # assigned by the hub on publication
+
+
+@dataclass(frozen=True, slots=True)
+class DomainFacts:
+    """What a backend knows of a running guest, for a prediction (``Backend.describe``)."""
+
+    domain_uuid: str
+    domain_name: str
+    memory_bytes: int
+    disk_bytes: int  # capacity of the disks a storage copy would mirror
+    limits: Limits  # the domain's current migration limits
+    preflight: Preflight | None  # latest background measurement, if any
+    migrating: bool = False
+    resident_bytes: int | None = None  # the guest QEMU's `rss` (memoryStats), if known
+    resident_overhead_bytes: int | None = None  # learned on this host (backend.MigrationInfo)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A migration predicted before it starts (``estimate.prediction.predict_migration``)."""
+
+    estimate: Estimate
+    dirty_rate_bps: float | None
+    hot_set_bytes: float | None

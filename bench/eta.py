@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from migwatch.agent.estimator import EstimatorConfig
-from migwatch.agent.trace import TraceError, find_traces
+from migwatch.agent.backends.trace import TraceError, find_traces
+from migwatch.agent.estimate.estimator import EstimatorConfig
 
 from bench.eta_limits import (
     dirty_unknown,

@@ -13,10 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migwatch.agent.config import AgentConfig
-from migwatch.agent.estimator import EstimatorConfig, MigrationEstimator, fit_preflight, predict
-from migwatch.agent.model import Convergence, Estimate, Preflight
-from migwatch.agent.trace import (
+from migwatch.agent.backends.trace import (
     ReplayStep,
     Trace,
     limits_at,
@@ -27,6 +24,14 @@ from migwatch.agent.trace import (
     source_steps,
     true_duration_s,
 )
+from migwatch.agent.config import AgentConfig
+from migwatch.agent.estimate.estimator import (
+    EstimatorConfig,
+    MigrationEstimator,
+    fit_preflight,
+    predict,
+)
+from migwatch.agent.model import Convergence, Estimate, Preflight
 
 from bench.eta_limits import Checkpoint, checkpoints
 

@@ -29,9 +29,9 @@ import time
 
 import grpc
 from migwatch.agent.config import AgentConfig
-from migwatch.agent.hub import Filter, Hub
+from migwatch.agent.core.hub import Filter, Hub
 from migwatch.agent.model import Direction, Migration, Phase, Transfer
-from migwatch.agent.server import running_agent
+from migwatch.agent.serve.server import running_agent
 from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 

@@ -5,7 +5,7 @@ In-process (one event loop per test, shared by the agent and the client)::
     @pytest.mark.asyncio
     async def test_x(agent, agent_target, stub): ...
 
-* ``agent``: a started ``migwatch.agent.server.Agent`` (``agent.port``, ``agent.hub``);
+* ``agent``: a started ``migwatch.agent.serve.server.Agent`` (``agent.port``, ``agent.hub``);
   stopped after the test. Configure it by overriding ``agent_config`` (an ``AgentConfig``)
   and/or ``agent_backend`` (a ``Backend``, or None for the one the config names) in a
   test module or class.
@@ -37,12 +37,12 @@ import grpc
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from migwatch.agent.backend import Backend
+from migwatch.agent.backends.protocol import Backend
 from migwatch.agent.config import AgentConfig
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from migwatch.agent.server import Agent
+    from migwatch.agent.serve.server import Agent
 
 FAST_SCENARIOS = ("converging", "not-converging")
 
@@ -68,7 +68,9 @@ def agent_backend() -> Backend | None:
 @pytest_asyncio.fixture(loop_scope="function")
 async def agent(agent_config: AgentConfig, agent_backend: Backend | None) -> AsyncIterator[Agent]:
     """A started in-process agent, stopped after the test."""
-    from migwatch.agent.server import running_agent  # not at import: pure tests need none of it
+    from migwatch.agent.serve.server import (
+        running_agent,  # not at import: pure tests need none of it
+    )
 
     async with running_agent(agent_config, agent_backend) as started:
         yield started

@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 from migwatch.agent.config import AgentConfig
-from migwatch.agent.server import running_agent
+from migwatch.agent.serve.server import running_agent
 from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
-from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, StatusSink
+from migwatch.agent.backends.protocol import MigrationInfo, Observation, ObservationSink, StatusSink
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import MigrationGone
 from migwatch.agent.model import Direction, HostState, JobSample
@@ -38,7 +38,7 @@ from migwatch.client import (
 
 if TYPE_CHECKING:
     from conftest import SpawnAgent
-    from migwatch.agent.server import Agent
+    from migwatch.agent.serve.server import Agent
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -121,7 +121,7 @@ def final_counts(updates: list[Update]) -> Counter[tuple[str, str]]:
 @pytest_asyncio.fixture(loop_scope="function")
 async def two_agents() -> AsyncIterator[list[str]]:
     """Two in-process simulated agents reporting as sim-a and sim-b."""
-    from migwatch.agent.server import running_agent
+    from migwatch.agent.serve.server import running_agent
 
     configs = [
         AgentConfig(
@@ -273,7 +273,7 @@ async def test_fleet_merges_the_streams_of_two_agents(two_agents: list[str]) -> 
 
 async def test_fleet_joins_the_outgoing_and_incoming_ends_of_one_migration() -> None:
     """The source agent's OUTGOING end and the destination agent's INCOMING end become one record."""
-    from migwatch.agent.server import running_agent
+    from migwatch.agent.serve.server import running_agent
 
     src, dst = ScriptedBackend("hv-a"), ScriptedBackend("hv-b")
     config = AgentConfig(listen="127.0.0.1:0", grace_s=0.2)

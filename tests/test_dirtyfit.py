@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from migwatch.agent.dirtyfit import (
+from migwatch.agent.estimate.dirtyfit import (
     DirtyFit,
     PassObservation,
     dirty_model,
@@ -13,7 +13,7 @@ from migwatch.agent.dirtyfit import (
     preflight_dirty_model,
     prior_hot_set,
 )
-from migwatch.agent.etaconfig import EstimatorConfig
+from migwatch.agent.estimate.etaconfig import EstimatorConfig
 from migwatch.agent.model import EtaBasis, Preflight
 
 MIB = 1024 * 1024

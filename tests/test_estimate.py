@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 import pytest
 from migwatch.agent.config import AgentConfig
-from migwatch.agent.estimator import EstimatorConfig
+from migwatch.agent.estimate.estimator import EstimatorConfig
+from migwatch.agent.estimate.prediction import predict_migration
 from migwatch.agent.model import Convergence as AgentConvergence
 from migwatch.agent.model import EtaBasis as AgentBasis
 from migwatch.agent.model import Limits, Preflight
-from migwatch.agent.prediction import predict_migration
-from migwatch.agent.server import running_agent
+from migwatch.agent.serve.server import running_agent
 from migwatch.client import AgentClient, Convergence, EtaBasis, InvalidArgument, NotFound, cli
 from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc

@@ -5,11 +5,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import migwatch.agent.estimator as estimator_module
+import migwatch.agent.estimate.estimator as estimator_module
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from migwatch.agent.estimator import (
+from migwatch.agent.backends.trace import (
+    memory_size_hint,
+    preflight_of,
+    read_trace,
+    resident_of,
+    source_steps,
+    true_duration_s,
+)
+from migwatch.agent.estimate.estimator import (
     EstimatorConfig,
     MigrationEstimator,
     predict,
@@ -22,14 +30,6 @@ from migwatch.agent.model import (
     JobSample,
     Limits,
     Preflight,
-)
-from migwatch.agent.trace import (
-    memory_size_hint,
-    preflight_of,
-    read_trace,
-    resident_of,
-    source_steps,
-    true_duration_s,
 )
 
 MIB = 1024 * 1024
@@ -102,7 +102,7 @@ def check_invariants(e: Estimate) -> None:
 
 
 def test_public_names_stay_importable_from_estimator() -> None:
-    """The names other modules import from ``migwatch.agent.estimator`` are still there."""
+    """The names other modules import from ``migwatch.agent.estimate.estimator`` are still there."""
     for name in ("EstimatorConfig", "MigrationEstimator", "predict", "preflight_dirty_model",
                  "fit_preflight", "plan_passes", "PassPlan"):
         assert name in estimator_module.__all__ and hasattr(estimator_module, name)
@@ -369,7 +369,7 @@ def test_resident_bytes_sets_pass1_zero_pages() -> None:
 
 
 def test_predict_with_resident_bytes() -> None:
-    from migwatch.agent.estimator import predict
+    from migwatch.agent.estimate.estimator import predict
 
     base = predict(1024 * MIB, 0, 0.0, None, 100 * MIB, 0.3)
     known = predict(1024 * MIB, 0, 0.0, None, 100 * MIB, 0.3, resident_bytes=500 * MIB)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from migwatch.agent.hub import Filter, Hub, SubscriberLimitReached, Subscription, Update
+from migwatch.agent.core.hub import Filter, Hub, SubscriberLimitReached, Subscription, Update
 from migwatch.agent.model import Direction, HostState, Migration, Phase, Transfer
 from migwatch.v1 import migwatch_pb2 as pb
 

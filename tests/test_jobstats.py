@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from migwatch.agent.jobstats import JobType, completed_job, is_running, job_type, parse_job_stats
+from migwatch.agent.backends.jobstats import (
+    JobType,
+    completed_job,
+    is_running,
+    job_type,
+    parse_job_stats,
+)
 
 # A real running sample (converge trace, iteration 2) and the JOB_COMPLETED params.
 RUNNING = {

@@ -7,7 +7,6 @@ import urllib.request
 
 import pytest
 from migwatch.agent.config import AgentConfig, ConfigError, build
-from migwatch.agent.metrics import AgentView, MetricsServer
 from migwatch.agent.model import (
     Convergence,
     Direction,
@@ -16,7 +15,8 @@ from migwatch.agent.model import (
     Phase,
     Transfer,
 )
-from migwatch.agent.server import running_agent
+from migwatch.agent.serve.metrics import AgentView, MetricsServer
+from migwatch.agent.serve.server import running_agent
 from prometheus_client.parser import text_string_to_metric_families
 
 MIB = 1 << 20

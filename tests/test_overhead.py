@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from migwatch.agent.backend import Observation
-from migwatch.agent.etaconfig import EstimatorConfig, with_overhead
+from migwatch.agent.backends.protocol import Observation
+from migwatch.agent.core.tracker import Tracker
+from migwatch.agent.estimate.etaconfig import EstimatorConfig, with_overhead
+from migwatch.agent.estimate.overhead import ResidentOverhead
 from migwatch.agent.model import JobSample, Phase
-from migwatch.agent.overhead import ResidentOverhead
-from migwatch.agent.tracker import Tracker
 
 from tests.test_tracker import MIB, info
 

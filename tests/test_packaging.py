@@ -57,7 +57,7 @@ def test_wheel_installs_into_a_fresh_venv_with_working_commands(tmp_path: Path) 
     run([bin_ / "python", "-m", "pip", "install", "-q", wheel], cwd=tmp_path, timeout=300)
     script = (
         "import importlib.util as u, migwatch.agent, migwatch.client, migwatch.v1.migwatch_pb2\n"
-        "import migwatch.agent.server, migwatch.client.cli\n"
+        "import migwatch.agent.serve.server, migwatch.client.cli\n"
         "print(u.find_spec('agent'), u.find_spec('client'), migwatch.agent.__file__)"
     )
     probe = run([bin_ / "python", "-c", script], cwd=tmp_path)
@@ -67,3 +67,17 @@ def test_wheel_installs_into_a_fresh_venv_with_working_commands(tmp_path: Path) 
     for command in ("migwatch-agent", "migwatch"):
         help_text = run([bin_ / command, "--help"], cwd=tmp_path).stdout
         assert help_text.startswith("usage: "), help_text
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    """Each folder under agent/ and client/ holding an __init__.py is a package pyproject.toml
+    lists, so no subpackage silently drops out of the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for top, name in (("agent", "migwatch.agent"), ("client", "migwatch.client")):
+        for init in (REPO / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / top).parts
+            found.add(".".join((name, *rel)))
+    assert found <= listed, f"not in pyproject.toml packages: {sorted(found - listed)}"

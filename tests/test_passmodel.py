@@ -7,7 +7,7 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from migwatch.agent.passmodel import (
+from migwatch.agent.estimate.passmodel import (
     MAX_DRAIN,
     AutoConverge,
     PassPlan,
@@ -186,7 +186,7 @@ def test_drain_for_table(left: float, zero: float, expected: float) -> None:
 
 
 def test_resident_bound_plain_numbers() -> None:
-    from migwatch.agent.passmodel import resident_bound
+    from migwatch.agent.estimate.passmodel import resident_bound
 
     mib = 1024 * 1024
     # 1024 MiB guest, QEMU resident 500 MiB, 170 MiB of it QEMU's own: 330 MiB non-zero.
@@ -200,7 +200,7 @@ def test_resident_bound_plain_numbers() -> None:
 
 
 def test_pass1_drains_from_resident() -> None:
-    from migwatch.agent.passmodel import pass1_drains_resident, resident_bound
+    from migwatch.agent.estimate.passmodel import pass1_drains_resident, resident_bound
 
     mib = 1024 * 1024
     b = resident_bound(1024 * mib, 500 * mib, 170 * mib)  # 330 MiB non-zero (central)

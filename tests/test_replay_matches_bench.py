@@ -13,11 +13,11 @@ import math
 from pathlib import Path
 
 import pytest
+from migwatch.agent.backends.trace import preflight_of, read_trace
 from migwatch.agent.config import AgentConfig
-from migwatch.agent.estimator import EstimatorConfig
+from migwatch.agent.estimate.estimator import EstimatorConfig
 from migwatch.agent.model import Estimate
-from migwatch.agent.server import running_agent
-from migwatch.agent.trace import preflight_of, read_trace
+from migwatch.agent.serve.server import running_agent
 from migwatch.client import AgentClient, Migration
 
 from bench.eta import agent_estimator_config, estimates

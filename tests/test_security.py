@@ -24,7 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from migwatch.agent.auth import (
+from migwatch.agent.config import AgentConfig, ConfigError, is_loopback, load_toml
+from migwatch.agent.serve.auth import (
     CertificateFiles,
     Decision,
     Role,
@@ -38,7 +39,6 @@ from migwatch.agent.auth import (
     required_role,
     role_for_names,
 )
-from migwatch.agent.config import AgentConfig, ConfigError, is_loopback, load_toml
 from migwatch.client import (
     AgentClient,
     AgentUnavailable,
@@ -57,7 +57,7 @@ from migwatch.client.errors import error_from_rpc
 
 if TYPE_CHECKING:
     from conftest import SpawnAgent
-    from migwatch.agent.server import Agent
+    from migwatch.agent.serve.server import Agent
 
 VIEWER_TOKEN = "v" * 8 + "0123456789abcdef0123"
 OPERATOR_TOKEN = "o" * 8 + "0123456789abcdef0123"
@@ -446,7 +446,7 @@ def test_token_file_is_reread_when_it_changes(
     assert [e.name for e in tokens.entries()] == ["renamed-bot"]
     token_file.write_text("garbage\n")
     now[0] = 3.0
-    with caplog.at_level(logging.ERROR, logger="migwatch.agent.auth"):
+    with caplog.at_level(logging.ERROR, logger="migwatch.agent.serve.auth"):
         assert [e.name for e in tokens.entries()] == ["renamed-bot"]
     assert "keeping the 1 tokens loaded before" in caplog.text
 
@@ -456,7 +456,7 @@ def test_world_readable_token_file_is_warned_about(
 ) -> None:
     """A token file others can read gets a warning at start."""
     token_file.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="migwatch.agent.auth"):
+    with caplog.at_level(logging.WARNING, logger="migwatch.agent.serve.auth"):
         TokenFile(str(token_file))
     assert "world-readable" in caplog.text
 
@@ -598,7 +598,7 @@ def mtls_config(pki: Pki) -> AgentConfig:
 
 @asynccontextmanager
 async def serving(config: AgentConfig) -> AsyncIterator[tuple[Agent, str]]:
-    from migwatch.agent.server import running_agent
+    from migwatch.agent.serve.server import running_agent
 
     async with running_agent(config) as agent:
         yield agent, f"127.0.0.1:{agent.port}"
@@ -987,7 +987,7 @@ def test_certificate_files_are_taken_only_when_changed_and_valid(
     now[0] = 5.5
     assert files.fetch() is None  # changed, but looked at less than a second ago
     now[0] = 7.0
-    with caplog.at_level(logging.ERROR, logger="migwatch.agent.auth"):
+    with caplog.at_level(logging.ERROR, logger="migwatch.agent.serve.auth"):
         assert files.fetch() is None  # the key no longer fits the certificate
     assert "cannot be used" in caplog.text and "keeping the ones loaded before" in caplog.text
     cert.write_bytes(new_cert.read_bytes())

@@ -16,7 +16,7 @@ from google.protobuf import message_factory
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
-from migwatch.agent.backend import MigrationInfo, Observation, ObservationSink, StatusSink
+from migwatch.agent.backends.protocol import MigrationInfo, Observation, ObservationSink, StatusSink
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import MigrationGone
 from migwatch.agent.model import Direction, HostState, JobSample, Phase
@@ -24,7 +24,7 @@ from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from migwatch.agent.server import Agent
+    from migwatch.agent.serve.server import Agent
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 

@@ -7,10 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from migwatch.agent.backend import MigrationInfo, Observation
+from migwatch.agent.backends.protocol import MigrationInfo, Observation
 from migwatch.agent.config import AgentConfig
-from migwatch.agent.convert import migration_from_pb, migration_to_pb
-from migwatch.agent.hub import Filter
+from migwatch.agent.core.convert import migration_from_pb, migration_to_pb
+from migwatch.agent.core.hub import Filter
+from migwatch.agent.core.store import SEQUENCE_BLOCK, FinalStore
+from migwatch.agent.core.tracker import Tracker, migration_id, track_key
 from migwatch.agent.model import (
     Action,
     Convergence,
@@ -22,9 +24,7 @@ from migwatch.agent.model import (
     Recommendation,
     Transfer,
 )
-from migwatch.agent.server import running_agent
-from migwatch.agent.store import SEQUENCE_BLOCK, FinalStore
-from migwatch.agent.tracker import Tracker, migration_id, track_key
+from migwatch.agent.serve.server import running_agent
 
 
 def _final(i: int, finished_at: float, phase: Phase = Phase.COMPLETED) -> Migration:

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from migwatch.agent.model import Limits
-from migwatch.agent.trace import (
+from migwatch.agent.backends.trace import (
     SourceStats,
     TraceError,
     limits_at,
@@ -17,6 +16,7 @@ from migwatch.agent.trace import (
     source_steps,
     true_duration_s,
 )
+from migwatch.agent.model import Limits
 
 # Copies of the project's first ten recordings (bench/traces/shared/INDEX.md).
 SHARED = Path(__file__).resolve().parents[1] / "bench" / "traces" / "shared"

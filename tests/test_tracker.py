@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from migwatch.agent.backend import MigrationInfo, Observation
+from migwatch.agent.backends.protocol import MigrationInfo, Observation
 from migwatch.agent.backends.simulated import CATALOG, MIB, SimulatedMigration
+from migwatch.agent.core.tracker import Tracker
 from migwatch.agent.model import Direction, JobSample, Limits, Migration, Phase
-from migwatch.agent.tracker import Tracker
 
 UUID_A = "a1823c35-4213-4f58-9463-51fe8ccabbf6"
 UUID_B = "0b3c3f51-9d8a-4c47-b9d4-2b6f0f6c1e11"

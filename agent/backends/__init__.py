@@ -1,1 +1,1 @@
-"""Migration backends: each one satisfies migwatch.agent.backend.Backend."""
+"""Migration backends: each one satisfies migwatch.agent.backends.protocol.Backend."""

@@ -22,30 +22,34 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migwatch.agent.backend import (
+from migwatch.agent.backends.jobstats import completed_job, parse_job_stats
+from migwatch.agent.backends.protocol import (
     Ending,
     MigrationInfo,
     Observation,
     ObservationSink,
     StatusSink,
 )
-from migwatch.agent.config import AgentConfig, ConfigError
-from migwatch.agent.errors import ControlRefused, MigrationGone
-from migwatch.agent.jobstats import completed_job, parse_job_stats
-from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
-from migwatch.agent.prediction import DomainFacts
-from migwatch.agent.trace import (
+from migwatch.agent.backends.trace import (
     SourceStats,
     Trace,
-    TraceError,
     TraceEvent,
     TraceResult,
     limits_at,
     memory_size_hint,
     postcopy_started_at,
     preflight_of,
-    read_trace,
     resident_of,
+)
+from migwatch.agent.errors import ControlRefused, MigrationGone
+from migwatch.agent.model import (
+    Direction,
+    DomainFacts,
+    HostState,
+    JobSample,
+    Limits,
+    Phase,
+    Preflight,
 )
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,7 @@ class ReplayBackend:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not traces:
-            raise ConfigError("the replay backend needs at least one trace")
+            raise ValueError("the replay backend needs at least one trace")
         self._traces = traces
         self._speed = speed
         self._clock = clock
@@ -84,18 +88,6 @@ class ReplayBackend:
         src = str(first.raw.get("src_host", "")) if first else ""
         self._host = host_name or f"replay-{src or 'host'}"
         self._replays: dict[str, _Replay] = {}
-
-    @classmethod
-    def from_config(cls, config: AgentConfig) -> ReplayBackend:
-        traces = []
-        for path in config.traces:
-            if not Path(path).is_file():
-                raise ConfigError(f"trace file {path} does not exist")
-            try:
-                traces.append(read_trace(path))
-            except TraceError as exc:
-                raise ConfigError(str(exc)) from exc
-        return cls(traces, speed=config.speed, host_name=config.host_name)
 
     @property
     def name(self) -> str:

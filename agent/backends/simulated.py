@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from migwatch.agent.backend import (
+from migwatch.agent.backends.protocol import (
     Ending,
     MigrationInfo,
     Observation,
@@ -33,8 +33,15 @@ from migwatch.agent.backend import (
     StatusSink,
 )
 from migwatch.agent.errors import ControlRefused, MigrationGone
-from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
-from migwatch.agent.prediction import DomainFacts
+from migwatch.agent.model import (
+    Direction,
+    DomainFacts,
+    HostState,
+    JobSample,
+    Limits,
+    Phase,
+    Preflight,
+)
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from migwatch.agent.convert import migration_from_pb, migration_to_pb
+from migwatch.agent.core.convert import migration_from_pb, migration_to_pb
 from migwatch.agent.model import Migration
 from migwatch.v1 import migwatch_pb2 as pb
 

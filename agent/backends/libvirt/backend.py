@@ -29,25 +29,30 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 import libvirt
 import libvirtaio
-from migwatch.agent.backend import (
+from migwatch.agent.backends.jobstats import parse_job_stats
+from migwatch.agent.backends.protocol import (
     Ending,
     MigrationInfo,
     Observation,
     ObservationSink,
     StatusSink,
 )
-from migwatch.agent.config import AgentConfig
+from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
-from migwatch.agent.jobstats import parse_job_stats
-from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
-from migwatch.agent.overhead import ResidentOverhead
-from migwatch.agent.prediction import DomainFacts
-from migwatch.agent.recorder import TraceRecorder
+from migwatch.agent.estimate.overhead import ResidentOverhead
+from migwatch.agent.model import (
+    Direction,
+    DomainFacts,
+    HostState,
+    JobSample,
+    Limits,
+    Phase,
+    Preflight,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,19 +166,6 @@ class LibvirtBackend:
         self._dirtyrate_pool = ThreadPoolExecutor(1, thread_name_prefix="dirtyrate")
         # QEMU's own share of rss on this host, learned from completed migrations.
         self._overhead = ResidentOverhead()
-
-    @classmethod
-    def from_config(cls, config: AgentConfig) -> LibvirtBackend:
-        return cls(
-            config.libvirt_uri,
-            sample_interval_s=config.sample_interval_s,
-            scan_interval_s=config.scan_interval_s,
-            host_name=config.host_name,
-            recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
-            preflight_interval_s=config.preflight_interval_s,
-            preflight_periods=config.preflight_periods_s,
-            preflight_concurrency=config.preflight_concurrency,
-        )
 
     @property
     def name(self) -> str:

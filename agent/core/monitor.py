@@ -7,13 +7,12 @@ import logging
 import time
 from dataclasses import replace
 
-from migwatch.agent.backend import Backend, Ending, Observation
+from migwatch.agent.backends.protocol import Backend, Ending, Observation
+from migwatch.agent.core.hub import Hub
+from migwatch.agent.core.store import FinalStore
+from migwatch.agent.core.tracker import Tracker, track_key
 from migwatch.agent.errors import ControlError, ControlRefused, MigrationGone
-from migwatch.agent.hub import Hub
-from migwatch.agent.model import Direction, HostState, Migration, Phase
-from migwatch.agent.prediction import DomainFacts
-from migwatch.agent.store import FinalStore
-from migwatch.agent.tracker import Tracker, track_key
+from migwatch.agent.model import Direction, DomainFacts, HostState, Migration, Phase
 
 log = logging.getLogger(__name__)
 

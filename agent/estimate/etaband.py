@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from migwatch.agent.dirtyfit import DirtyModel
-from migwatch.agent.etaconfig import EstimatorConfig
-from migwatch.agent.passmodel import AutoConverge, PassPlan, plan_passes
+from migwatch.agent.estimate.dirtyfit import DirtyModel
+from migwatch.agent.estimate.etaconfig import EstimatorConfig
+from migwatch.agent.estimate.passmodel import AutoConverge, PassPlan, plan_passes
 
 
 @dataclass(frozen=True, slots=True)

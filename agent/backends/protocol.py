@@ -12,8 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from migwatch.agent.model import Direction, HostState, JobSample, Limits, Phase, Preflight
-from migwatch.agent.prediction import DomainFacts
+from migwatch.agent.model import (
+    Direction,
+    DomainFacts,
+    HostState,
+    JobSample,
+    Limits,
+    Phase,
+    Preflight,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,16 @@ from migwatch.agent.model import (
     Action,
     Convergence,
     Direction,
+    DomainFacts,
     EtaBasis,
     HostState,
     Limits,
     Migration,
     Phase,
+    Prediction,
     Recommendation,
     Transfer,
 )
-from migwatch.agent.prediction import DomainFacts, Prediction
 from migwatch.v1 import migwatch_pb2 as pb
 
 _PHASE = {

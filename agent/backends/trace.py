@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from migwatch.agent.jobstats import completed_job, is_running, parse_job_stats
+from migwatch.agent.backends.jobstats import completed_job, is_running, parse_job_stats
 from migwatch.agent.model import JobSample, Limits, Preflight
 
 MIB = 1024 * 1024

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from migwatch.agent.etaband import EtaBand, Situation
-from migwatch.agent.etaconfig import EstimatorConfig
+from migwatch.agent.estimate.etaband import EtaBand, Situation
+from migwatch.agent.estimate.etaconfig import EstimatorConfig
+from migwatch.agent.estimate.passmodel import PassPlan, plan_passes
 from migwatch.agent.model import Action, Convergence, EtaBasis, Limits, Recommendation
-from migwatch.agent.passmodel import PassPlan, plan_passes
 
 MIB = 1024.0 * 1024.0
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from migwatch.agent.backend import MigrationInfo, Observation
-from migwatch.agent.estimator import EstimatorConfig, MigrationEstimator
-from migwatch.agent.etaconfig import with_overhead
+from migwatch.agent.backends.protocol import MigrationInfo, Observation
+from migwatch.agent.estimate.estimator import EstimatorConfig, MigrationEstimator
+from migwatch.agent.estimate.etaconfig import with_overhead
 from migwatch.agent.model import (
     Direction,
     Estimate,

@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from migwatch.agent.advice import mib, predict_verdict, recommendations, secs, verdict
-from migwatch.agent.dirtyfit import (
+from migwatch.agent.estimate.advice import mib, predict_verdict, recommendations, secs, verdict
+from migwatch.agent.estimate.dirtyfit import (
     MIB,
     DirtyFit,
     DirtyModel,
@@ -38,17 +38,9 @@ from migwatch.agent.dirtyfit import (
     preflight_dirty_model,
     prior_hot_set,
 )
-from migwatch.agent.etaband import EtaBand, Situation, eta_band
-from migwatch.agent.etaconfig import EstimatorConfig
-from migwatch.agent.model import (
-    Convergence,
-    Estimate,
-    EtaBasis,
-    JobSample,
-    Limits,
-    Preflight,
-)
-from migwatch.agent.passmodel import (
+from migwatch.agent.estimate.etaband import EtaBand, Situation, eta_band
+from migwatch.agent.estimate.etaconfig import EstimatorConfig
+from migwatch.agent.estimate.passmodel import (
     AutoConverge,
     PassPlan,
     ResidentBound,
@@ -57,6 +49,14 @@ from migwatch.agent.passmodel import (
     pass1_drains_resident,
     plan_passes,
     resident_bound,
+)
+from migwatch.agent.model import (
+    Convergence,
+    Estimate,
+    EtaBasis,
+    JobSample,
+    Limits,
+    Preflight,
 )
 
 #: The configuration used when none is given (frozen, so one shared value is safe).

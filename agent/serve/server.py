@@ -18,17 +18,20 @@ import grpc
 import migwatch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from migwatch.agent.auth import load_security
-from migwatch.agent.backend import Backend
+from migwatch.agent.backends.protocol import Backend
+from migwatch.agent.backends.recorder import TraceRecorder
+from migwatch.agent.backends.trace import TraceError, read_trace
 from migwatch.agent.config import AgentConfig, ConfigError, is_loopback
-from migwatch.agent.estimator import EstimatorConfig
-from migwatch.agent.hub import Hub
-from migwatch.agent.metrics import AgentView, MetricsServer
+from migwatch.agent.core.hub import Hub
+from migwatch.agent.core.monitor import Monitor
+from migwatch.agent.core.store import FinalStore
+from migwatch.agent.core.tracker import Tracker
+from migwatch.agent.estimate.estimator import EstimatorConfig
 from migwatch.agent.model import Migration
-from migwatch.agent.monitor import Monitor
-from migwatch.agent.servicer import SERVICE_NAME, MigrationServicer, generic_handler
-from migwatch.agent.store import FinalStore
-from migwatch.agent.tracker import Tracker
+from migwatch.agent.serve.auth import load_security
+from migwatch.agent.serve.metrics import AgentView, MetricsServer
+from migwatch.agent.serve.service import SERVICE_NAME
+from migwatch.agent.serve.servicer import MigrationServicer, generic_handler
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +67,37 @@ def make_backend(config: AgentConfig) -> Backend:
             raise ConfigError(str(exc)) from exc
     if config.backend == "libvirt":
         try:
-            from migwatch.agent.backends.libvirt import LibvirtBackend
+            from migwatch.agent.backends.libvirt.backend import LibvirtBackend
         except ImportError as exc:
             raise ConfigError(
                 f"the libvirt backend cannot load: {exc}; install libvirt-python "
                 "(pip install 'migwatch[libvirt]', needs libvirt-dev)"
             ) from exc
-        return LibvirtBackend.from_config(config)
+        return LibvirtBackend(
+            config.libvirt_uri,
+            sample_interval_s=config.sample_interval_s,
+            scan_interval_s=config.scan_interval_s,
+            host_name=config.host_name,
+            recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
+            preflight_interval_s=config.preflight_interval_s,
+            preflight_periods=config.preflight_periods_s,
+            preflight_concurrency=config.preflight_concurrency,
+        )
     if config.backend == "replay":
         from migwatch.agent.backends.replay import ReplayBackend
 
-        return ReplayBackend.from_config(config)
+        traces = []
+        for path in config.traces:
+            if not Path(path).is_file():
+                raise ConfigError(f"trace file {path} does not exist")
+            try:
+                traces.append(read_trace(path))
+            except TraceError as exc:
+                raise ConfigError(str(exc)) from exc
+        try:
+            return ReplayBackend(traces, speed=config.speed, host_name=config.host_name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     raise ConfigError(f"unknown backend {config.backend!r}")
 
 

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from migwatch.agent.etaconfig import EstimatorConfig
+from migwatch.agent.estimate.etaconfig import EstimatorConfig
 from migwatch.agent.model import EtaBasis, Preflight
 
 MIB = 1024.0 * 1024.0

@@ -19,15 +19,14 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from migwatch.agent.convert import migration_to_pb, prediction_to_pb
+from migwatch.agent.core.convert import migration_to_pb, prediction_to_pb
+from migwatch.agent.core.hub import Filter, Hub, SubscriberLimitReached
+from migwatch.agent.core.monitor import Monitor
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
-from migwatch.agent.etaconfig import with_overhead
-from migwatch.agent.hub import Filter, Hub, SubscriberLimitReached
-from migwatch.agent.monitor import Monitor
-from migwatch.agent.prediction import predict_migration
+from migwatch.agent.estimate.etaconfig import with_overhead
+from migwatch.agent.estimate.prediction import predict_migration
+from migwatch.agent.serve.service import SERVICE_NAME
 from migwatch.v1 import migwatch_pb2 as pb
-
-SERVICE_NAME = "migwatch.v1.MigrationService"
 
 _ID_PATTERN = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\.(out|in)\.\d+$"

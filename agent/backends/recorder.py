@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from migwatch.agent.backend import MigrationInfo
+from migwatch.agent.backends.protocol import MigrationInfo
 from migwatch.agent.model import Limits, Preflight
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from migwatch.agent.convert import agent_status_to_pb, migration_to_pb
+from migwatch.agent.core.convert import agent_status_to_pb, migration_to_pb
 from migwatch.agent.model import HostState, Migration
 from migwatch.v1 import migwatch_pb2 as pb
 

@@ -9,32 +9,10 @@ as the running estimator assumes it in pass 1, and the basis says DEFAULT.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from migwatch.agent.estimator import EstimatorConfig, fit_preflight, predict
-from migwatch.agent.model import Estimate, EtaBasis, Limits, Preflight
-
-
-@dataclass(frozen=True, slots=True)
-class DomainFacts:
-    """What a backend knows of a running guest, for a prediction."""
-
-    domain_uuid: str
-    domain_name: str
-    memory_bytes: int
-    disk_bytes: int  # capacity of the disks a storage copy would mirror
-    limits: Limits  # the domain's current migration limits
-    preflight: Preflight | None  # latest background measurement, if any
-    migrating: bool = False
-    resident_bytes: int | None = None  # the guest QEMU's `rss` (memoryStats), if known
-    resident_overhead_bytes: int | None = None  # learned on this host (backend.MigrationInfo)
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    estimate: Estimate
-    dirty_rate_bps: float | None
-    hot_set_bytes: float | None
+from migwatch.agent.estimate.estimator import EstimatorConfig, fit_preflight, predict
+from migwatch.agent.model import EtaBasis, Limits, Prediction, Preflight
 
 
 def predict_migration(
