@@ -48,7 +48,7 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 	  --grpc_python_out=proto --mypy_grpc_out=proto proto/migwatch/v1/migwatch.proto
 
-## lint: buf lint (STANDARD), ruff, strict mypy over the package as installed, bench/ and lab/
+## lint: buf lint (STANDARD), ruff, the import contracts, strict mypy over the package as installed, tests/, bench/ and lab/
 lint: venv
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check agent client tests bench lab
@@ -57,6 +57,8 @@ lint: venv
 	for f in __init__.py py.typed v1; do ln -s ../../../proto/migwatch/$$f build/typecheck/migwatch/$$f; done
 	ln -s ../../../agent build/typecheck/migwatch/agent
 	ln -s ../../../client build/typecheck/migwatch/client
+	@# The layer contracts of pyproject.toml [tool.importlinter], on the same installed shape.
+	PYTHONPATH=build/typecheck $(VENV)/bin/lint-imports
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p migwatch
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy bench lab
 
