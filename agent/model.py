@@ -13,6 +13,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+#: Bytes in a mebibyte: libvirt's MiB/s limits, QEMU's dirty-rate readings, and our messages.
+MIB = 1 << 20
+
 
 class Phase(enum.Enum):
     """Where a migration is. Mirrors ``migwatch.v1.Phase``."""
@@ -100,6 +103,17 @@ class JobSample:
     @property
     def dirty_bytes_per_s(self) -> int:
         return self.dirty_pages_per_s * self.page_size
+
+
+def running_phase(sample: JobSample, held: Phase | None = None) -> Phase:
+    """The phase a running job's sample shows: SETUP, DISK_MIRROR (storage copy before the
+    first memory pass) or PRECOPY. ``held`` is POSTCOPY or PAUSED when an event or a control
+    said so: the counters cannot show those, so a sample never moves the phase out of them."""
+    if held in (Phase.POSTCOPY, Phase.PAUSED):
+        return held
+    if sample.iteration == 0:
+        return Phase.DISK_MIRROR if sample.disk_total > 0 else Phase.SETUP
+    return Phase.PRECOPY
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import libvirt
 import libvirtaio
+from migwatch.agent.backends.jobstats import job_type_name
 
 from lab.guest import GuestSpec, dirtier_tail
 from lab.hosts import HOSTS
@@ -83,11 +84,6 @@ LIFECYCLE_DETAILS = {
 }
 
 
-def _job_type_name(job_type: int) -> str:
-    names = {0: "NONE", 1: "BOUNDED", 2: "UNBOUNDED", 3: "COMPLETED", 4: "FAILED", 5: "CANCELLED"}
-    return names.get(job_type, str(job_type))
-
-
 # ---------------------------------------------------------------------- writer
 
 
@@ -130,7 +126,7 @@ def _stats_fields(stats: dict[str, Any], call_ms: float) -> dict[str, Any]:
     op = stats.get("operation")
     return {
         "call_ms": round(call_ms, 3),
-        "job_type": _job_type_name(stats.get("type", 0)),
+        "job_type": job_type_name(stats.get("type", 0)),
         "operation": JOB_OPERATIONS.get(op) if op is not None else None,
         "stats": stats,
     }

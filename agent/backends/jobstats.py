@@ -36,6 +36,8 @@ class JobType(enum.IntEnum):
 
 #: Job types whose stats describe a migration still in progress.
 RUNNING_TYPES = frozenset({JobType.BOUNDED, JobType.UNBOUNDED})
+#: Job types that mean there is no job in progress (any other type counts as running).
+ENDED_TYPES = frozenset({JobType.NONE, JobType.COMPLETED, JobType.FAILED, JobType.CANCELLED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,35 @@ def job_type(stats: Mapping[str, object]) -> JobType | None:
         return None
 
 
+def job_type_name(value: int) -> str:
+    """The name traces record for a job type number (``"UNBOUNDED"``), or the number."""
+    try:
+        return JobType(value).name
+    except ValueError:
+        return str(value)
+
+
+def job_over(stats: Mapping[str, object]) -> bool:
+    """Whether a ``jobStats()`` dict shows no job in progress: no ``type``, or one of
+    ``ENDED_TYPES``. A type this module does not know counts as a running job."""
+    return "type" not in stats or job_type(stats) in ENDED_TYPES
+
+
+def no_job(stats: Mapping[str, object]) -> bool:
+    """Whether a ``jobStats()`` dict says the domain has no job at all (type NONE)."""
+    return "type" not in stats or job_type(stats) is JobType.NONE
+
+
+def actual_downtime_s(stats: Mapping[str, object]) -> float | None:
+    """The guest's actual downtime in seconds from completed stats or JOB_COMPLETED params
+    (``downtime``, ms); ``None`` when absent. In running stats the same key is QEMU's
+    *expected* downtime (``JobSample.expected_downtime_ms``)."""
+    value = stats.get("downtime")
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) / 1000.0
+
+
 def is_running(stats: Mapping[str, object]) -> bool:
     """Whether the dict describes a job in progress (BOUNDED or UNBOUNDED)."""
     return job_type(stats) in RUNNING_TYPES
@@ -136,11 +167,10 @@ def completed_job(stats: Mapping[str, object]) -> CompletedJob | None:
         return None
     if "time_elapsed" not in stats:
         return None
-    downtime = _opt_int(stats, "downtime")
     downtime_net = _opt_int(stats, "downtime_net")
     return CompletedJob(
         elapsed_s=_int(stats, "time_elapsed") / 1000.0,
-        downtime_s=None if downtime is None else downtime / 1000.0,
+        downtime_s=actual_downtime_s(stats),
         downtime_net_s=None if downtime_net is None else downtime_net / 1000.0,
         data_processed=_int(stats, "data_processed"),
         data_total=_int(stats, "data_total"),

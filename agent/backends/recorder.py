@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from migwatch.agent.backends.jobstats import job_type_name
 from migwatch.agent.backends.protocol import MigrationInfo
 from migwatch.agent.model import Limits, Preflight
 
 log = logging.getLogger(__name__)
 
-_JOB_TYPES = {0: "NONE", 1: "BOUNDED", 2: "UNBOUNDED", 3: "COMPLETED", 4: "FAILED", 5: "CANCELLED"}
 _OPERATIONS = {4: "MIGRATION_IN", 5: "MIGRATION_OUT"}
 
 
@@ -96,7 +96,7 @@ class TraceRecorder:
             host="A",
             role="src",
             call_ms=round(call_ms, 3),
-            job_type=_JOB_TYPES.get(job, str(job)),
+            job_type=job_type_name(job),
             operation=_OPERATIONS.get(int(op), str(op)) if op is not None else None,
             stats=dict(stats),
         )

@@ -1,0 +1,360 @@
+"""The outgoing migrations of one libvirt host: a sampling task per job, its events and
+the operator's controls on it.
+
+Each job's state is a pure ``watcher.JobWatcher``; this module does the I/O around it:
+``jobStats()`` every ``sample_interval_s`` (at once on MIGRATION_ITERATION), the limits at
+each new pass, the wait for JOB_COMPLETED once the job left ``jobStats()``, the completed
+stats and state after it, and the trace recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import libvirt
+from migwatch.agent.backends.libvirt import controls, scan
+from migwatch.agent.backends.libvirt.connection import (
+    CONNECTION_LOST,
+    code,
+    map_control_error,
+    unreachable,
+)
+from migwatch.agent.backends.libvirt.preflight import PreflightSampler
+from migwatch.agent.backends.libvirt.watcher import (
+    Final,
+    JobWatcher,
+    Update,
+    detail_name,
+    job_started_at,
+    lifecycle_name,
+)
+from migwatch.agent.backends.protocol import MigrationInfo, Observation, ObservationSink
+from migwatch.agent.backends.recorder import TraceRecorder
+from migwatch.agent.errors import MigrationGone
+from migwatch.agent.estimate.overhead import ResidentOverhead
+from migwatch.agent.model import MIB, Direction, Phase
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SETTLE_POLL_S = 0.1  # how often the wait for JOB_COMPLETED looks whether it came
+
+
+async def _call(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(fn, *args)
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """An outgoing job being watched: its pure state and the task that samples it.
+    Holds no libvirt objects."""
+
+    job: JobWatcher
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def info(self) -> MigrationInfo:
+        return self.job.info
+
+
+class OutgoingJobs:
+    """The watched outgoing jobs of one host, by domain UUID."""
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        sample_interval_s: float,
+        recorder: TraceRecorder | None,
+        preflight: PreflightSampler,
+        overhead: ResidentOverhead,
+        conn: Callable[[], Any],
+        host: Callable[[], str],
+        clock: Callable[[], float],
+    ) -> None:
+        self.jobs: dict[str, Outgoing] = {}
+        self.observe: ObservationSink = lambda _obs: None  # set by the backend's run()
+        self._uri = uri
+        self._interval = sample_interval_s
+        self._recorder = recorder
+        self._preflight = preflight
+        self._overhead = overhead
+        self._conn = conn
+        self._host = host
+        self._clock = clock
+
+    async def stop_tasks(self) -> None:
+        """Stop the sampling tasks; the jobs' state stays, to resume after a reconnect."""
+        for watch in self.jobs.values():
+            if watch.task is not None:
+                watch.task.cancel()
+        for watch in self.jobs.values():
+            if watch.task is not None:
+                await stop_task(watch.task)
+                watch.task = None
+
+    def start(self, found: scan.FoundJob, now: float) -> None:
+        started_at = job_started_at(found.stats, now)
+        info = MigrationInfo(
+            domain_uuid=found.uuid,
+            domain_name=found.name,
+            source_host=self._host(),
+            destination_host="",  # libvirt does not say; the fleet client joins the ends
+            direction=Direction.OUTGOING,
+            started_at=started_at,
+            memory_bytes=found.memory_bytes or None,
+            resident_bytes=found.resident_bytes,
+            resident_overhead_bytes=self._overhead.value(),
+        )
+        watch = Outgoing(JobWatcher(info))
+        self.jobs[found.uuid] = watch
+        log.info(
+            "outgoing migration of %s (%s) found, %.1fs into the job", found.name, found.uuid,
+            now - started_at,
+        )  # fmt: skip
+        self.ensure_watcher(watch)
+
+    def ensure_watcher(self, watch: Outgoing) -> None:
+        if watch.task is None and not watch.job.done:
+            watch.task = asyncio.create_task(
+                self._watch(watch), name=f"watch-{watch.info.domain_name}"
+            )
+
+    async def check_lost(self, jobs: set[str]) -> None:
+        """Watched outgoing jobs the scan no longer sees (e.g. across a reconnect)."""
+        for uuid, watch in list(self.jobs.items()):
+            if uuid not in jobs and not watch.job.done and watch.task is None:
+                await self.resolve_end(watch)
+
+    async def _watch(self, watch: Outgoing) -> None:
+        conn = self._conn()
+        if conn is None:
+            return
+        job = watch.job
+        try:
+            dom = await _call(conn.lookupByUUIDString, watch.info.domain_uuid)
+        except libvirt.libvirtError:
+            watch.task = None
+            await self.resolve_end(watch)
+            return
+        try:
+            job.watching(await _call(scan.read_limits, dom, job.limits))
+            while not job.done:
+                began = time.monotonic()
+                try:
+                    stats = await _call(dom.jobStats)
+                except libvirt.libvirtError as exc:
+                    if self._recorder is not None:
+                        self._recorder.stats_error(
+                            watch.info.domain_uuid, exc.get_error_message() or str(exc), code(exc)
+                        )
+                    if code(exc) in CONNECTION_LOST and self._conn() is None:
+                        return
+                    # NO_DOMAIN (transient guest gone) or OPERATION_INVALID
+                    # ("domain is not running" while QEMU is torn down after
+                    # the switch-over): the job is over either way.
+                    break
+                step = job.on_stats(stats)
+                if step.reread_limits and step.sample is not None:
+                    job.on_limits(await _call(scan.read_limits, dom, job.limits))
+                    if self._recorder is not None and (
+                        step.sample.iteration or step.sample.disk_total
+                    ):
+                        self._recorder.start(
+                            watch.info, job.limits, self._interval,
+                            self._preflight.of(watch.info.domain_uuid), uri=self._uri,
+                        )  # fmt: skip
+                if self._recorder is not None:
+                    self._recorder.stats(
+                        watch.info.domain_uuid, stats, (time.monotonic() - began) * 1000
+                    )
+                if step.over:
+                    break
+                self._publish(watch, job.on_running(step))
+                watch.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(watch.wake.wait(), self._interval)
+            del dom  # drop the reference before the slow end-of-job wait
+            await self.resolve_end(watch)
+        finally:
+            watch.task = None
+
+    async def resolve_end(self, watch: Outgoing) -> None:
+        """The job is gone from jobStats(): completed, failed or cancelled?"""
+        job = watch.job
+        # After a switch-over JOB_COMPLETED is due within ~2 s.
+        deadline = time.monotonic() + job.settle_wait_s()
+        while job.final_params is None and time.monotonic() < deadline and not job.done:
+            await asyncio.sleep(_SETTLE_POLL_S)
+        if job.done:
+            return
+        facts = scan.EndFacts({}, None)
+        conn = self._conn()
+        if conn is not None and job.final_params is None:
+            try:
+                facts = await _call(scan.end_facts, conn, watch.info.domain_uuid)
+            except libvirt.libvirtError as exc:
+                log.debug("end of %s: %s", watch.info.domain_name, exc.get_error_message())
+        self._conclude(watch, job.settle(facts.completed, facts.state, self._clock()))
+
+    def _conclude(self, watch: Outgoing, final: Final | None) -> None:
+        """Publish the job's end, learn from it, record it, and stop watching it."""
+        if final is None:
+            return
+        update = final.update
+        if update.phase is Phase.COMPLETED and final.completed:
+            self._learn_overhead(watch.info, final.completed)
+        self._publish(watch, update)
+        if self._recorder is not None:
+            self._recorder.finish(
+                watch.info.domain_uuid, final.outcome, update.error_message or None,
+                final.completed,
+            )  # fmt: skip
+        self.jobs.pop(watch.info.domain_uuid, None)
+        if watch.task is not None and watch.task is not asyncio.current_task():
+            watch.task.cancel()
+
+    def _learn_overhead(self, info: MigrationInfo, params: Mapping[str, Any]) -> None:
+        reading = self._overhead.learn(
+            resident_bytes=info.resident_bytes,
+            memory_total=int(params.get("memory_total", 0) or 0),
+            zero_pages=int(params.get("memory_constant", -1)),
+            page_size=int(params.get("memory_page_size", 4096) or 4096),
+        )
+        if reading is not None:
+            log.info(
+                "QEMU resident overhead from the migration of %s: %.0f MiB (now using %.0f"
+                " MiB, median of %d)", info.domain_name, reading / MIB,
+                (self._overhead.value() or 0) / MIB, self._overhead.readings,
+            )  # fmt: skip
+
+    def _publish(self, watch: Outgoing, update: Update | None) -> None:
+        if update is None:
+            return
+        self.observe(
+            Observation(
+                info=watch.info,
+                now=self._clock(),
+                phase=update.phase,
+                limits=update.limits,
+                sample=update.sample,
+                error_message=update.error_message,
+                actual_downtime_s=update.actual_downtime_s,
+                preflight=self._preflight.of(watch.info.domain_uuid),
+            )
+        )
+
+    # -- events (on the event loop, via libvirtaio) -----------------------------------
+    def on_iteration(self, dom: Any, iteration: int) -> bool:
+        """MIGRATION_ITERATION: sample now. False: not a job watched here."""
+        watch = self.jobs.get(dom.UUIDString())
+        if watch is None:
+            return False
+        if self._recorder is not None:
+            self._recorder.event(
+                watch.info.domain_uuid, "MIGRATION_ITERATION", dom=dom.name(), iteration=iteration
+            )
+        watch.wake.set()
+        return True
+
+    def on_job_completed(self, dom: Any, params: dict[str, Any]) -> None:
+        """JOB_COMPLETED: the job's final stats."""
+        watch = self.jobs.get(dom.UUIDString())
+        if watch is None:
+            return
+        final = watch.job.on_job_completed(params)
+        if final is None:
+            return  # another kind of job
+        if self._recorder is not None:
+            self._recorder.event(
+                watch.info.domain_uuid, "JOB_COMPLETED", dom=dom.name(),
+                params=watch.job.final_params,
+            )  # fmt: skip
+        self._conclude(watch, final)
+
+    def on_lifecycle(self, dom: Any, event: int, detail: int) -> bool:
+        """A lifecycle event. False: not a job watched here."""
+        uuid = dom.UUIDString()
+        watch = self.jobs.get(uuid)
+        if watch is None:
+            return False
+        if self._recorder is not None:
+            self._recorder.event(
+                uuid, "LIFECYCLE", dom=dom.name(), lifecycle=lifecycle_name(event),
+                detail=detail_name(event, detail), raw=[event, detail],
+            )  # fmt: skip
+        self._publish(watch, watch.job.on_lifecycle(event, detail))
+        watch.wake.set()
+        return True
+
+    def active(self, domain_uuid: str) -> Outgoing:
+        watch = self.jobs.get(domain_uuid)
+        if watch is None or watch.job.done:
+            raise MigrationGone(f"domain {domain_uuid} has no outgoing migration on {self._host()}")
+        if self._conn() is None:
+            raise unreachable(self._uri)
+        return watch
+
+    async def _control(self, domain_uuid: str, what: str, fn: Callable[[Any], T]) -> T:
+        watch = self.active(domain_uuid)
+        conn = self._conn()
+        assert conn is not None
+
+        def call() -> T:
+            dom = conn.lookupByUUIDString(domain_uuid)
+            return fn(dom)
+
+        try:
+            return await _call(call)
+        except libvirt.libvirtError as exc:
+            raise map_control_error(exc, f"{what} of {watch.info.domain_name}") from exc
+
+    async def abort(self, domain_uuid: str) -> None:
+        watch = self.active(domain_uuid)
+        watch.job.on_abort_requested()
+        await self._control(domain_uuid, "abort", controls.abort)
+        # No event will come on the source: the job's disappearance is the news.
+        watch.wake.set()
+        if watch.task is None:
+            await self.resolve_end(watch)
+
+    async def force_complete(self, domain_uuid: str) -> bool:
+        watch = self.active(domain_uuid)
+        by_postcopy = await self._control(domain_uuid, "force-complete", controls.force_complete)
+        # None when the job ended while the call ran: its final is out.
+        self._publish(watch, watch.job.on_forced(by_postcopy))
+        if not watch.job.done:
+            watch.wake.set()
+        return by_postcopy
+
+    async def update_limits(
+        self, domain_uuid: str, max_downtime_s: float | None, max_bandwidth_bps: int | None
+    ) -> None:
+        watch = self.active(domain_uuid)
+        mib_s = controls.whole_mib_s(max_bandwidth_bps)
+        await self._control(
+            domain_uuid, "set-limits", lambda dom: controls.set_limits(dom, max_downtime_s, mib_s)
+        )
+        # Report what was really set: whole MiB/s.
+        update = watch.job.on_limits_set(max_downtime_s, None if mib_s is None else mib_s * MIB)
+        self._publish(watch, update)
+        if update is not None:
+            watch.wake.set()
+
+
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel a helper task and wait until it ended. Its own cancellation and failure stay
+    here (a failure is logged); a cancellation of the task that waits always propagates,
+    so ``close()`` and a cancelled ``run()`` are never held up by a helper."""
+    task.cancel()
+    await asyncio.wait({task})  # raises CancelledError only when *we* are cancelled
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s failed while stopping", task.get_name(), exc_info=task.exception())
