@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MIB = 1024 * 1024
+from migwatch.agent.model import MIB
 
 HEADER = """# migwatch lab traces
 

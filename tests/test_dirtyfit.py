@@ -14,9 +14,8 @@ from migwatch.agent.estimate.dirtyfit import (
     prior_hot_set,
 )
 from migwatch.agent.estimate.etaconfig import EstimatorConfig
-from migwatch.agent.model import EtaBasis, Preflight
+from migwatch.agent.model import MIB, EtaBasis, Preflight
 
-MIB = 1024 * 1024
 CFG = EstimatorConfig()
 BW = 55.0 * MIB
 RAM = 896.0 * MIB

@@ -11,15 +11,14 @@ import pytest
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.estimate.estimator import EstimatorConfig
 from migwatch.agent.estimate.prediction import predict_migration
+from migwatch.agent.model import MIB, Limits, Preflight
 from migwatch.agent.model import Convergence as AgentConvergence
 from migwatch.agent.model import EtaBasis as AgentBasis
-from migwatch.agent.model import Limits, Preflight
 from migwatch.agent.serve.server import running_agent
 from migwatch.client import AgentClient, Convergence, EtaBasis, InvalidArgument, NotFound, cli
 from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 
-MIB = 1 << 20
 # Copies of the project's first ten recordings (bench/traces/shared/INDEX.md).
 SHARED = Path(__file__).resolve().parents[1] / "bench" / "traces" / "shared"
 

@@ -23,6 +23,7 @@ from migwatch.agent.estimate.estimator import (
     predict,
 )
 from migwatch.agent.model import (
+    MIB,
     Action,
     Convergence,
     Estimate,
@@ -32,7 +33,6 @@ from migwatch.agent.model import (
     Preflight,
 )
 
-MIB = 1024 * 1024
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

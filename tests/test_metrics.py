@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 from migwatch.agent.config import AgentConfig, ConfigError, build
 from migwatch.agent.model import (
+    MIB,
     Convergence,
     Direction,
     HostState,
@@ -18,8 +19,6 @@ from migwatch.agent.model import (
 from migwatch.agent.serve.metrics import AgentView, MetricsServer
 from migwatch.agent.serve.server import running_agent
 from prometheus_client.parser import text_string_to_metric_families
-
-MIB = 1 << 20
 
 
 def record(mid: str, phase: Phase, **kw: object) -> Migration:

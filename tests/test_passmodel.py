@@ -15,8 +15,8 @@ from migwatch.agent.estimate.passmodel import (
     pass1_drain,
     plan_passes,
 )
+from migwatch.agent.model import MIB
 
-MIB = 1024 * 1024
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -8,11 +8,10 @@ from dataclasses import replace
 import pytest
 from migwatch.agent.backends.simulated import (
     CATALOG,
-    MIB,
     SimulatedMigration,
     expand_scenarios,
 )
-from migwatch.agent.model import JobSample, Phase
+from migwatch.agent.model import MIB, JobSample, Phase
 
 TICK = 0.05  # the model's own resolution, so each step is one tick
 

@@ -16,11 +16,10 @@ from migwatch.agent.backends.trace import (
     source_steps,
     true_duration_s,
 )
-from migwatch.agent.model import Limits
+from migwatch.agent.model import MIB, Limits
 
 # Copies of the project's first ten recordings (bench/traces/shared/INDEX.md).
 SHARED = Path(__file__).resolve().parents[1] / "bench" / "traces" / "shared"
-MIB = 1024 * 1024
 
 
 def shared(name: str) -> Path:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from migwatch.agent.backends.protocol import MigrationInfo, Observation
-from migwatch.agent.backends.simulated import CATALOG, MIB, SimulatedMigration
+from migwatch.agent.backends.simulated import CATALOG, SimulatedMigration
 from migwatch.agent.core.tracker import Tracker
-from migwatch.agent.model import Direction, JobSample, Limits, Migration, Phase
+from migwatch.agent.model import MIB, Direction, JobSample, Limits, Migration, Phase
 
 UUID_A = "a1823c35-4213-4f58-9463-51fe8ccabbf6"
 UUID_B = "0b3c3f51-9d8a-4c47-b9d4-2b6f0f6c1e11"

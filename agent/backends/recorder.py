@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from migwatch.agent.backends.jobstats import job_type_name
 from migwatch.agent.backends.protocol import MigrationInfo
-from migwatch.agent.model import Limits, Preflight
+from migwatch.agent.model import MIB, Limits, Preflight
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class TraceRecorder:
             src_host=info.source_host,
             dst_host=info.destination_host,
             interval_s=interval_s,
-            bandwidth_mib_s=bandwidth // (1 << 20) if bandwidth else None,
-            params={"bandwidth": bandwidth // (1 << 20)} if bandwidth else {},
+            bandwidth_mib_s=bandwidth // MIB if bandwidth else None,
+            params={"bandwidth": bandwidth // MIB} if bandwidth else {},
             flag_names=["VIR_MIGRATE_POSTCOPY"] if limits.postcopy_allowed else [],
             guest={"name": info.domain_name},
             preflight=preflight is not None,

@@ -50,6 +50,7 @@ from migwatch.agent.model import (
     Limits,
     Phase,
     Preflight,
+    running_phase,
 )
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class ReplayBackend:
                 if postcopy_at is not None and dt >= postcopy_at:
                     replay.phase = Phase.POSTCOPY
                 elif replay.phase is not Phase.PAUSED:
-                    replay.phase = _phase_of(record.sample)
+                    replay.phase = running_phase(record.sample)
                 self._emit(replay, observe, record.sample)
             elif isinstance(record, TraceEvent) and record.host == "A":
                 self._apply_event(replay, record, observe)
@@ -274,9 +275,3 @@ class ReplayBackend:
 
     async def close(self) -> None:
         self._replays.clear()
-
-
-def _phase_of(sample: JobSample) -> Phase:
-    if sample.iteration == 0:
-        return Phase.DISK_MIRROR if sample.disk_total > 0 else Phase.SETUP
-    return Phase.PRECOPY

@@ -34,6 +34,7 @@ from migwatch.agent.backends.protocol import (
 )
 from migwatch.agent.errors import ControlRefused, MigrationGone
 from migwatch.agent.model import (
+    MIB,
     Direction,
     DomainFacts,
     HostState,
@@ -45,7 +46,6 @@ from migwatch.agent.model import (
 
 log = logging.getLogger(__name__)
 
-MIB = 1 << 20
 PAGE = 4096
 _STEP_S = 0.05  # simulation resolution, in simulated seconds
 _ZERO_PAGE_COST = 1 / 32  # a zero page costs ~1/32 of a normal page on the wire

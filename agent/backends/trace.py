@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migwatch.agent.backends.jobstats import completed_job, is_running, parse_job_stats
-from migwatch.agent.model import JobSample, Limits, Preflight
+from migwatch.agent.model import MIB, JobSample, Limits, Preflight
 
-MIB = 1024 * 1024
 DEFAULT_MAX_DOWNTIME_S = 0.3  # libvirt/QEMU default when no `downtime` action ran
 
 

@@ -14,9 +14,7 @@ from collections.abc import Sequence
 from migwatch.agent.estimate.etaband import EtaBand, Situation
 from migwatch.agent.estimate.etaconfig import EstimatorConfig
 from migwatch.agent.estimate.passmodel import PassPlan, plan_passes
-from migwatch.agent.model import Action, Convergence, EtaBasis, Limits, Recommendation
-
-MIB = 1024.0 * 1024.0
+from migwatch.agent.model import MIB, Action, Convergence, EtaBasis, Limits, Recommendation
 
 
 def mib(b: float) -> str:

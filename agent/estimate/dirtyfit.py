@@ -24,9 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from migwatch.agent.estimate.etaconfig import EstimatorConfig
-from migwatch.agent.model import EtaBasis, Preflight
-
-MIB = 1024.0 * 1024.0
+from migwatch.agent.model import MIB, EtaBasis, Preflight
 
 
 @dataclass(frozen=True, slots=True)

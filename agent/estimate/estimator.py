@@ -29,7 +29,6 @@ from dataclasses import replace
 
 from migwatch.agent.estimate.advice import mib, predict_verdict, recommendations, secs, verdict
 from migwatch.agent.estimate.dirtyfit import (
-    MIB,
     DirtyFit,
     DirtyModel,
     PassObservation,
@@ -51,12 +50,15 @@ from migwatch.agent.estimate.passmodel import (
     resident_bound,
 )
 from migwatch.agent.model import (
+    MIB,
     Convergence,
     Estimate,
     EtaBasis,
     JobSample,
     Limits,
+    Phase,
     Preflight,
+    running_phase,
 )
 
 #: The configuration used when none is given (frozen, so one shared value is safe).
@@ -109,7 +111,7 @@ class MigrationEstimator:
         self._last: Estimate = Estimate(reason="no job statistics yet")
         self._rate: float | None = None  # EWMA transfer rate, current phase
         self._rates: list[float] = []  # recent instantaneous rates
-        self._phase = ""
+        self._phase: Phase | None = None
         self._limit: int | None = None
         self._pass_start: float | None = None
         self._iteration = 0
@@ -121,13 +123,13 @@ class MigrationEstimator:
 
     # -- rate -------------------------------------------------------------------------
 
-    def _update_rate(self, phase: str, sample: JobSample, limits: Limits) -> None:
+    def _update_rate(self, phase: Phase, sample: JobSample, limits: Limits) -> None:
         prev = self._prev
         if phase != self._phase:
             self._phase = phase
             self._rate = None
             self._rates = []
-            if phase == "postcopy" and limits.postcopy_bandwidth_bps:
+            if phase == Phase.POSTCOPY and limits.postcopy_bandwidth_bps:
                 self._rate = float(limits.postcopy_bandwidth_bps)
         if limits.max_bandwidth_bps != self._limit:
             if self._limit is not None and limits.max_bandwidth_bps is not None:
@@ -142,7 +144,7 @@ class MigrationEstimator:
         if prev is not None and sample.elapsed_s > prev.elapsed_s:
             dt = sample.elapsed_s - prev.elapsed_s
             alpha = 1.0 - math.exp(-dt / self._cfg.rate_tau_s)
-            if phase == "disk":
+            if phase == Phase.DISK_MIRROR:
                 # The block job reports progress in chunks of several MiB: average over
                 # the whole mirror so far instead of poll to poll.
                 if self._disk_origin is None:
@@ -157,11 +159,11 @@ class MigrationEstimator:
                 moved = sample.memory_processed - prev.memory_processed
                 if moved > 0 and prev.memory_processed > 0:
                     inst = moved / dt
-        if phase == "postcopy" and sample.iteration <= self._iteration:
+        if phase == Phase.POSTCOPY and sample.iteration <= self._iteration:
             # migrateStartPostCopy() returned but QEMU has not switched yet: that
             # sample's memory_bps is still the pre-copy rate.
             inst = None
-        elif phase != "disk" and sample.memory_bps > 0:
+        elif phase != Phase.DISK_MIRROR and sample.memory_bps > 0:
             inst = float(sample.memory_bps)
         if inst is None or inst <= 0:
             return
@@ -281,26 +283,21 @@ class MigrationEstimator:
         prev = self._prev
         if prev is not None and sample.elapsed_s <= prev.elapsed_s:
             return self._last
-        if postcopy or sample.postcopy_requests > 0:
-            phase = "postcopy"
-        elif sample.iteration > 0:
-            phase = "precopy"
-        elif sample.disk_total > 0:
-            phase = "disk"
-        else:
-            phase = "setup"
+        # Post-copy shows in the counters only once pages are requested; the caller knows.
+        held = Phase.POSTCOPY if postcopy or sample.postcopy_requests > 0 else None
+        phase = running_phase(sample, held)
         self._update_rate(phase, sample, limits)
         if sample.auto_converge_throttle is not None:
             self._throttle = sample.auto_converge_throttle
         bw = self._effective_bandwidth(limits)
-        if phase == "precopy":
+        if phase == Phase.PRECOPY:
             self._track_passes(sample, limits, bw or float(sample.memory_bps))
         self._prev = sample
-        if phase == "postcopy":
+        if phase == Phase.POSTCOPY:
             est = self._postcopy(sample, bw)
-        elif phase == "precopy":
+        elif phase == Phase.PRECOPY:
             est = self._precopy(sample, limits, bw)
-        elif phase == "disk":
+        elif phase == Phase.DISK_MIRROR:
             est = self._disk(sample, limits, bw)
         else:
             est = Estimate(reason="setting up: nothing sent yet")
@@ -309,7 +306,7 @@ class MigrationEstimator:
 
     def _effective_bandwidth(self, limits: Limits) -> float:
         rate = self._rate or 0.0
-        if limits.max_bandwidth_bps is not None and self._phase != "postcopy":
+        if limits.max_bandwidth_bps is not None and self._phase != Phase.POSTCOPY:
             rate = min(rate, float(limits.max_bandwidth_bps)) if rate > 0 else 0.0
         return rate
 

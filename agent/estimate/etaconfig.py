@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from migwatch.agent.model import MIB
+
 
 @dataclass(frozen=True, slots=True)
 class EstimatorConfig:
@@ -55,7 +57,7 @@ class EstimatorConfig:
     # rss - non-zero RAM = 174-177 MiB; 170 MiB keeps the central value on the slow side.
     # The band's slow edge uses 0 (rss as a hard bound), the fast edge twice this.
     # Much smaller under KVM (no code cache): set it per host.
-    resident_overhead_bytes: int = 170 * 1024 * 1024
+    resident_overhead_bytes: int = 170 * MIB
     # Pre-flight page-sampling noise when the guest's RAM is not known, as MiB of distinct
     # pages per reading (lab: sd 10.7 MiB/s at 1 s, 7.7 at 2 s, 2.7 at 4 s on a 1 GiB guest).
     # With the RAM known the fit uses the binomial noise of QEMU's 512 sampled pages per GiB

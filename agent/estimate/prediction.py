@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from migwatch.agent.estimate.estimator import EstimatorConfig, fit_preflight, predict
-from migwatch.agent.model import EtaBasis, Limits, Prediction, Preflight
+from migwatch.agent.model import MIB, EtaBasis, Limits, Prediction, Preflight
 
 
 def predict_migration(
@@ -35,7 +35,7 @@ def predict_migration(
         raise ValueError("a bandwidth is needed to predict a migration")
     if preflight is not None and preflight.rates:
         fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2,
-                            memory_mib=memory_bytes / 2**20)
+                            memory_mib=memory_bytes / MIB)
         estimate = predict(
             memory_bytes, disk_bytes, fit.rate_bps, fit.hot_bytes, float(bandwidth),
             limits.max_downtime_s, dirty_rate_sigma_bps=fit.rate_sigma_bps,

@@ -25,6 +25,7 @@ from migwatch.agent.core.monitor import Monitor
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
 from migwatch.agent.estimate.etaconfig import with_overhead
 from migwatch.agent.estimate.prediction import predict_migration
+from migwatch.agent.model import MIB
 from migwatch.agent.serve.service import SERVICE_NAME
 from migwatch.v1 import migwatch_pb2 as pb
 
@@ -35,7 +36,7 @@ _ID_EXAMPLE = "a1823c35-4213-4f58-9463-51fe8ccabbf6.out.1795598854580"
 _DEFAULT_HEARTBEAT_S = 5.0
 _MIN_HEARTBEAT_S, _MAX_HEARTBEAT_S = 0.1, 300.0
 _MIN_DOWNTIME_S, _MAX_DOWNTIME_S = 0.001, 3600.0
-_MIN_BANDWIDTH = 1 << 20
+_MIN_BANDWIDTH = MIB
 
 _STATUS_BY_ERROR: list[tuple[type[ControlError], grpc.StatusCode]] = [
     (MigrationGone, grpc.StatusCode.NOT_FOUND),
