@@ -77,6 +77,12 @@ class Tracker:
     def config(self) -> EstimatorConfig:
         return self._config
 
+    def config_for(self, resident_overhead_bytes: int | None) -> EstimatorConfig:
+        """The estimator's configuration for a guest on a host whose QEMU overhead was
+        learned (``MigrationInfo``/``DomainFacts.resident_overhead_bytes``): the one place
+        the learned overhead replaces the configured one, for running ETAs and predictions."""
+        return with_overhead(self._config, resident_overhead_bytes)
+
     def active_ids(self) -> set[str]:
         return {t.id for t in self._active.values()}
 
@@ -92,7 +98,7 @@ class Tracker:
                 id=self._adopt_id(obs.info),
                 info=obs.info,
                 estimator=MigrationEstimator(
-                    with_overhead(self._config, obs.info.resident_overhead_bytes),
+                    self.config_for(obs.info.resident_overhead_bytes),
                     obs.preflight, memory_bytes=obs.info.memory_bytes,
                     resident_bytes=obs.info.resident_bytes,
                 ),

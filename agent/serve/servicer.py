@@ -23,7 +23,6 @@ from migwatch.agent.core.convert import migration_to_pb, prediction_to_pb
 from migwatch.agent.core.hub import Filter, Hub, SubscriberLimitReached
 from migwatch.agent.core.monitor import Monitor
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
-from migwatch.agent.estimate.etaconfig import with_overhead
 from migwatch.agent.estimate.prediction import predict_migration
 from migwatch.agent.model import MIB
 from migwatch.agent.serve.service import SERVICE_NAME
@@ -325,7 +324,7 @@ class MigrationServicer:
                 "bandwidth",
             )
         disk = facts.disk_bytes if request.copy_storage else 0
-        config = with_overhead(self._monitor.tracker.config, facts.resident_overhead_bytes)
+        config = self._monitor.tracker.config_for(facts.resident_overhead_bytes)
         prediction = predict_migration(
             facts.memory_bytes, disk, facts.preflight, limits, config,
             resident_bytes=facts.resident_bytes, auto_converge=request.auto_converge,
