@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from migwatch.agent.core.hub import Filter, Hub, SubscriberLimitReached, Subscription, Update
+from migwatch.agent.core.hub import (
+    Filter,
+    Hub,
+    HubClosed,
+    SubscriberLimitReached,
+    Subscription,
+    Update,
+)
 from migwatch.agent.model import Direction, HostState, Migration, Phase, Transfer
 from migwatch.v1 import migwatch_pb2 as pb
 
@@ -244,14 +251,16 @@ def test_subscriber_limit_raises_and_frees_on_unsubscribe() -> None:
 
 @pytest.mark.asyncio
 async def test_close_ends_every_stream_and_refuses_new_ones() -> None:
-    """Shutdown wakes each subscriber as closed, not overflowed, and refuses new ones."""
+    """Shutdown wakes each subscriber as closed, not overflowed, and refuses new ones as
+    shutdown (HubClosed), not as the overload SubscriberLimitReached."""
     hub = make_hub()
     _, sub = hub.subscribe(Filter())
     hub.close()
     assert await sub.next_batch(timeout=5) == []
     assert sub.closed and not sub.overflowed
-    with pytest.raises(SubscriberLimitReached):
+    with pytest.raises(HubClosed):
         hub.subscribe(Filter())
+    assert not issubclass(HubClosed, SubscriberLimitReached)
 
 
 # -- property -----------------------------------------------------------------------------

@@ -537,6 +537,18 @@ class TestLifecycle:
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
         assert "reconnect" in (info.value.details() or "")
 
+    async def test_watch_during_shutdown_is_unavailable_not_exhausted(
+        self, agent: Agent, stub: Stub
+    ) -> None:
+        """A watch that arrives once shutdown has closed the hub (before the server stops
+        taking calls) is told UNAVAILABLE "agent is shutting down, reconnect", never the
+        overload code RESOURCE_EXHAUSTED."""
+        agent.hub.close()  # what stop() does first, before draining the server
+        message, _ = await expect_error(
+            stub.WatchMigrations(pb.WatchMigrationsRequest()), grpc.StatusCode.UNAVAILABLE
+        )
+        assert message == "agent is shutting down, reconnect"
+
 
 
 class TestSubscriberLimit:

@@ -57,7 +57,11 @@ class Update:
 
 
 class SubscriberLimitReached(Exception):
-    """The agent already serves its configured maximum of watch streams."""
+    """The agent already serves its configured maximum of watch streams (overload)."""
+
+
+class HubClosed(Exception):
+    """The hub was closed: the agent is shutting down (not an overload)."""
 
 
 class Subscription:
@@ -230,7 +234,7 @@ class Hub:
         update falls between the snapshot and the live feed.
         """
         if self._closed:
-            raise SubscriberLimitReached("agent is shutting down")
+            raise HubClosed("the hub is closed: the agent is shutting down")
         if len(self._subscribers) >= self._max_subscribers:
             raise SubscriberLimitReached(
                 f"this agent already serves {len(self._subscribers)} watch streams "

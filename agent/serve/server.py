@@ -32,6 +32,7 @@ from migwatch.agent.serve.auth import load_security
 from migwatch.agent.serve.metrics import AgentView, MetricsServer
 from migwatch.agent.serve.service import SERVICE_NAME
 from migwatch.agent.serve.servicer import MigrationServicer, generic_handler
+from migwatch.agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +234,11 @@ class Agent:
         await self.health.enter_graceful_shutdown()
         self.hub.close()
         await self.server.stop(self.config.grace_s)
+        # A cancellation of stop() itself propagates out of stop_task (never swallowed).
         if self._settle_task is not None:
-            self._settle_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._settle_task
+            await stop_task(self._settle_task)
         if self._backend_task is not None:
-            self._backend_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._backend_task
+            await stop_task(self._backend_task)
         await self.backend.close()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)

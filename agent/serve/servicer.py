@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from migwatch.agent.core.convert import migration_to_pb, prediction_to_pb
-from migwatch.agent.core.hub import Filter, Hub, SubscriberLimitReached
+from migwatch.agent.core.hub import Filter, Hub, HubClosed, SubscriberLimitReached
 from migwatch.agent.core.monitor import Monitor
 from migwatch.agent.errors import BackendUnavailable, ControlError, ControlRefused, MigrationGone
 from migwatch.agent.estimate.prediction import predict_migration
@@ -33,6 +33,8 @@ _ID_PATTERN = re.compile(
 )
 _ID_EXAMPLE = "a1823c35-4213-4f58-9463-51fe8ccabbf6.out.1795598854580"
 _DEFAULT_HEARTBEAT_S = 5.0
+#: Why a watch stream ends, or is refused, while the agent stops (UNAVAILABLE: clients retry).
+SHUTTING_DOWN = "agent is shutting down, reconnect"
 _MIN_HEARTBEAT_S, _MAX_HEARTBEAT_S = 0.1, 300.0
 _MIN_DOWNTIME_S, _MAX_DOWNTIME_S = 0.001, 3600.0
 _MIN_BANDWIDTH = MIB
@@ -155,8 +157,10 @@ class MigrationServicer:
             # Taken with the snapshot: updates published while it is being sent
             # come after the marker and must number above it.
             snapshot_sequence = self._hub.sequence
-        except SubscriberLimitReached as exc:
+        except SubscriberLimitReached as exc:  # overload: retry later
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except HubClosed:  # shutdown: another agent (or this one restarted) will answer
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         # Unsubscribe in finally and let CancelledError propagate: swallowing it
         # in a grpc.aio streaming handler leaks the call (grpc#43360).
         try:
@@ -179,9 +183,7 @@ class MigrationServicer:
                         "with include_finished to re-sync",
                     )
                 if sub.closed:
-                    await _abort(
-                        context, grpc.StatusCode.UNAVAILABLE, "agent is shutting down; reconnect"
-                    )
+                    await _abort(context, grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
                 if not batch:
                     yield self._heartbeat()
         finally:

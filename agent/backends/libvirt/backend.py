@@ -48,13 +48,14 @@ from migwatch.agent.backends.libvirt.connection import (
     unreachable,
 )
 from migwatch.agent.backends.libvirt.incoming import IncomingJobs
-from migwatch.agent.backends.libvirt.outgoing import OutgoingJobs, stop_task
+from migwatch.agent.backends.libvirt.outgoing import OutgoingJobs
 from migwatch.agent.backends.libvirt.preflight import PreflightSampler
 from migwatch.agent.backends.libvirt.watcher import ending_of, is_incoming_start
 from migwatch.agent.backends.protocol import Ending, ObservationSink, StatusSink
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.estimate.overhead import ResidentOverhead
 from migwatch.agent.model import Direction, DomainFacts, HostState
+from migwatch.agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.errors import MigrationGone
 from migwatch.agent.estimate.overhead import ResidentOverhead
 from migwatch.agent.model import MIB, Direction, Phase
+from migwatch.agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -348,13 +349,3 @@ class OutgoingJobs:
         self._publish(watch, update)
         if update is not None:
             watch.wake.set()
-
-
-async def stop_task(task: asyncio.Task[Any]) -> None:
-    """Cancel a helper task and wait until it ended. Its own cancellation and failure stay
-    here (a failure is logged); a cancellation of the task that waits always propagates,
-    so ``close()`` and a cancelled ``run()`` are never held up by a helper."""
-    task.cancel()
-    await asyncio.wait({task})  # raises CancelledError only when *we* are cancelled
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("%s failed while stopping", task.get_name(), exc_info=task.exception())
