@@ -61,6 +61,8 @@ lint: venv
 	PYTHONPATH=build/typecheck $(VENV)/bin/lint-imports
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p migwatch
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy bench lab
+	@# tests/ too, so a test fake that does not satisfy the Backend protocol fails here.
+	MYPYPATH=build/typecheck:. $(VENV)/bin/mypy --explicit-package-bases tests
 
 ## bench: every benchmark, figures printed with their method
 bench: venv bench-hub bench-eta

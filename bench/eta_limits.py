@@ -20,7 +20,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from migwatch.agent.backends.trace import Trace, limits_at, source_steps, true_duration_s
+from migwatch.agent.backends.trace import Trace
+from migwatch.agent.backends.tracefacts import limits_at, source_steps, true_duration_s
 
 
 @dataclass(frozen=True, slots=True)

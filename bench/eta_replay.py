@@ -13,13 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migwatch.agent.backends.trace import (
-    ReplayStep,
-    Trace,
+from migwatch.agent.backends.trace import ReplayStep, Trace, read_trace
+from migwatch.agent.backends.tracefacts import (
     limits_at,
     memory_size_hint,
     preflight_of,
-    read_trace,
     resident_of,
     source_steps,
     true_duration_s,

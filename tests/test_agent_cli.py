@@ -15,7 +15,7 @@ from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from conftest import SpawnAgent
+    from tests.conftest import SpawnAgent
 
 
 def run_agent(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:

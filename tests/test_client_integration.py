@@ -11,14 +11,21 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from migwatch.agent.backends.protocol import MigrationInfo, Observation, ObservationSink, StatusSink
+from migwatch.agent.backends.protocol import (
+    Backend,
+    Ending,
+    MigrationInfo,
+    Observation,
+    ObservationSink,
+    StatusSink,
+)
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import MigrationGone
-from migwatch.agent.model import Direction, HostState, JobSample
+from migwatch.agent.model import Direction, DomainFacts, HostState, JobSample
 from migwatch.agent.model import Phase as AgentPhase
 from migwatch.client import (
     AgentClient,
@@ -37,8 +44,9 @@ from migwatch.client import (
 )
 
 if TYPE_CHECKING:
-    from conftest import SpawnAgent
     from migwatch.agent.serve.server import Agent
+
+    from tests.conftest import SpawnAgent
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -175,8 +183,19 @@ class ScriptedBackend:
     ) -> None:
         raise MigrationGone("scripted")
 
+
+    async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending | None:
+        return None  # nothing was in flight before this agent
+
+    async def describe(self, domain: str) -> DomainFacts:
+        raise MigrationGone(f"domain {domain} is not running on {self.host}")
+
     async def close(self) -> None:
         pass
+
+
+if TYPE_CHECKING:  # the fake satisfies the seam every backend implements
+    _scripted: Backend = ScriptedBackend("h")
 
 
 class Relay:
@@ -534,7 +553,7 @@ async def test_cli_watch_json_streams_tagged_updates_until_interrupted(agent_tar
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
-    lines = []
+    lines: list[dict[str, Any]] = []
     async with asyncio.timeout(10):
         while len(lines) < 5:
             lines.append(json.loads(await proc.stdout.readline()))

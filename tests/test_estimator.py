@@ -9,10 +9,10 @@ import migwatch.agent.estimate.estimator as estimator_module
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from migwatch.agent.backends.trace import (
+from migwatch.agent.backends.trace import read_trace
+from migwatch.agent.backends.tracefacts import (
     memory_size_hint,
     preflight_of,
-    read_trace,
     resident_of,
     source_steps,
     true_duration_s,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from migwatch.v1 import migwatch_pb2 as pb
 
 if TYPE_CHECKING:
-    from conftest import SpawnAgent
+    from tests.conftest import SpawnAgent
 
 SERVICE = "/migwatch.v1.MigrationService/"
 EXPECTED = {
@@ -100,7 +100,8 @@ def _call(channel: grpc.Channel, method: str, payload: bytes, stream: bool) -> g
             channel.unary_unary(SERVICE + method, request_serializer=raw,
                                 response_deserializer=raw)(payload, timeout=5)  # fmt: skip
     except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return,attr-defined]
+        code: grpc.StatusCode = exc.code()
+        return code
     return grpc.StatusCode.OK
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import SpawnAgent, SpawnedAgent
+    from tests.conftest import SpawnAgent, SpawnedAgent
 
 SERVICE = "migwatch.v1.MigrationService"
 AGENT_ARGS = ("--sim-speed", "20", "--sample-interval", "0.1", "--log-level", "warning")

@@ -189,7 +189,7 @@ class Watcher:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def watch(agents: dict[str, AgentProcess]) -> AsyncIterator[Callable[[str], Watcher]]:
+async def watch(agents: dict[str, AgentProcess]) -> AsyncIterator[Callable[..., Watcher]]:
     tasks: list[asyncio.Task[None]] = []
 
     def start(domain_uuid: str, targets: list[str] | None = None) -> Watcher:
@@ -214,7 +214,7 @@ async def _boot(lab: Lab, name: str, **guest: int) -> str:
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_converging_migration_is_followed_to_completion_from_both_ends(
-    fresh: Lab, watch: Callable[[str], Watcher]
+    fresh: Lab, watch: Callable[..., Watcher]
 ) -> None:
     """A converging migration shows memory progress over >= 3 passes, completes with its
     actual downtime, and the destination's view of it is joined to the same record."""
@@ -246,7 +246,7 @@ async def test_converging_migration_is_followed_to_completion_from_both_ends(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
-    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+    fresh: Lab, watch: Callable[..., Watcher], agents: dict[str, AgentProcess]
 ) -> None:
     """A guest dirtying faster than the bandwidth leaves the 'converging' verdict; an
     AbortMigration call ends the real job, the client sees CANCELLED and the guest still
@@ -272,7 +272,7 @@ async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_auto_converge_migration_is_not_called_stuck_once_qemu_throttles(
-    fresh: Lab, watch: Callable[[str], Watcher]
+    fresh: Lab, watch: Callable[..., Watcher]
 ) -> None:
     """A guest dirtying four times faster than the link, migrated with auto-converge: QEMU
     throttles it (libvirt's auto_converge_throttle), and from the first sample that shows a
@@ -302,7 +302,7 @@ async def test_auto_converge_migration_is_not_called_stuck_once_qemu_throttles(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_storage_migration_reports_disk_copy_first_then_memory(
-    fresh: Lab, watch: Callable[[str], Watcher]
+    fresh: Lab, watch: Callable[..., Watcher]
 ) -> None:
     """With non-shared storage the disk mirror's progress is reported apart from memory,
     disk first (memory counters still zero), then the memory passes."""
@@ -329,7 +329,7 @@ async def test_storage_migration_reports_disk_copy_first_then_memory(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_force_complete_switches_a_postcopy_migration_over(
-    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+    fresh: Lab, watch: Callable[..., Watcher], agents: dict[str, AgentProcess]
 ) -> None:
     """ForceCompleteMigration on a post-copy-enabled migration that cannot converge
     switches it to post-copy and it completes on the destination."""
@@ -353,7 +353,7 @@ async def test_force_complete_switches_a_postcopy_migration_over(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_agent_started_after_the_migration_began_picks_it_up(
-    fresh: Lab, watch: Callable[[str], Watcher], tmp_path: Path
+    fresh: Lab, watch: Callable[..., Watcher], tmp_path: Path
 ) -> None:
     """An agent started while a migration is already running finds it by scanning and
     follows it to completion."""
@@ -378,7 +378,7 @@ async def test_agent_started_after_the_migration_began_picks_it_up(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_libvirtd_restart_during_a_migration_is_survived(
-    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+    fresh: Lab, watch: Callable[..., Watcher], agents: dict[str, AgentProcess]
 ) -> None:
     """When the source's libvirtd restarts mid-migration the agent reports its host
     DEGRADED, reconnects, reports the migration's outcome as libvirt left it, and then
@@ -429,7 +429,7 @@ async def _measured_estimate(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_estimate_before_migrating_then_compare(
-    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+    fresh: Lab, watch: Callable[..., Watcher], agents: dict[str, AgentProcess]
 ) -> None:
     """The agent measures idle guests' dirty rates in the background; EstimateMigration
     (and ``migwatch estimate``) then predicts a calm guest's migration, which is run and
@@ -490,7 +490,7 @@ def _cli_json(target: str, *argv: str) -> dict[str, object]:
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_agent_killed_mid_migration_picks_it_up_again_after_restart(
-    fresh: Lab, watch: Callable[[str], Watcher], tmp_path: Path
+    fresh: Lab, watch: Callable[..., Watcher], tmp_path: Path
 ) -> None:
     """kill -9 of the source's agent mid-migration, then a restart with the same state
     directory: the client keeps following the same migration id and gets its final state."""
@@ -523,7 +523,7 @@ async def test_agent_killed_mid_migration_picks_it_up_again_after_restart(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_domain_destroyed_mid_migration_is_reported_failed(
-    fresh: Lab, watch: Callable[[str], Watcher], agents: dict[str, AgentProcess]
+    fresh: Lab, watch: Callable[..., Watcher], agents: dict[str, AgentProcess]
 ) -> None:
     """A guest destroyed on the source mid-migration ends as FAILED with a reason; the
     agent keeps serving."""
@@ -545,7 +545,7 @@ async def test_domain_destroyed_mid_migration_is_reported_failed(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_migration_that_ends_while_its_agent_is_down_still_reports_its_final(
-    fresh: Lab, watch: Callable[[str], Watcher], tmp_path: Path
+    fresh: Lab, watch: Callable[..., Watcher], tmp_path: Path
 ) -> None:
     """kill -9 of the source's agent, the migration completes while it is down, then the
     agent restarts: the client gets the COMPLETED final under the id it was following."""

@@ -11,9 +11,9 @@ from migwatch.agent.backends.protocol import Observation
 from migwatch.agent.core.tracker import Tracker
 from migwatch.agent.estimate.etaconfig import EstimatorConfig, with_overhead
 from migwatch.agent.estimate.overhead import ResidentOverhead
-from migwatch.agent.model import JobSample, Phase
+from migwatch.agent.model import MIB, JobSample, Phase
 
-from tests.test_tracker import MIB, info
+from tests.test_tracker import info
 
 TRACES = Path(__file__).resolve().parent.parent / "bench" / "traces"
 

@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 
 import pytest
-from migwatch.agent.backends.trace import preflight_of, read_trace
+from migwatch.agent.backends.trace import read_trace
+from migwatch.agent.backends.tracefacts import preflight_of
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.estimate.estimator import EstimatorConfig
 from migwatch.agent.model import Estimate

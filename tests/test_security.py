@@ -12,7 +12,7 @@ import logging
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +56,9 @@ from migwatch.client import auth as client_auth
 from migwatch.client.errors import error_from_rpc
 
 if TYPE_CHECKING:
-    from conftest import SpawnAgent
     from migwatch.agent.serve.server import Agent
+
+    from tests.conftest import SpawnAgent
 
 VIEWER_TOKEN = "v" * 8 + "0123456789abcdef0123"
 OPERATOR_TOKEN = "o" * 8 + "0123456789abcdef0123"
@@ -371,7 +372,7 @@ def test_open_methods_need_no_credentials() -> None:
         ({}, []),
     ],
 )
-def test_cert_names_from_auth_context(context: dict[str, list[bytes]], names: list[str]) -> None:
+def test_cert_names_from_auth_context(context: dict[str, Sequence[bytes]], names: list[str]) -> None:
     """CN first, then SAN DNS names, deduplicated; nothing without TLS."""
     assert cert_names(context) == names
 
@@ -413,7 +414,7 @@ def test_non_loopback_plaintext_is_refused_unless_insecure() -> None:
         ({"tls_client_ca": "ca"}, "needs the agent's own tls_cert"),
     ],
 )
-def test_incomplete_tls_settings_are_refused(settings: dict[str, str], needle: str) -> None:
+def test_incomplete_tls_settings_are_refused(settings: dict[str, Any], needle: str) -> None:
     """Half a TLS setup is a config error naming the missing setting."""
     with pytest.raises(ConfigError, match=needle):
         AgentConfig(**settings).validate()
@@ -498,7 +499,7 @@ def test_client_settings_precedence(tmp_path: Path) -> None:
     ],
 )
 def test_client_settings_errors_are_one_line(
-    kwargs: dict[str, str], env: dict[str, str], toml: str | None, needle: str, tmp_path: Path
+    kwargs: dict[str, Any], env: dict[str, str], toml: str | None, needle: str, tmp_path: Path
 ) -> None:
     """Bad client settings raise ValueError with one line naming the problem."""
     if toml is not None:
@@ -738,7 +739,7 @@ async def test_bearer_tokens(token_file: Path) -> None:
 @pytest_asyncio_mark
 async def test_token_travels_on_the_fleet_watch_stream(token_file: Path) -> None:
     """A Fleet with a viewer token streams migrations; with a wrong one the agent shows why."""
-    fast = {"heartbeat_interval_s": 0.2, "backoff": Backoff(initial_s=0.05, maximum_s=0.2)}
+    fast: dict[str, Any] = {"heartbeat_interval_s": 0.2, "backoff": Backoff(initial_s=0.05, maximum_s=0.2)}
     async with serving(agent_config(token_file=str(token_file))) as (_, target):
         fleet = Fleet([target], token=VIEWER_TOKEN, **fast)
         async with fleet.watch() as updates, asyncio.timeout(5):

@@ -16,10 +16,17 @@ from google.protobuf import message_factory
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
-from migwatch.agent.backends.protocol import MigrationInfo, Observation, ObservationSink, StatusSink
+from migwatch.agent.backends.protocol import (
+    Backend,
+    Ending,
+    MigrationInfo,
+    Observation,
+    ObservationSink,
+    StatusSink,
+)
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import MigrationGone
-from migwatch.agent.model import Direction, HostState, JobSample, Phase
+from migwatch.agent.model import Direction, DomainFacts, HostState, JobSample, Phase
 from migwatch.v1 import migwatch_pb2 as pb
 from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 
@@ -51,7 +58,7 @@ async def read_snapshot(call: Any) -> tuple[pb.AgentStatus, list[pb.Migration], 
     """agent_status, the snapshot's migrations, and the snapshot_complete marker."""
     first = await read(call)
     assert first.WhichOneof("event") == "agent_status"
-    migrations = []
+    migrations: list[pb.Migration] = []
     while True:
         msg = await read(call)
         if msg.WhichOneof("event") == "snapshot_complete":
@@ -87,7 +94,8 @@ async def active(stub: Stub, scenario: str, phase: int = pb.PHASE_PRECOPY) -> pb
         reply = await stub.ListMigrations(pb.ListMigrationsRequest(), timeout=5)
         for m in reply.migrations:
             if m.domain_name.startswith(f"sim-{scenario}-") and m.phase == phase:
-                return m
+                found: pb.Migration = m
+                return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"no active {scenario} migration")
 
@@ -155,8 +163,19 @@ class ScriptedBackend:
     ) -> None:
         raise MigrationGone(f"domain {domain_uuid} has no migration running on {self.host}")
 
+
+    async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending | None:
+        return None  # nothing was in flight before this agent
+
+    async def describe(self, domain: str) -> DomainFacts:
+        raise MigrationGone(f"domain {domain} is not running on {self.host}")
+
     async def close(self) -> None:
         pass
+
+
+if TYPE_CHECKING:  # the fake satisfies the seam every backend implements
+    _scripted: Backend = ScriptedBackend()
 
 
 def scripted_info(name: str = "vm-1") -> MigrationInfo:
@@ -220,7 +239,7 @@ class TestStream:
             call = stub.WatchMigrations(request)
             _, snapshot, _ = await read_snapshot(call)
             assert [m.id for m in snapshot] == [target.id]
-            updates = []
+            updates: list[pb.Migration] = []
             while len(updates) < 10:
                 msg = await read(call)
                 if msg.HasField("migration"):
@@ -294,9 +313,11 @@ class TestQuietStream:
         def subscribe_then_publish(flt: Any) -> Any:
             taken = subscribe(flt)
             # Runs at the servicer's first await, i.e. while it sends the snapshot.
-            asyncio.get_running_loop().call_soon(
-                lambda: [scripted.emit(mi, Phase.PRECOPY, 2.0) for mi in infos]
-            )
+            def publish() -> None:
+                for mi in infos:
+                    scripted.emit(mi, Phase.PRECOPY, 2.0)
+
+            asyncio.get_running_loop().call_soon(publish)
             return taken
 
         monkeypatch.setattr(agent.hub, "subscribe", subscribe_then_publish)

@@ -6,13 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from migwatch.agent.backends.trace import (
-    SourceStats,
-    TraceError,
+from migwatch.agent.backends.trace import SourceStats, TraceError, read_trace
+from migwatch.agent.backends.tracefacts import (
     limits_at,
     memory_size_hint,
     preflight_of,
-    read_trace,
     source_steps,
     true_duration_s,
 )

@@ -30,11 +30,8 @@ from migwatch.agent.backends.protocol import (
     ObservationSink,
     StatusSink,
 )
-from migwatch.agent.backends.trace import (
-    SourceStats,
-    Trace,
-    TraceEvent,
-    TraceResult,
+from migwatch.agent.backends.trace import SourceStats, Trace, TraceEvent, TraceResult
+from migwatch.agent.backends.tracefacts import (
     limits_at,
     memory_size_hint,
     postcopy_started_at,

@@ -78,6 +78,10 @@ class EstimatorConfig:
     bandwidth_ceiling_factor: float = 4.0
 
 
+#: The configuration used when none is given (frozen, so one shared value is safe).
+DEFAULT_CONFIG = EstimatorConfig()
+
+
 def with_overhead(config: EstimatorConfig, overhead_bytes: int | None) -> EstimatorConfig:
     """``config`` with the resident-memory overhead learned on this host, if there is one."""
     if overhead_bytes is None or overhead_bytes == config.resident_overhead_bytes:

@@ -347,3 +347,9 @@ def pass1_drains_resident(
         return drain_for(memory_remaining, max(memory_remaining - normal_ahead, 0.0))
 
     return drain(bound.central), drain(bound.high), drain(bound.low)
+
+
+def hot_ceiling(memory: float, bound: ResidentBound | None) -> float:
+    """The most a hot set can plausibly be: the guest's RAM, or the part of it ever written
+    when resident memory tells it (a guest rewrites what it has written)."""
+    return memory if bound is None else max(memory - bound.central, 0.0)

@@ -9,7 +9,7 @@ balancers and grpcurl discovery need no credentials. ``decide`` takes what a cal
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -163,7 +163,7 @@ def decide(
     return Decision(Verdict.ALLOW, caller=caller)
 
 
-def cert_names(auth_context: dict[str, Sequence[bytes]]) -> list[str]:
+def cert_names(auth_context: Mapping[str, Sequence[bytes]]) -> list[str]:
     """A verified peer certificate's CN then SAN DNS names, from ``context.auth_context()``."""
     if b"ssl" not in auth_context.get("transport_security_type", ()):
         return []
