@@ -76,7 +76,7 @@ class AgentConfig:
     slow_budget_s: float = 600.0
     grace_s: float = 2.0
     state_dir: str = ""  # sqlite store of finished migrations; empty: in memory only
-    # security (auth.py, docs/SECURITY.md)
+    # security (serve/auth/, docs/SECURITY.md)
     tls_cert: str = ""  # PEM server certificate (chain); with tls_key: serve TLS
     tls_key: str = ""
     tls_client_ca: str = ""  # PEM CA: client certificates are required and verified

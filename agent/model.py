@@ -1,7 +1,10 @@
-"""The agent's records: plain frozen values shared by backends, estimator and servicer.
+"""The agent's records: plain frozen values shared by every layer (the bottom one).
 
-Nothing here does I/O. The gRPC messages are built from these in ``convert.py``;
-libvirt's job-stats dicts are turned into ``JobSample`` in ``jobstats.py`` (the one
+Records that cross the backend seam live here, with the model, not behind the estimator
+(``DomainFacts`` for predictions, ``Prediction``), as do the two translations every layer
+needs: ``MIB`` and ``running_phase``. Nothing here does I/O. The gRPC messages are built
+from these in ``core/convert.py``;
+libvirt's job-stats dicts are turned into ``JobSample`` in ``backends/jobstats.py`` (the one
 place that knows libvirt's key names).
 
 Units: bytes, bytes per second and seconds everywhere, as floats where a value is

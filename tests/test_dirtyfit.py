@@ -1,4 +1,4 @@
-"""Tests for the dirty-rate fits and the live/pre-flight posterior (agent/dirtyfit.py)."""
+"""Tests for the dirty-rate fits and the live/pre-flight posterior (agent/estimate/dirtyfit.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for the libvirt job-stats translation (agent/jobstats.py)."""
+"""Tests for the libvirt job-stats translation (agent/backends/jobstats.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for the pure pre-copy pass arithmetic (agent/passmodel.py)."""
+"""Tests for the pure pre-copy pass arithmetic (agent/estimate/passmodel.py)."""
 
 from __future__ import annotations
 

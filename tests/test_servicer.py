@@ -126,7 +126,7 @@ def bad_request_fields(status: Any) -> list[str]:
 
 # -- a backend that reports only what the test tells it to -----------------------------------
 class ScriptedBackend:
-    """A Backend (agent/backend.py) fed by the test: nothing happens unless ``emit`` is called."""
+    """A Backend (agent/backends/protocol.py) fed by the test: nothing happens unless ``emit`` is called."""
 
     name = "scripted"
     host = "scripted-host"

@@ -1,4 +1,4 @@
-"""Tests for the trace reader (agent/trace.py)."""
+"""Tests for the trace reader (agent/backends/trace.py) and what a trace says (tracefacts.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,7 @@
+"""Pure estimation: no I/O, no clock, no event loop (an import-linter contract).
+
+``estimator.MigrationEstimator`` turns a running job's samples into an ``Estimate``;
+``prediction.predict_migration`` predicts one before it starts with the same pass model
+(``passmodel``), dirty-rate fit (``dirtyfit``), band (``etaband``) and verdict and remedies
+(``advice``). ``etaconfig`` holds the tunables, ``overhead`` learns QEMU's share of rss.
+"""

@@ -1,0 +1,3 @@
+"""The agent as a gRPC server: ``server.Agent`` (the process), ``servicer`` (the RPCs and
+the one error -> status translation), ``auth/`` (who may call what), ``metrics``
+(Prometheus), ``service`` (the service's name, from the contract)."""

@@ -2,7 +2,7 @@
 
 ``Agent`` is what ``__main__`` runs and what tests start in-process on
 127.0.0.1:0: the migwatch service, the standard health service and server
-reflection (so grpcurl needs no .proto files). TLS and the roles are ``auth.py``'s.
+reflection (so grpcurl needs no .proto files). TLS and the roles are ``serve/auth/``'s.
 """
 
 from __future__ import annotations

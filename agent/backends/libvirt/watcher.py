@@ -22,7 +22,7 @@ The incoming side has no job statistics at all (error 84 on the destination): it
 the domain's state and lifecycle events (``incoming_phase``, ``incoming_event``).
 
 libvirt's numbers are mirrored here as enums (as ``jobstats.JobType`` mirrors
-``VIR_DOMAIN_JOB_*``); ``backend.py`` checks them against the binding at import.
+``VIR_DOMAIN_JOB_*``); ``connection.check_mirrors`` compares them with the binding at import.
 """
 
 from __future__ import annotations
