@@ -48,10 +48,11 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 	  --grpc_python_out=proto --mypy_grpc_out=proto proto/migwatch/v1/migwatch.proto
 
-## lint: buf lint (STANDARD), ruff, the import contracts, strict mypy over the package as installed, tests/, bench/ and lab/
+## lint: buf lint (STANDARD), ruff (with line length) and ruff format, the import contracts, strict mypy over the package as installed, tests/, bench/ and lab/
 lint: venv
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check agent client tests bench lab
+	$(VENV)/bin/ruff format --check agent client tests bench lab
 	@# mypy cannot follow setuptools' editable import hook: give it the installed shape.
 	rm -rf build/typecheck && mkdir -p build/typecheck/migwatch
 	for f in __init__.py py.typed v1; do ln -s ../../../proto/migwatch/$$f build/typecheck/migwatch/$$f; done

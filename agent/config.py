@@ -169,7 +169,8 @@ def load_toml(path: Path) -> dict[str, Any]:
     for key, value in roles.items():
         if key not in ROLE_KEYS:
             raise ConfigError(
-                f"config file {path}: unknown role {key!r} in [roles]; known: {', '.join(ROLE_KEYS)}"
+                f"config file {path}: unknown role {key!r} in [roles]; "
+                f"known: {', '.join(ROLE_KEYS)}"
             )
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config file {path}: [roles] {key} must be a list of name patterns")

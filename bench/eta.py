@@ -4,8 +4,9 @@ Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces`` and
 ``bench/traces/shared``, the project's first ten recordings).
 
 Every trace is replayed (``bench.eta_replay``) through ``MigrationEstimator`` exactly as the
-agent's replay backend and tracker feed it (``estimates``): the source's running samples in order, the limits in
-force (bandwidth, max downtime, post-copy flag), whether post-copy had been started, the
+agent's replay backend and tracker feed it (``estimates``): the source's running samples
+in order, the limits in force (bandwidth, max downtime, post-copy flag), whether post-copy
+had been started, the
 guest's RAM (``memory_size_hint``) and, for the "prior" rows, the pre-flight lines
 (``preflight_of``), the source QEMU's resident memory where the trace has a ``memstats``
 line (``resident_of``; ``--no-resident`` ignores it), with the agent's ``EstimatorConfig``.

@@ -8,8 +8,9 @@ Method (printed with the figures):
    entries per subscriber afterwards, which conflation bounds by M.
 2. *Agent over gRPC on 127.0.0.1.* An agent process with the simulated
    backend (N migrations, sampled every 0.1 s) and W watch streams from this
-   process, each on its own channel (both share the machine's 2 cores). Reports the updates the agent published, the messages
-   the streams received, and the delay from a record's ``updated_at`` to its
+   process, each on its own channel (both share the machine's 2 cores). Reports the
+   updates the agent published, the messages the streams received, and the delay from a
+   record's ``updated_at`` to its
    arrival (p50/p99), over a fixed window.
 3. *Burst.* B watch streams opened at once over one channel; reports how many
    got their snapshot and how many failed (the default gRPC backlog would

@@ -15,7 +15,8 @@
                     case AgentUpdate(agent=agent, state=s) if not s.reachable:
                         print(f"{agent} unreachable: {s.error}")
                 for slow in fleet.snapshot().not_converging():
-                    print("not converging:", slow.domain_name, slow.source_host, "→", slow.destination_host)
+                    print("not converging:", slow.domain_name,
+                          slow.source_host, "→", slow.destination_host)
 
     asyncio.run(main())
 

@@ -75,7 +75,8 @@ def format_hosts(source_host: str, destination_host: str) -> str:
 
 
 def format_verdict(convergence: Convergence, reason: str = "") -> str:
-    """``not converging: dirty rate 1.2 GiB/s ≥ link 1.1 GiB/s``; the bare verdict without a reason."""
+    """``not converging: dirty rate 1.2 GiB/s ≥ link 1.1 GiB/s``; the bare verdict without a
+    reason."""
     verdict = _VERDICT[convergence]
     return f"{verdict}: {reason}" if reason else verdict
 

@@ -48,7 +48,8 @@ def test_all_is_pinned() -> None:
 
 
 def test_every_exported_name_resolves_from_the_client_package() -> None:
-    """Each name in ``__all__`` exists and (type aliases aside) is defined inside migwatch.client."""
+    """Each name in ``__all__`` exists and (type aliases aside) is defined inside
+    migwatch.client."""
     aliases = {"Update"}  # a Union alias: its __module__ is "types"
     for name in set(client.__all__) - aliases:
         module = getattr(client, name).__module__

@@ -291,7 +291,8 @@ async def test_fleet_merges_the_streams_of_two_agents(two_agents: list[str]) -> 
 
 
 async def test_fleet_joins_the_outgoing_and_incoming_ends_of_one_migration() -> None:
-    """The source agent's OUTGOING end and the destination agent's INCOMING end become one record."""
+    """The source agent's OUTGOING end and the destination agent's INCOMING end become one
+    record."""
     from migwatch.agent.serve.server import running_agent
 
     src, dst = ScriptedBackend("hv-a"), ScriptedBackend("hv-b")
@@ -542,7 +543,8 @@ async def test_cli_unreachable_agent_is_a_one_line_error(
 
 
 async def test_cli_watch_json_streams_tagged_updates_until_interrupted(agent_target: str) -> None:
-    """``migwatch watch --json`` prints JSON lines (agent status, migrations); SIGINT ends it quietly."""
+    """``migwatch watch --json`` prints JSON lines (agent status, migrations); SIGINT ends it
+    quietly."""
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "migwatch.client.cli", "--agent", agent_target),
         *("watch", "--json", "--heartbeat", "0.2s"),

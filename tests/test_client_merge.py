@@ -1,4 +1,5 @@
-"""The client's pure fleet state: joins, ordering, re-syncs without duplicate finals, reachability."""
+"""The client's pure fleet state: joins, ordering, re-syncs without duplicate finals,
+reachability."""
 
 from __future__ import annotations
 
@@ -190,7 +191,8 @@ def test_final_is_not_emitted_again_when_a_resync_redelivers_it() -> None:
 
 
 def test_final_reached_while_disconnected_is_emitted_at_resync() -> None:
-    """An active migration that ended during the outage is reported final once, from the snapshot."""
+    """An active migration that ended during the outage is reported final once, from the
+    snapshot."""
     state = FleetState([A])
     connect(state, A, mig("m1"))
     state.disconnected(A, "partition", NOW)

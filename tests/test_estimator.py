@@ -1,4 +1,5 @@
-"""Tests for the live estimator and predict() (agent/estimate/estimator.py, prediction.py), on QEMU-like runs."""
+"""Tests for the live estimator and predict() (agent/estimate/estimator.py and
+prediction.py), on QEMU-like runs."""
 
 from __future__ import annotations
 

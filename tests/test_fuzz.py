@@ -92,8 +92,10 @@ def _call(channel: grpc.Channel, method: str, payload: bytes, stream: bool) -> g
     raw: Callable[[bytes], bytes] = lambda b: b
     try:
         if stream:
-            call = channel.unary_stream(SERVICE + method, request_serializer=raw,
-                                        response_deserializer=raw)(payload, timeout=0.3)  # fmt: skip
+            stream_call = channel.unary_stream(
+                SERVICE + method, request_serializer=raw, response_deserializer=raw
+            )
+            call = stream_call(payload, timeout=0.3)
             for _ in call:
                 pass
         else:

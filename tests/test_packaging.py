@@ -46,9 +46,17 @@ def test_wheel_installs_into_a_fresh_venv_with_working_commands(tmp_path: Path) 
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/", 1)[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"migwatch"}, top
-    for needed in ("migwatch/py.typed", "migwatch/v1/migwatch.proto", "migwatch/v1/migwatch_pb2.pyi",
-                   "migwatch/v1/migwatch_pb2_grpc.py", "migwatch/agent/__main__.py",
-                   "migwatch/agent/backends/simulated.py", "migwatch/client/cli.py"):  # fmt: skip
+    for needed in (
+        "migwatch/py.typed",
+        "migwatch/v1/migwatch.proto",
+        "migwatch/v1/migwatch_pb2.pyi",
+        "migwatch/v1/migwatch_pb2_grpc.py",
+        "migwatch/agent/__main__.py",
+        "migwatch/agent/backends/simulated.py",
+        "migwatch/agent/backends/libvirt/watcher.py",
+        "migwatch/agent/serve/auth/decisions.py",
+        "migwatch/client/cli.py",
+    ):
         assert needed in names, f"{needed} missing from {wheel.name}"
 
     venv = tmp_path / "venv"

@@ -138,7 +138,8 @@ def test_plan_properties(left: float, more: float, bw: float, rate: float, hot: 
 
 
 def test_pass1_drain_central_is_the_share_seen() -> None:
-    """200 MiB walked, 150 MiB sent: a quarter was zero, so a quarter of what is left is assumed zero."""
+    """200 MiB walked, 150 MiB sent: a quarter was zero, so a quarter of what is left is assumed
+    zero."""
     d = pass1_drain(memory_total=1024 * MIB, memory_remaining=824 * MIB,
                     memory_processed=150 * MIB, never_written_share=0.5)
     assert d.zero_seen_bytes == pytest.approx(50 * MIB)

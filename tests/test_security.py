@@ -715,7 +715,8 @@ async def test_certificate_without_role_is_denied_but_can_health_check(pki: Pki)
 
 @pytest_asyncio_mark
 async def test_bearer_tokens(token_file: Path) -> None:
-    """Missing or unknown token: UNAUTHENTICATED; viewer token on Abort: PERMISSION_DENIED; operator aborts."""
+    """Missing or unknown token: UNAUTHENTICATED; viewer token on Abort: PERMISSION_DENIED;
+    operator aborts."""
     async with serving(agent_config(token_file=str(token_file))) as (_, target):
         async with AgentClient(target) as anonymous:
             with pytest.raises(

@@ -126,7 +126,8 @@ def bad_request_fields(status: Any) -> list[str]:
 
 # -- a backend that reports only what the test tells it to -----------------------------------
 class ScriptedBackend:
-    """A Backend (agent/backends/protocol.py) fed by the test: nothing happens unless ``emit`` is called."""
+    """A Backend (agent/backends/protocol.py) fed by the test: nothing happens unless ``emit``
+    is called."""
 
     name = "scripted"
     host = "scripted-host"
@@ -216,7 +217,8 @@ class TestStream:
         call.cancel()
 
     async def test_stream_carries_progress_to_a_final_state(self, agent: Agent, stub: Stub) -> None:
-        """A converging simulated migration is followed on the stream until COMPLETED, with ETA 0."""
+        """A converging simulated migration is followed on the stream until COMPLETED, with ETA
+        0."""
         call = stub.WatchMigrations(pb.WatchMigrationsRequest())
         await read_snapshot(call)
         msgs = await read_until(
@@ -467,7 +469,8 @@ class TestControls:
         call.cancel()
 
     async def test_force_complete_by_postcopy_completes(self, agent: Agent, stub: Stub) -> None:
-        """ForceCompleteMigration on a post-copy-enabled migration reports POST_COPY and completes."""
+        """ForceCompleteMigration on a post-copy-enabled migration reports POST_COPY and
+        completes."""
         target = await active(stub, "not-converging")
         assert target.postcopy_allowed
         call = stub.WatchMigrations(pb.WatchMigrationsRequest(domain_uuid=target.domain_uuid))
@@ -481,7 +484,8 @@ class TestControls:
         call.cancel()
 
     async def test_force_complete_without_postcopy_pauses(self, agent: Agent, stub: Stub) -> None:
-        """ForceCompleteMigration on a migration without post-copy pauses the guest; it completes."""
+        """ForceCompleteMigration on a migration without post-copy pauses the guest; it
+        completes."""
         # A converging run can reach its own switch-over between the list and the snapshot;
         # then the next simulated run is taken (the simulated host starts one every cycle).
         for _ in range(20):
@@ -516,7 +520,8 @@ class TestControls:
         call.cancel()
 
     async def test_raising_bandwidth_is_applied(self, agent: Agent, stub: Stub) -> None:
-        """UpdateMigrationLimits with only max_bandwidth changes the bandwidth and keeps downtime."""
+        """UpdateMigrationLimits with only max_bandwidth changes the bandwidth and keeps
+        downtime."""
         target = await active(stub, "not-converging")
         reply = await stub.UpdateMigrationLimits(
             pb.UpdateMigrationLimitsRequest(id=target.id, max_bandwidth=400 << 20)
@@ -590,7 +595,8 @@ class TestSubscriberLimit:
 
 
 async def test_every_rpc_in_the_descriptor_has_a_handler(agent: Agent, channel: grpc.aio.Channel) -> None:
-    """Each method of migwatch.v1.MigrationService answers with something other than UNIMPLEMENTED."""
+    """Each method of migwatch.v1.MigrationService answers with something other than
+    UNIMPLEMENTED."""
     service = pb.DESCRIPTOR.services_by_name["MigrationService"]
     names = {method.name for method in service.methods}
     assert names >= {

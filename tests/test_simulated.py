@@ -22,7 +22,8 @@ def phase_of(sim: SimulatedMigration) -> Phase:
 
 
 def run(sim: SimulatedMigration, seconds: float) -> list[tuple[Phase, JobSample]]:
-    """Step ``sim`` tick by tick for up to ``seconds``; every (phase, sample), stopping at an end."""
+    """Step ``sim`` tick by tick for up to ``seconds``; every (phase, sample), stopping at an
+    end."""
     trace = []
     for _ in range(round(seconds / TICK)):
         sim.step(TICK)

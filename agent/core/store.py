@@ -2,8 +2,9 @@
 
 A restarted agent serves them again, so a client that re-syncs after an agent
 restart misses no outcome, and gets each under the same id (no duplicates).
-It also remembers the ids of migrations in flight (see ``active``), and keeps the agent's ``sequence`` monotonic across restarts by reserving it
-in blocks (one write per ``SEQUENCE_BLOCK`` publications, not one per update).
+It also remembers the ids of migrations in flight (see ``active``), and keeps the agent's
+``sequence`` monotonic across restarts by reserving it in blocks (one write per
+``SEQUENCE_BLOCK`` publications, not one per update).
 
 sqlite3 is blocking; each call here is one small indexed statement in WAL
 mode without a per-commit fsync (sub-millisecond), so it runs on the event loop

@@ -250,8 +250,9 @@ class Pass1Drain:
     crosses the guest's used memory and ``memory_constant`` stays flat; the never-written
     top of RAM (consistent with the guest kernel handing out low addresses first) then goes
     in one jump in the last < 0.25 s of pass 1 (converge: 47 -> 182 MiB). Nothing in the
-    job stats announces that tail. So the share seen so far is a weak guide to what is ahead: the central value
-    still uses it (the neutral assumption: what is ahead is like what was walked), and the
+    job stats announces that tail. So the share seen so far is a weak guide to what is
+    ahead: the central value still uses it (the neutral assumption: what is ahead is like
+    what was walked), and the
     optimistic edge allows the never-written part of the *whole RAM* to reach
     ``never_written_share`` of it, which late in pass 1 can be all of what is left.
     """

@@ -63,7 +63,8 @@ def parse_tokens(text: str) -> tuple[TokenEntry, ...]:
             raise ValueError(f"line {number}: role {parts[1]!r} is unknown: use viewer or operator")
         if len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(
-                f"line {number}: the token is shorter than {MIN_TOKEN_LENGTH} characters; {TOKEN_HINT}"
+                f"line {number}: the token is shorter than {MIN_TOKEN_LENGTH} characters; "
+                f"{TOKEN_HINT}"
             )
         key = digest(token)
         if key in seen:
