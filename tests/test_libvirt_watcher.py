@@ -1,5 +1,5 @@
 """The sans-I/O libvirt job watcher: tables of what libvirt says and what the agent makes of
-it, from the lab's notes (shared/lab/NOTES.md) and its recordings (bench/traces)."""
+it, from the lab's notes (lab/NOTES.md) and its recordings (bench/traces)."""
 
 from __future__ import annotations
 

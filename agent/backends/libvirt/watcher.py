@@ -7,7 +7,7 @@ the fact that the domain is gone). It returns what to publish (``Update``) and, 
 the job ended (``Final``). It never imports libvirt, asyncio or a clock: the backend does
 the calls, the waiting and the timing, and passes the wall time in where it matters.
 
-Invariants (what the lab showed, ``shared/lab/NOTES.md``):
+Invariants (what the lab showed, ``lab/NOTES.md``):
 
 * ``done`` is set exactly once, by ``finish``; after it every input returns ``None``.
 * A job that switched over (SUSPENDED/MIGRATED or STOPPED/MIGRATED on the source) ends
