@@ -1,4 +1,5 @@
-"""Tests for the ETA benchmark (bench/eta.py) on the first ten lab recordings (bench/traces/shared)."""
+"""Tests for the ETA benchmark (bench/eta.py) on the first ten lab recordings
+(bench/traces/shared)."""
 
 from __future__ import annotations
 
