@@ -24,6 +24,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 from migwatch.agent.backends.trace import TraceError, find_traces
 from migwatch.agent.estimate.estimator import EstimatorConfig
@@ -368,7 +369,7 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
             lines.append(f"  p90 error on the {summary.get('predict_agent_traces')} with all the"
                          f" agent measures (resident memory, periods >= {LADDER_MIN_S:.0f} s):"
                          f" {_fmt(ap90)}; band coverage"
-                         f" {_fmt(summary.get('predict_agent_band_share'))}")  # type: ignore[arg-type]
+                         f" {_fmt(cast('float | None', summary.get('predict_agent_band_share')))}")
             np90 = summary.get("predict_agent_p90_without_auto_converge")
             if isinstance(np90, float):
                 lines.append(f"    the {summary.get('predict_agent_traces_without_auto_converge')}"

@@ -9,6 +9,8 @@ dirty-rate measurements. Each migration takes seconds to ~40 s.
 
 from __future__ import annotations
 
+from typing import Any
+
 from lab.guest import GuestSpec
 from lab.migrate import Action, MigrationSpec
 from lab.record import PREFLIGHT_PERIODS_S, Scenario
@@ -167,8 +169,8 @@ STANDARD_SET: list[Scenario] = [
 
 
 def _mw2(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int,
-         **kw: object) -> Scenario:
-    return _sc(label, kind, mem, fill, ws, rate, bw, name="rss2", **kw)  # type: ignore[arg-type]
+         **kw: Any) -> Scenario:
+    return _sc(label, kind, mem, fill, ws, rate, bw, name="rss2", **kw)
 
 
 #: Second set (``mw2-*``): every trace carries a ``memstats`` line (the source QEMU's
@@ -204,9 +206,9 @@ MW3_SET: list[Scenario] = [
 
 
 def _mw4(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int,
-         **kw: object) -> Scenario:
+         **kw: Any) -> Scenario:
     return _sc(label, kind, mem, fill, ws, rate, bw, name="rss4", preflight=True,
-               periods=MW4_PERIODS_S, **kw)  # type: ignore[arg-type]
+               periods=MW4_PERIODS_S, **kw)
 
 
 #: The agent's default pre-flight ladder (``AgentConfig.preflight_periods_s``): 8 and 16 s
