@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -177,7 +179,7 @@ _counts = st.integers(0, 64 * 1024 * MIB)
     max_downtime=st.floats(0.001, 10),
 )
 def test_fraction_done_never_exceeds_one(
-    steps: list[tuple], end: Phase | None, max_downtime: float  # type: ignore[type-arg]
+    steps: list[tuple[Any, ...]], end: Phase | None, max_downtime: float
 ) -> None:
     """Whatever counters a backend reports, fraction_done stays within [0, 1] and ETAs are
     never negative."""
