@@ -52,60 +52,142 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, help="TOML file with any of the settings below")
-    p.add_argument("--backend", choices=BACKENDS, help="where migrations come from (default simulated)")
-    p.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:50051)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    p.add_argument(
+        "--backend", choices=BACKENDS, help="where migrations come from (default simulated)"
+    )
+    p.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:50051)"
+    )
+    p.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="default info"
+    )
     p.add_argument("--host-name", help="host name to report (default: the backend's)")
     g = p.add_argument_group("libvirt backend")
-    g.add_argument("--libvirt-uri", metavar="URI", help="default qemu:///system; qemu+tcp:// and qemu+ssh:// work")
-    g.add_argument("--sample-interval", dest="sample_interval_s", type=float, metavar="S",
-                   help="seconds between job-stats samples of each migration (default 0.5)")
-    g.add_argument("--preflight-interval", dest="preflight_interval_s", type=float, metavar="S",
-                   help="measure each idle guest's dirty rate about every S seconds, for "
-                   "EstimateMigration and the first pass's ETA (default 120; 0: off)")
-    g.add_argument("--preflight-periods", dest="preflight_periods_s", type=_periods,
-                   metavar="S,S,...",
-                   help="page-sampling periods of one measurement, whole seconds 1-60 "
-                   "(default 1,2,4,8,16: short ones give the rate, long ones the hot set)")
-    g.add_argument("--preflight-concurrency", type=int, metavar="N",
-                   help="measure at most N guests at a time (default 4)")
-    g.add_argument("--record-dir", metavar="DIR", help="record each migration as a trace file in DIR")
+    g.add_argument(
+        "--libvirt-uri",
+        metavar="URI",
+        help="default qemu:///system; qemu+tcp:// and qemu+ssh:// work",
+    )
+    g.add_argument(
+        "--sample-interval",
+        dest="sample_interval_s",
+        type=float,
+        metavar="S",
+        help="seconds between job-stats samples of each migration (default 0.5)",
+    )
+    g.add_argument(
+        "--preflight-interval",
+        dest="preflight_interval_s",
+        type=float,
+        metavar="S",
+        help="measure each idle guest's dirty rate about every S seconds, for "
+        "EstimateMigration and the first pass's ETA (default 120; 0: off)",
+    )
+    g.add_argument(
+        "--preflight-periods",
+        dest="preflight_periods_s",
+        type=_periods,
+        metavar="S,S,...",
+        help="page-sampling periods of one measurement, whole seconds 1-60 "
+        "(default 1,2,4,8,16: short ones give the rate, long ones the hot set)",
+    )
+    g.add_argument(
+        "--preflight-concurrency",
+        type=int,
+        metavar="N",
+        help="measure at most N guests at a time (default 4)",
+    )
+    g.add_argument(
+        "--record-dir", metavar="DIR", help="record each migration as a trace file in DIR"
+    )
     g = p.add_argument_group("replay backend")
-    g.add_argument("--trace", dest="traces", action="append", metavar="FILE",
-                   help="a recorded trace to replay (repeatable)")
+    g.add_argument(
+        "--trace",
+        dest="traces",
+        action="append",
+        metavar="FILE",
+        help="a recorded trace to replay (repeatable)",
+    )
     g.add_argument("--speed", type=float, metavar="N", help="replay N times faster (default 1)")
     g = p.add_argument_group("simulated backend")
-    g.add_argument("--scenario", dest="simulated_scenarios", action="append", metavar="NAME[*N]",
-                   help="converging, slow, not-converging, disk, quick; repeatable "
-                   "(default: the first four)")
-    g.add_argument("--sim-speed", dest="simulated_speed", type=float, metavar="N",
-                   help="run simulated time N times faster (default 1)")
+    g.add_argument(
+        "--scenario",
+        dest="simulated_scenarios",
+        action="append",
+        metavar="NAME[*N]",
+        help="converging, slow, not-converging, disk, quick; repeatable (default: the first four)",
+    )
+    g.add_argument(
+        "--sim-speed",
+        dest="simulated_speed",
+        type=float,
+        metavar="N",
+        help="run simulated time N times faster (default 1)",
+    )
     g = p.add_argument_group("serving")
-    g.add_argument("--retention", dest="retention_s", type=float, metavar="S",
-                   help="keep finished migrations this many seconds (default 86400)")
-    g.add_argument("--state-dir", metavar="DIR",
-                   help="keep finished migrations in DIR/finals.sqlite3 across restarts "
-                   "(default: in memory only)")
-    g.add_argument("--metrics-listen", metavar="HOST:PORT",
-                   help="serve Prometheus /metrics there: each active migration's progress, "
-                   "ETA and verdict (default: off; over TLS with --tls-cert)")
-    g.add_argument("--max-subscribers", type=int, metavar="N", help="watch streams at most (default 10000)")
-    g.add_argument("--slow-budget", dest="slow_budget_s", type=float, metavar="S",
-                   help="a migration expected to take longer than this is 'slow' (default 600)")
+    g.add_argument(
+        "--retention",
+        dest="retention_s",
+        type=float,
+        metavar="S",
+        help="keep finished migrations this many seconds (default 86400)",
+    )
+    g.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep finished migrations in DIR/finals.sqlite3 across restarts "
+        "(default: in memory only)",
+    )
+    g.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics there: each active migration's progress, "
+        "ETA and verdict (default: off; over TLS with --tls-cert)",
+    )
+    g.add_argument(
+        "--max-subscribers", type=int, metavar="N", help="watch streams at most (default 10000)"
+    )
+    g.add_argument(
+        "--slow-budget",
+        dest="slow_budget_s",
+        type=float,
+        metavar="S",
+        help="a migration expected to take longer than this is 'slow' (default 600)",
+    )
     g = p.add_argument_group("security (docs/SECURITY.md)")
     g.add_argument("--tls-cert", metavar="FILE", help="PEM server certificate (chain); serve TLS")
     g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
-    g.add_argument("--tls-client-ca", metavar="FILE",
-                   help="PEM CA: require client certificates it signed (mutual TLS)")
-    g.add_argument("--token-file", metavar="FILE",
-                   help="bearer tokens, 'TOKEN ROLE [NAME]' per line (re-read when it changes)")
-    g.add_argument("--operator", dest="operators", action="append", metavar="PATTERN",
-                   help="client-certificate names (CN or SAN DNS, wildcards) with the operator "
-                   "role; repeatable (default: none)")
-    g.add_argument("--viewer", dest="viewers", action="append", metavar="PATTERN",
-                   help="... with the viewer role; repeatable (default: '*', any certificate)")
-    g.add_argument("--insecure", action="store_true", default=None,
-                   help="allow plaintext on a non-loopback --listen (logs a warning)")
+    g.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="PEM CA: require client certificates it signed (mutual TLS)",
+    )
+    g.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="bearer tokens, 'TOKEN ROLE [NAME]' per line (re-read when it changes)",
+    )
+    g.add_argument(
+        "--operator",
+        dest="operators",
+        action="append",
+        metavar="PATTERN",
+        help="client-certificate names (CN or SAN DNS, wildcards) with the operator "
+        "role; repeatable (default: none)",
+    )
+    g.add_argument(
+        "--viewer",
+        dest="viewers",
+        action="append",
+        metavar="PATTERN",
+        help="... with the viewer role; repeatable (default: '*', any certificate)",
+    )
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow plaintext on a non-loopback --listen (logs a warning)",
+    )
     return p.parse_args(argv)
 
 

@@ -88,10 +88,14 @@ class AgentConfig:
 
     def validate(self) -> AgentConfig:
         if self.backend not in BACKENDS:
-            raise ConfigError(f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
+            raise ConfigError(
+                f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}"
+            )
         host = _host_of("listen", self.listen, "127.0.0.1:50051")
         if not 0.05 <= self.sample_interval_s <= 60:
-            raise ConfigError(f"sample_interval_s {self.sample_interval_s} must be 0.05 to 60 seconds")
+            raise ConfigError(
+                f"sample_interval_s {self.sample_interval_s} must be 0.05 to 60 seconds"
+            )
         if self.speed <= 0 or self.simulated_speed <= 0:
             raise ConfigError("speed must be greater than 0")
         if self.backend == "replay" and not self.traces:
@@ -178,7 +182,9 @@ def load_toml(path: Path) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in known:
-            raise ConfigError(f"config file {path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"config file {path}: unknown setting {key!r}; known: {', '.join(sorted(known))}"
+            )
         values[name] = tuple(value) if isinstance(value, list) else value
     return values
 

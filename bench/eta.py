@@ -89,7 +89,6 @@ Method
   show how much error is left by what the job stats do not say."""
 
 
-
 def _pct(xs: Sequence[float | None], q: float) -> float | None:
     """Nearest-rank percentile; a miss (None) counts as +inf."""
     vals = sorted(math.inf if x is None else x for x in xs)
@@ -134,8 +133,7 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
             block[f"p90@{k}"] = _pct(pool(runs, [k]), 0.9)
             block[f"naive_p90@{k}"] = _pct(pool(runs, [k], naive=True), 0.9)
         block["p90_after_pass1"] = _pct([a for run in runs for a, _ in run.after_pass1], 0.9)
-        block["naive_p90_after_pass1"] = _pct(
-            [n for run in runs for _, n in run.after_pass1], 0.9)
+        block["naive_p90_after_pass1"] = _pct([n for run in runs for _, n in run.after_pass1], 0.9)
         block["p90_from_25"] = _pct(pool(runs, later), 0.9)
         block["naive_p90_from_25"] = _pct(pool(runs, later, naive=True), 0.9)
         inside = [run.inside.get(f"{int(f * 100)}%", False) for run in runs for f in CHECKPOINTS]
@@ -148,22 +146,38 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
     aborted = [r for r in reports if r.outcome == "aborted" and not r.auto_converge]
     # Migrations rescued by an action (post-copy, downtime): shown, not scored.
     rescued = [r for r in reports if r.outcome == "completed" and r.intervened]
-    out["flag_rescued"] = {r.name: {"s": r.live.flag_s, "iteration": r.live.flag_iteration,
-                                    "action_s": r.first_action_s} for r in rescued}
-    out["flag"] = {r.name: {"s": r.live.flag_s, "iteration": r.live.flag_iteration,
-                            "prior_s": r.with_prior.flag_s if r.with_prior else None,
-                            "prior_iteration": (r.with_prior.flag_iteration
-                                                if r.with_prior else None),
-                            "naive_s": r.live.naive_flag_s,
-                            "naive_iteration": r.live.naive_flag_iteration}
-                   for r in aborted}
-    clean = [r for r in reports
-             if r.outcome == "completed" and not r.intervened and not r.auto_converge]
+    out["flag_rescued"] = {
+        r.name: {
+            "s": r.live.flag_s,
+            "iteration": r.live.flag_iteration,
+            "action_s": r.first_action_s,
+        }
+        for r in rescued
+    }
+    out["flag"] = {
+        r.name: {
+            "s": r.live.flag_s,
+            "iteration": r.live.flag_iteration,
+            "prior_s": r.with_prior.flag_s if r.with_prior else None,
+            "prior_iteration": (r.with_prior.flag_iteration if r.with_prior else None),
+            "naive_s": r.live.naive_flag_s,
+            "naive_iteration": r.live.naive_flag_iteration,
+        }
+        for r in aborted
+    }
+    clean = [
+        r for r in reports if r.outcome == "completed" and not r.intervened and not r.auto_converge
+    ]
     # Auto-converge: flagged before QEMU's first throttle shows, and cleared after it?
-    out["auto_converge"] = {r.name: {"flag_iteration": r.live.flag_iteration,
-                                     "flagged_samples": r.live.flags,
-                                     "cleared_by_iteration": r.live.cleared_iteration}
-                            for r in reports if r.auto_converge and r.outcome == "completed"}
+    out["auto_converge"] = {
+        r.name: {
+            "flag_iteration": r.live.flag_iteration,
+            "flagged_samples": r.live.flags,
+            "cleared_by_iteration": r.live.cleared_iteration,
+        }
+        for r in reports
+        if r.auto_converge and r.outcome == "completed"
+    }
     out["false_flags"] = sum(1 for r in clean if r.live.flags)
     out["false_flags_prior"] = sum(1 for r in clean if r.with_prior and r.with_prior.flags)
     out["naive_false_flags"] = sum(1 for r in clean if r.live.naive_flags)
@@ -179,15 +193,17 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
     pre_agent = [r for r in pre_res if r.ladder]
     if pre_agent:
         out["predict_agent_p90"] = _pct([r.predict_err for r in pre_agent], 0.9)
-        out["predict_agent_band_share"] = (sum(bool(r.predict_inside) for r in pre_agent)
-                                           / len(pre_agent))
+        out["predict_agent_band_share"] = sum(bool(r.predict_inside) for r in pre_agent) / len(
+            pre_agent
+        )
         out["predict_agent_traces"] = len(pre_agent)
         plain = [r for r in pre_agent if not r.auto_converge]
         if plain and len(plain) < len(pre_agent):
             # Auto-converge predictions lean on an assumption about how the throttle slows
             # the guest (passmodel.AutoConverge): shown apart as well.
             out["predict_agent_p90_without_auto_converge"] = _pct(
-                [r.predict_err for r in plain], 0.9)
+                [r.predict_err for r in plain], 0.9
+            )
             out["predict_agent_traces_without_auto_converge"] = len(plain)
     out["limits"] = _limits(selfc, pre)
     targets: dict[str, bool | None] = {}
@@ -202,7 +218,8 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
         targets[f"band_ge_80pct{suffix}"] = isinstance(share, float) and share >= TARGET_BAND
     targets["flag_within_3_iterations"] = bool(aborted) and all(
         r.live.flag_iteration is not None and r.live.flag_iteration <= TARGET_FLAG_ITERS
-        for r in aborted)
+        for r in aborted
+    )
     targets["no_false_flags"] = out["false_flags"] == 0
     if pre:
         pp = out.get("predict_p90")
@@ -235,8 +252,9 @@ def _limits(selfc: Sequence[TraceReport], pre: Sequence[TraceReport]) -> dict[st
 
 
 def _format_limits(limits: Mapping[str, object]) -> list[str]:
-    zl, zp, pz = (limits.get(k) for k in ("zero_unknown", "zero_unknown_prior",
-                                          "predict_zero_unknown"))
+    zl, zp, pz = (
+        limits.get(k) for k in ("zero_unknown", "zero_unknown_prior", "predict_zero_unknown")
+    )
     if not isinstance(zl, dict):
         return []
     share = limits.get("pass1_share")
@@ -245,34 +263,44 @@ def _format_limits(limits: Mapping[str, object]) -> list[str]:
     lines = ["Information limits (hindsight; what the job stats do not say at the checkpoint):"]
     if isinstance(share, float):
         pshare = limits.get("prior_pass1_share")
-        lines.append(f"  checkpoints from 25% still in pass 1 or the disk mirror: {_fmt(share)}"
-                     + (f" ({_fmt(pshare)} of the prior pool)" if isinstance(pshare, float)
-                        else ""))
+        lines.append(
+            f"  checkpoints from 25% still in pass 1 or the disk mirror: {_fmt(share)}"
+            + (f" ({_fmt(pshare)} of the prior pool)" if isinstance(pshare, float) else "")
+        )
     if isinstance(p90, float) and isinstance(c, float):
-        lines.append(f"  dirty rate unknown in pass 1 (pass-1 end known exactly, time after it"
-                     f" = best multiple {c:.2f} of pass 1): p90 {_fmt(p90)}")
+        lines.append(
+            f"  dirty rate unknown in pass 1 (pass-1 end known exactly, time after it"
+            f" = best multiple {c:.2f} of pass 1): p90 {_fmt(p90)}"
+        )
 
     def zero(label: str, z: Mapping[str, float]) -> str:
-        return (f"  zero pages ahead unknown, all else exact ({label}): share seen so far"
-                f" p90 {_fmt(z['seen_share'])}, none p90 {_fmt(z['none'])}, best fixed"
-                f" never-written share {z['best_fixed_share']:.0%} of RAM p90"
-                f" {_fmt(z['best_fixed'])}")
+        return (
+            f"  zero pages ahead unknown, all else exact ({label}): share seen so far"
+            f" p90 {_fmt(z['seen_share'])}, none p90 {_fmt(z['none'])}, best fixed"
+            f" never-written share {z['best_fixed_share']:.0%} of RAM p90"
+            f" {_fmt(z['best_fixed'])}"
+        )
 
     lines.append(zero("no pre-flight pool", zl))
     if isinstance(zp, dict):
         lines.append(zero("pre-flight pool", zp))
     if isinstance(pz, dict):
-        lines.append(f"  predict(), zero pages unknown, all else exact: none p90 {_fmt(pz['none'])},"
-                     f" best fixed share {pz['best_fixed_share']:.0%} p90"
-                     f" {_fmt(pz['best_fixed'])}")
+        lines.append(
+            f"  predict(), zero pages unknown, all else exact: none p90 {_fmt(pz['none'])},"
+            f" best fixed share {pz['best_fixed_share']:.0%} p90"
+            f" {_fmt(pz['best_fixed'])}"
+        )
     return lines
 
 
 def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) -> str:
     lines = [METHOD, ""]
     cps = [f"{int(f * 100)}%" for f in CHECKPOINTS]
-    head = (f"{'trace':<20} {'outcome':<10} {'true s':>6}  "
-            + "  ".join(f"{c:>11}" for c in cps) + "  band@cp  band/all  flag(s,it)  naiveflag")
+    head = (
+        f"{'trace':<20} {'outcome':<10} {'true s':>6}  "
+        + "  ".join(f"{c:>11}" for c in cps)
+        + "  band@cp  band/all  flag(s,it)  naiveflag"
+    )
     lines.append("ETA error per checkpoint: estimator / naive   (prior rows: with pre-flight)")
     lines.append(head)
     lines.append("-" * len(head))
@@ -282,19 +310,25 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
             variants.append((" +prior", r.with_prior))
         for suffix, run in variants:
             cells = "  ".join(
-                f"{_fmt(run.errors.get(c)):>5}/{_fmt(run.naive.get(c)):<5}" for c in cps)
+                f"{_fmt(run.errors.get(c)):>5}/{_fmt(run.naive.get(c)):<5}" for c in cps
+            )
             if r.true_s is None:
                 cells = "  ".join(f"{'-':>11}" for _ in cps)
             inside = sum(run.inside.get(c, False) for c in cps)
             band = f"{inside}/{len(cps)}" if r.true_s is not None else "-"
             allb = _fmt(run.band_share_all) if r.true_s is not None else "-"
-            flag = (f"{run.flag_s:.1f},{run.flag_iteration}" if run.flag_s is not None else "-")
-            nflag = (f"{run.naive_flag_s:.1f},{run.naive_flag_iteration}"
-                     if run.naive_flag_s is not None else "-")
+            flag = f"{run.flag_s:.1f},{run.flag_iteration}" if run.flag_s is not None else "-"
+            nflag = (
+                f"{run.naive_flag_s:.1f},{run.naive_flag_iteration}"
+                if run.naive_flag_s is not None
+                else "-"
+            )
             tag = r.outcome + ("*" if r.intervened else "")
             true = f"{r.true_s:.1f}" if r.true_s is not None else "-"
-            lines.append(f"{(r.name + suffix)[:20]:<20} {tag:<10} {true:>6}  {cells}  "
-                         f"{band:>7}  {allb:>8}  {flag:>10}  {nflag:>9}")
+            lines.append(
+                f"{(r.name + suffix)[:20]:<20} {tag:<10} {true:>6}  {cells}  "
+                f"{band:>7}  {allb:>8}  {flag:>10}  {nflag:>9}"
+            )
     lines.append("(* = an action was applied: excluded from the ETA aggregates)")
     lines.append("")
     names = {
@@ -302,8 +336,10 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
         "prior": "with pre-flight prior",
         "resident_live": "recorded with resident memory, without pre-flight",
         "resident_prior": "recorded with resident memory, with pre-flight prior",
-        "agent_prior": ("with all the libvirt agent measures before a migration (resident"
-                        f" memory, pre-flight periods up to >= {LADDER_MIN_S:.0f} s)"),
+        "agent_prior": (
+            "with all the libvirt agent measures before a migration (resident"
+            f" memory, pre-flight periods up to >= {LADDER_MIN_S:.0f} s)"
+        ),
     }
     for label, name in names.items():
         block = summary.get(label)
@@ -312,15 +348,21 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
         lines.append(f"Self-converging migrations, {name} ({block['traces']} traces):")
         row = "  ".join(
             f"{c}: p50 {_fmt(block[f'p50@{c}'])} p90 {_fmt(block[f'p90@{c}'])}"
-            f" (naive p90 {_fmt(block[f'naive_p90@{c}'])})" for c in cps)
+            f" (naive p90 {_fmt(block[f'naive_p90@{c}'])})"
+            for c in cps
+        )
         lines.append("  " + row)
-        lines.append(f"  p90 from 25%: {_fmt(block['p90_from_25'])}"
-                     f" (naive {_fmt(block['naive_p90_from_25'])});"
-                     f" band holds the truth at {_fmt(block['band_share'])} of checkpoints,"
-                     f" {_fmt(block['band_share_all_samples'])} of all samples")
-        lines.append(f"  every sample after pass 1 (dirty rate measured): p90"
-                     f" {_fmt(block['p90_after_pass1'])}"
-                     f" (naive {_fmt(block['naive_p90_after_pass1'])})")
+        lines.append(
+            f"  p90 from 25%: {_fmt(block['p90_from_25'])}"
+            f" (naive {_fmt(block['naive_p90_from_25'])});"
+            f" band holds the truth at {_fmt(block['band_share'])} of checkpoints,"
+            f" {_fmt(block['band_share_all_samples'])} of all samples"
+        )
+        lines.append(
+            f"  every sample after pass 1 (dirty rate measured): p90"
+            f" {_fmt(block['p90_after_pass1'])}"
+            f" (naive {_fmt(block['naive_p90_after_pass1'])})"
+        )
     flags = summary.get("flag")
     if isinstance(flags, dict):
         for name, f in flags.items():
@@ -328,13 +370,15 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
                 f"Non-convergence flag, {name}: {_fmt(f['s'], False)} s at iteration"
                 f" {f['iteration']} (with prior: {_fmt(f['prior_s'], False)} s, it"
                 f" {f['prior_iteration']}; naive: {_fmt(f['naive_s'], False)} s, it"
-                f" {f['naive_iteration']})")
+                f" {f['naive_iteration']})"
+            )
     rescued = summary.get("flag_rescued")
     if isinstance(rescued, dict):
         for name, f in rescued.items():
             lines.append(
                 f"  (rescued by an action at {_fmt(f['action_s'], False)} s) {name}: flagged at"
-                f" {_fmt(f['s'], False)} s, iteration {f['iteration']}")
+                f" {_fmt(f['s'], False)} s, iteration {f['iteration']}"
+            )
     ac = summary.get("auto_converge")
     if isinstance(ac, dict):
         for name, f in ac.items():
@@ -342,46 +386,60 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
                 f"Auto-converge, {name}: flagged from pass {f['flag_iteration']}"
                 f" ({f['flagged_samples']} samples), cleared from pass"
                 f" {f['cleared_by_iteration']} (libvirt reports QEMU's throttle only once it"
-                " has throttled)" if f["flag_iteration"] is not None
-                else f"Auto-converge, {name}: never flagged")
-    lines.append(f"False flags on {summary['clean_traces']} migrations without intervention:"
-                 f" {summary['false_flags']} (with prior {summary['false_flags_prior']};"
-                 f" naive {summary['naive_false_flags']})")
+                " has throttled)"
+                if f["flag_iteration"] is not None
+                else f"Auto-converge, {name}: never flagged"
+            )
+    lines.append(
+        f"False flags on {summary['clean_traces']} migrations without intervention:"
+        f" {summary['false_flags']} (with prior {summary['false_flags_prior']};"
+        f" naive {summary['naive_false_flags']})"
+    )
     pre = [r for r in reports if r.preflight]
     if pre:
         lines.append("Pre-flight predict():")
         for r in pre:
             true = f"{r.true_s:.1f}" if r.true_s is not None else "-"
             eta = _fmt(r.predict_eta_s, False) if r.predict_eta_s is not None else "none"
-            lines.append(f"  {r.name:<18} true {true:>5}  predicted {eta:>6}"
-                         f"  err {_fmt(r.predict_err):>5}  in band {r.predict_inside}"
-                         f"  verdict {r.predict_verdict}")
+            lines.append(
+                f"  {r.name:<18} true {true:>5}  predicted {eta:>6}"
+                f"  err {_fmt(r.predict_err):>5}  in band {r.predict_inside}"
+                f"  verdict {r.predict_verdict}"
+            )
         p90, share = summary.get("predict_p90"), summary.get("predict_band_share")
         if isinstance(p90, float) and isinstance(share, float):
-            lines.append(f"  p90 error on self-converging: {_fmt(p90)};"
-                         f" band coverage {_fmt(share)}")
+            lines.append(
+                f"  p90 error on self-converging: {_fmt(p90)}; band coverage {_fmt(share)}"
+            )
         rp90 = summary.get("predict_resident_p90")
         if isinstance(rp90, float):
-            lines.append(f"  p90 error on the {summary.get('predict_resident_traces')} of them"
-                         f" recorded with resident memory: {_fmt(rp90)}")
+            lines.append(
+                f"  p90 error on the {summary.get('predict_resident_traces')} of them"
+                f" recorded with resident memory: {_fmt(rp90)}"
+            )
         ap90 = summary.get("predict_agent_p90")
         if isinstance(ap90, float):
-            lines.append(f"  p90 error on the {summary.get('predict_agent_traces')} with all the"
-                         f" agent measures (resident memory, periods >= {LADDER_MIN_S:.0f} s):"
-                         f" {_fmt(ap90)}; band coverage"
-                         f" {_fmt(cast('float | None', summary.get('predict_agent_band_share')))}")
+            lines.append(
+                f"  p90 error on the {summary.get('predict_agent_traces')} with all the"
+                f" agent measures (resident memory, periods >= {LADDER_MIN_S:.0f} s):"
+                f" {_fmt(ap90)}; band coverage"
+                f" {_fmt(cast('float | None', summary.get('predict_agent_band_share')))}"
+            )
             np90 = summary.get("predict_agent_p90_without_auto_converge")
             if isinstance(np90, float):
-                lines.append(f"    the {summary.get('predict_agent_traces_without_auto_converge')}"
-                             f" of them without auto-converge: {_fmt(np90)}")
+                lines.append(
+                    f"    the {summary.get('predict_agent_traces_without_auto_converge')}"
+                    f" of them without auto-converge: {_fmt(np90)}"
+                )
     limits = summary.get("limits")
     if isinstance(limits, dict):
         lines.extend(_format_limits(limits))
     lines.append("")
     targets = summary.get("targets")
     if isinstance(targets, dict):
-        lines.append("Targets: " + ", ".join(
-            f"{k} {'MET' if v else 'MISSED'}" for k, v in targets.items()))
+        lines.append(
+            "Targets: " + ", ".join(f"{k} {'MET' if v else 'MISSED'}" for k, v in targets.items())
+        )
     return "\n".join(lines)
 
 
@@ -395,9 +453,9 @@ def _jsonable(x: object) -> object:
     return x
 
 
-def run(dirs: Sequence[str | Path], config: EstimatorConfig | None = None,
-        use_resident: bool = True
-        ) -> tuple[list[TraceReport], dict[str, object]]:
+def run(
+    dirs: Sequence[str | Path], config: EstimatorConfig | None = None, use_resident: bool = True
+) -> tuple[list[TraceReport], dict[str, object]]:
     """Evaluate every trace in ``dirs``; returns the per-trace reports and the summary."""
     cfg = config or agent_estimator_config()
     reports = [evaluate(p, cfg, use_resident) for p in find_traces(*dirs)]
@@ -408,8 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.eta", description=__doc__)
     parser.add_argument("dirs", nargs="*", help="trace directories")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--no-resident", action="store_true",
-                        help="ignore the traces' memstats lines (resident memory unknown)")
+    parser.add_argument(
+        "--no-resident",
+        action="store_true",
+        help="ignore the traces' memstats lines (resident memory unknown)",
+    )
     args = parser.parse_args(argv)
     dirs = args.dirs or [str(d) for d in DEFAULT_DIRS]
     try:

@@ -92,8 +92,21 @@ def checkpoints(trace: Trace, fractions: Sequence[float]) -> list[Checkpoint]:
             seen = max(walked - s.memory_processed, 0.0) if s.memory_processed > 0 else 0.0
         else:
             phase, left, seen = "later", 0.0, zero_total
-        out.append(Checkpoint(trace.name, frac, true, phase, start, end, float(bw),
-                              float(first.memory_total), left, seen, zero_total))
+        out.append(
+            Checkpoint(
+                trace.name,
+                frac,
+                true,
+                phase,
+                start,
+                end,
+                float(bw),
+                float(first.memory_total),
+                left,
+                seen,
+                zero_total,
+            )
+        )
     return out
 
 
@@ -134,28 +147,43 @@ def zero_unknown(cps: Sequence[Checkpoint]) -> dict[str, float]:
     guesses: the share seen so far (the estimator's central rule), none, and the best fixed
     share of RAM never written (chosen in hindsight, minus what was seen)."""
     seen_share = [
-        _zero_error(cp, (cp.zero_seen / (cp.memory_total - cp.pass1_left)) * cp.pass1_left
-                    if cp.phase == "pass1" and cp.memory_total > cp.pass1_left else 0.0)
-        if cp.phase != "later" else 0.0
+        _zero_error(
+            cp,
+            (cp.zero_seen / (cp.memory_total - cp.pass1_left)) * cp.pass1_left
+            if cp.phase == "pass1" and cp.memory_total > cp.pass1_left
+            else 0.0,
+        )
+        if cp.phase != "later"
+        else 0.0
         for cp in cps
     ]
     none = [_zero_error(cp, 0.0) if cp.phase != "later" else 0.0 for cp in cps]
 
     def fixed(q: float) -> list[float]:
-        return [_zero_error(cp, min(max(q * cp.memory_total - cp.zero_seen, 0.0), cp.pass1_left))
-                if cp.phase != "later" else 0.0 for cp in cps]
+        return [
+            _zero_error(cp, min(max(q * cp.memory_total - cp.zero_seen, 0.0), cp.pass1_left))
+            if cp.phase != "later"
+            else 0.0
+            for cp in cps
+        ]
 
     best, q = _best(fixed, [i / 100 for i in range(0, 61, 2)])
-    return {"seen_share": _p90(seen_share), "none": _p90(none), "best_fixed": best,
-            "best_fixed_share": q}
+    return {
+        "seen_share": _p90(seen_share),
+        "none": _p90(none),
+        "best_fixed": best,
+        "best_fixed_share": q,
+    }
 
 
 def predict_zero_unknown(cps: Sequence[Checkpoint]) -> dict[str, float]:
     """The same for ``predict()`` (one figure per trace: before the start, all of pass 1's
     zero pages are ahead): no zero pages, and the best fixed share chosen in hindsight."""
+
     def fixed(q: float) -> list[float]:
-        return [abs(cp.zero_total - q * cp.memory_total) / cp.bandwidth_bps / cp.true_s
-                for cp in cps]
+        return [
+            abs(cp.zero_total - q * cp.memory_total) / cp.bandwidth_bps / cp.true_s for cp in cps
+        ]
 
     best, q = _best(fixed, [i / 100 for i in range(0, 61, 2)])
     return {"none": _p90(fixed(0.0)), "best_fixed": best, "best_fixed_share": q}

@@ -89,8 +89,9 @@ class TraceReport:
         return self.outcome == "completed" and not self.intervened and self.true_s is not None
 
 
-def _naive_eta(stats: Mapping[str, object], prev: Mapping[str, object] | None,
-               dt: float) -> float | None:
+def _naive_eta(
+    stats: Mapping[str, object], prev: Mapping[str, object] | None, dt: float
+) -> float | None:
     def num(d: Mapping[str, object], k: str) -> float:
         v = d.get(k, 0)
         return float(v) if isinstance(v, (int, float)) else 0.0
@@ -109,19 +110,27 @@ def agent_estimator_config() -> EstimatorConfig:
     return EstimatorConfig(budget_s=AgentConfig().slow_budget_s)
 
 
-def estimates(trace: Trace, preflight: Preflight | None, config: EstimatorConfig,
-              use_resident: bool = True) -> list[tuple[ReplayStep, Estimate]]:
+def estimates(
+    trace: Trace, preflight: Preflight | None, config: EstimatorConfig, use_resident: bool = True
+) -> list[tuple[ReplayStep, Estimate]]:
     """Every running source sample with the estimate after it, fed as the agent feeds its
     estimator (replay backend -> tracker): same samples, limits, post-copy flag, RAM size
     and pre-flight."""
-    est = MigrationEstimator(config, preflight, memory_bytes=memory_size_hint(trace),
-                             resident_bytes=resident_of(trace) if use_resident else None)
-    return [(step, est.observe(step.sample, step.limits, postcopy=step.postcopy))
-            for step in source_steps(trace)]
+    est = MigrationEstimator(
+        config,
+        preflight,
+        memory_bytes=memory_size_hint(trace),
+        resident_bytes=resident_of(trace) if use_resident else None,
+    )
+    return [
+        (step, est.observe(step.sample, step.limits, postcopy=step.postcopy))
+        for step in source_steps(trace)
+    ]
 
 
-def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig,
-           use_resident: bool = True) -> Run:
+def replay(
+    trace: Trace, preflight: Preflight | None, config: EstimatorConfig, use_resident: bool = True
+) -> Run:
     """Replay one trace and score it (see METHOD)."""
     true = true_duration_s(trace)
     points: list[tuple[float, Estimate, float | None]] = []
@@ -167,16 +176,22 @@ def replay(trace: Trace, preflight: Preflight | None, config: EstimatorConfig,
     for (t, e, naive), it in zip(points, iters, strict=True):
         if it >= 2 and t < true:
             run.after_pass1.append(
-                (None if e.eta_s is None else abs(t + e.eta_s - true) / true,
-                 None if naive is None else abs(t + naive - true) / true))
+                (
+                    None if e.eta_s is None else abs(t + e.eta_s - true) / true,
+                    None if naive is None else abs(t + naive - true) / true,
+                )
+            )
     held = [_inside(e, true - t) for t, e, _ in points if t < true]
     run.band_share_all = sum(held) / len(held) if held else None
     return run
 
 
 def _inside(e: Estimate, remaining: float) -> bool:
-    return (e.eta_low_s is not None and e.eta_high_s is not None
-            and e.eta_low_s <= remaining <= e.eta_high_s)
+    return (
+        e.eta_low_s is not None
+        and e.eta_high_s is not None
+        and e.eta_low_s <= remaining <= e.eta_high_s
+    )
 
 
 def _auto_converge(trace: Trace) -> bool:
@@ -184,8 +199,9 @@ def _auto_converge(trace: Trace) -> bool:
     return trace.meta is not None and "VIR_MIGRATE_AUTO_CONVERGE" in trace.meta.flag_names
 
 
-def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig,
-             use_resident: bool = True) -> Estimate | None:
+def _predict(
+    trace: Trace, preflight: Preflight, config: EstimatorConfig, use_resident: bool = True
+) -> Estimate | None:
     steps = list(source_steps(trace))
     memory = next((st.sample.memory_total for st in steps if st.sample.memory_total > 0), 0)
     disk = next((st.sample.disk_total for st in steps if st.sample.disk_total > 0), 0)
@@ -193,13 +209,24 @@ def _predict(trace: Trace, preflight: Preflight, config: EstimatorConfig,
     bw = limits.max_bandwidth_bps
     if not memory or not bw:
         return None
-    fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2,
-                        memory_mib=memory / 2**20)
+    fit = fit_preflight(
+        preflight,
+        config.preflight_noise_mib,
+        config.preflight_saturation_chi2,
+        memory_mib=memory / 2**20,
+    )
     return predict(
-        memory, disk, fit.rate_bps, fit.hot_bytes, float(bw), limits.max_downtime_s,
-        dirty_rate_sigma_bps=fit.rate_sigma_bps, hot_set_low_bytes=fit.hot_low_bytes,
+        memory,
+        disk,
+        fit.rate_bps,
+        fit.hot_bytes,
+        float(bw),
+        limits.max_downtime_s,
+        dirty_rate_sigma_bps=fit.rate_sigma_bps,
+        hot_set_low_bytes=fit.hot_low_bytes,
         resident_bytes=resident_of(trace) if use_resident else None,
-        limits=limits, config=config,
+        limits=limits,
+        config=config,
         auto_converge=_auto_converge(trace),  # a scheduler knows the flags it will use
     )
 

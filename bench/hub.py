@@ -157,7 +157,10 @@ async def _wait_serving(target: str) -> None:
 
 async def bench_burst(streams: int) -> None:
     config = AgentConfig(
-        listen="127.0.0.1:0", simulated_scenarios=("quick",), max_subscribers=streams + 10, grace_s=0.5
+        listen="127.0.0.1:0",
+        simulated_scenarios=("quick",),
+        max_subscribers=streams + 10,
+        grace_s=0.5,
     )
     ok = 0
     errors: dict[str, int] = {}
@@ -190,7 +193,9 @@ async def bench_burst(streams: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     a = p.parse_args()
     print(__doc__.split("Run:")[0].strip())

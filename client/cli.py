@@ -176,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_estimate,
     )
     e.add_argument("domain", metavar="DOMAIN", help="domain name or UUID, on any of the agents")
-    e.add_argument("--bandwidth", metavar="RATE", help="e.g. 100MiB/s (default: the domain's limit)")
+    e.add_argument(
+        "--bandwidth", metavar="RATE", help="e.g. 100MiB/s (default: the domain's limit)"
+    )
     e.add_argument("--max-downtime", metavar="DURATION", help="e.g. 500ms (default: the domain's)")
     e.add_argument(
         "--copy-storage", action="store_true", help="also copy its disks (non-shared storage)"

@@ -84,7 +84,10 @@ def estimate_from_pb(r: pb.EstimateMigrationResponse) -> MigrationEstimate:
 
 
 def estimate_request_pb(
-    domain: str, bandwidth: int | None, max_downtime_s: float | None, copy_storage: bool,
+    domain: str,
+    bandwidth: int | None,
+    max_downtime_s: float | None,
+    copy_storage: bool,
     auto_converge: bool = False,
 ) -> pb.EstimateMigrationRequest:
     """Names the domain by UUID when it looks like one, else by name."""

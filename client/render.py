@@ -171,8 +171,9 @@ def _fleet_table(
     )
     if show_ids:
         table.add_column("id", no_wrap=True)
-    table.add_column("domain / hosts", no_wrap=True, max_width=None if wide else 24,
-                     overflow="ellipsis")
+    table.add_column(
+        "domain / hosts", no_wrap=True, max_width=None if wide else 24, overflow="ellipsis"
+    )
     table.add_column("phase / pass", no_wrap=True)
     if medium:
         table.add_column("memory / disk", no_wrap=True)
@@ -210,15 +211,21 @@ def _phase_cell(fm: FleetMigration, *, with_progress: bool) -> str:
     src = fm.source
     if src is None:
         return _phase_text(fm)
-    throttle = (f" throttle {src.auto_converge_throttle_percent}%"
-                if src.auto_converge_throttle_percent else "")
+    throttle = (
+        f" throttle {src.auto_converge_throttle_percent}%"
+        if src.auto_converge_throttle_percent
+        else ""
+    )
     if not with_progress:
         return f"{_phase_text(fm)}\npass {src.iteration}{throttle}"
+
     # No room for bars: the memory and disk percentages, still apart.
     def pct(t: Transfer) -> str:
         return "–" if t.total_bytes == 0 else f"{t.fraction_done * 100:.0f}%"
 
-    return f"{_phase_text(fm)}{throttle}\npass {src.iteration} m {pct(src.memory)} d {pct(src.disk)}"
+    return (
+        f"{_phase_text(fm)}{throttle}\npass {src.iteration} m {pct(src.memory)} d {pct(src.disk)}"
+    )
 
 
 def _eta_cell(src: Migration | None) -> str:
@@ -265,8 +272,11 @@ def format_migration(m: Migration, agent: str = "") -> str:
         (
             f"  rate         {format_rate(m.memory.bytes_per_second + m.disk.bytes_per_second)}"
             f"   dirty {format_rate(m.dirty_rate_bytes_per_second)}   iteration {m.iteration}"
-            + (f"   guest CPU throttled {m.auto_converge_throttle_percent} % (auto-converge)"
-               if m.auto_converge_throttle_percent else "")
+            + (
+                f"   guest CPU throttled {m.auto_converge_throttle_percent} % (auto-converge)"
+                if m.auto_converge_throttle_percent
+                else ""
+            )
         ),
         (
             f"  elapsed      {format_duration(m.elapsed_s)}"

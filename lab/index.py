@@ -166,7 +166,9 @@ def row(path: Path) -> list[str]:
 
 
 def _rss_text(lines: list[dict[str, Any]]) -> str:
-    rss = next((line.get("stats", {}).get("rss") for line in lines if line["type"] == "memstats"), None)
+    rss = next(
+        (line.get("stats", {}).get("rss") for line in lines if line["type"] == "memstats"), None
+    )
     return "—" if rss is None else f"{rss / 1024:.0f}"
 
 

@@ -459,8 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_record)
     p = sub.add_parser("record-set", help="record the standard set of traces + INDEX.md")
     p.add_argument("--out", default="bench/traces")
-    p.add_argument("--set", default="standard", choices=("standard", "mw2", "mw3", "mw4", "mw5", "ac"),
-                   help="which scenario set (lab/scenarios.py; default standard)")
+    p.add_argument(
+        "--set",
+        default="standard",
+        choices=("standard", "mw2", "mw3", "mw4", "mw5", "ac"),
+        help="which scenario set (lab/scenarios.py; default standard)",
+    )
     p.add_argument("--only", nargs="*", help="labels to record (default: all)")
     p.set_defaults(fn=_cmd_record_set)
     args = parser.parse_args(argv)

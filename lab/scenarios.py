@@ -57,8 +57,14 @@ def _sc(
         actions=actions,
     )
     return Scenario(
-        label=label, scenario=kind, guest=guest, migration=migration, preflight=preflight,
-        preflight_periods_s=periods, note=note, timeout_s=timeout_s,
+        label=label,
+        scenario=kind,
+        guest=guest,
+        migration=migration,
+        preflight=preflight,
+        preflight_periods_s=periods,
+        note=note,
+        timeout_s=timeout_s,
     )
 
 
@@ -168,8 +174,9 @@ STANDARD_SET: list[Scenario] = [
 ]
 
 
-def _mw2(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int,
-         **kw: Any) -> Scenario:
+def _mw2(
+    label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int, **kw: Any
+) -> Scenario:
     return _sc(label, kind, mem, fill, ws, rate, bw, name="rss2", **kw)
 
 
@@ -186,29 +193,64 @@ MW2_SET: list[Scenario] = [
     _mw2("mw2-conv-e", "converge", 1152, 700, 128, 40, 120, preflight=True, note="61 % filled"),
     _mw2("mw2-hard", "converge", 768, 350, 224, 35, 55, preflight=True, note="rate/bw 0.64"),
     _mw2("mw2-grow", "converge", 768, 128, 320, 30, 80, note="hot set beyond the fill"),
-    _mw2("mw2-storage", "storage", 512, 200, 64, 8, 70, preflight=True, disk=256,
-         disk_fill=128, disk_rate=2, note="NBD disk copy first, then memory"),
+    _mw2(
+        "mw2-storage",
+        "storage",
+        512,
+        200,
+        64,
+        8,
+        70,
+        preflight=True,
+        disk=256,
+        disk_fill=128,
+        disk_rate=2,
+        note="NBD disk copy first, then memory",
+    ),
 ]
 
 #: Third set (``mw3-*``), same recording as ``mw2``: more guests for the resident-memory
 #: and pre-flight evidence, every one with pre-flight lines, and two that never converge.
 MW3_SET: list[Scenario] = [
     _mw2("mw3-idle-half", "idle", 1024, 512, 512, 0, 70, preflight=True, note="idle, half filled"),
-    _mw2("mw3-conv-small", "converge", 384, 200, 64, 8, 35, preflight=True, note="small, slow link"),
+    _mw2(
+        "mw3-conv-small", "converge", 384, 200, 64, 8, 35, preflight=True, note="small, slow link"
+    ),
     _mw2("mw3-conv-wide", "converge", 1024, 600, 384, 20, 100, preflight=True, note="wide hot set"),
     _mw2("mw3-conv-fast", "converge", 768, 500, 96, 25, 150, preflight=True, note="fast link"),
     _mw2("mw3-hard", "converge", 640, 400, 192, 30, 45, preflight=True, note="rate/bw 0.67"),
     _mw2("mw3-lowfill", "converge", 1152, 200, 160, 12, 90, preflight=True, note="17 % filled"),
-    _mw2("mw3-nc", "nonconverge-abort", 640, 450, 256, 120, 50, preflight=True,
-         actions=(Action(25, "abort"),), note="never converges; aborted"),
+    _mw2(
+        "mw3-nc",
+        "nonconverge-abort",
+        640,
+        450,
+        256,
+        120,
+        50,
+        preflight=True,
+        actions=(Action(25, "abort"),),
+        note="never converges; aborted",
+    ),
 ]
 
 
-
-def _mw4(label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int,
-         **kw: Any) -> Scenario:
-    return _sc(label, kind, mem, fill, ws, rate, bw, name="rss4", preflight=True,
-               periods=MW4_PERIODS_S, **kw)
+def _mw4(
+    label: str, kind: str, mem: int, fill: int, ws: int, rate: int, bw: int, **kw: Any
+) -> Scenario:
+    return _sc(
+        label,
+        kind,
+        mem,
+        fill,
+        ws,
+        rate,
+        bw,
+        name="rss4",
+        preflight=True,
+        periods=MW4_PERIODS_S,
+        **kw,
+    )
 
 
 #: The agent's default pre-flight ladder (``AgentConfig.preflight_periods_s``): 8 and 16 s
@@ -234,10 +276,30 @@ MW4_SET: list[Scenario] = [
     _mw4("mw4-trickle", "converge", 640, 450, 64, 4, 40, note="4 MiB/s over 64 MiB"),
     _mw4("mw4-fast", "converge", 1152, 800, 128, 60, 160, note="fast writer, fast link"),
     _mw4("mw4-idle", "idle", 640, 400, 400, 0, 50, note="idle"),
-    _mw4("mw4-storage", "storage", 512, 250, 96, 10, 60, disk=256, disk_fill=128,
-         disk_rate=2, note="NBD disk copy first, then memory"),
-    _mw4("mw4-nc", "nonconverge-abort", 768, 500, 256, 110, 45,
-         actions=(Action(25, "abort"),), note="never converges; aborted"),
+    _mw4(
+        "mw4-storage",
+        "storage",
+        512,
+        250,
+        96,
+        10,
+        60,
+        disk=256,
+        disk_fill=128,
+        disk_rate=2,
+        note="NBD disk copy first, then memory",
+    ),
+    _mw4(
+        "mw4-nc",
+        "nonconverge-abort",
+        768,
+        500,
+        256,
+        110,
+        45,
+        actions=(Action(25, "abort"),),
+        note="never converges; aborted",
+    ),
 ]
 
 #: Fifth set (``mw5-*``), recorded like ``mw4``: larger guests (up to 2 GiB) and faster
@@ -252,32 +314,103 @@ MW5_SET: list[Scenario] = [
     _mw4("mw5-hard", "converge", 896, 550, 256, 50, 75, note="rate/bw 0.67"),
     _mw4("mw5-fastlink", "converge", 1536, 1000, 192, 80, 200, note="fast writer, 200 MiB/s"),
     _mw4("mw5-idle", "idle", 1536, 1100, 1100, 0, 90, note="idle, 1.5 GiB"),
-    _mw4("mw5-storage", "storage", 640, 350, 128, 15, 80, disk=384, disk_fill=192,
-         disk_rate=3, note="NBD disk copy first, then memory"),
-    _mw4("mw5-nc", "nonconverge-abort", 640, 400, 300, 90, 35,
-         actions=(Action(25, "abort"),), note="never converges; aborted"),
+    _mw4(
+        "mw5-storage",
+        "storage",
+        640,
+        350,
+        128,
+        15,
+        80,
+        disk=384,
+        disk_fill=192,
+        disk_rate=3,
+        note="NBD disk copy first, then memory",
+    ),
+    _mw4(
+        "mw5-nc",
+        "nonconverge-abort",
+        640,
+        400,
+        300,
+        90,
+        35,
+        actions=(Action(25, "abort"),),
+        note="never converges; aborted",
+    ),
 ]
 
 #: Auto-converge (``ac-*``), recorded like ``mw4``: guests that dirty faster than the link,
 #: which QEMU throttles (20 % of their CPU, then +10 % every two passes that still dirty
 #: more than half of what they sent) until pre-copy converges. No action is taken.
 AC_SET: list[Scenario] = [
-    _mw4("ac-fast", "auto-converge", 768, 500, 256, 110, 50, auto_converge=True,
-         note="rate/bw 2.2, auto-converge"),
-    _mw4("ac-close", "auto-converge", 640, 400, 200, 55, 50, auto_converge=True,
-         note="rate/bw 1.1, auto-converge"),
-    _mw4("ac-wide", "auto-converge", 1024, 700, 512, 80, 60, auto_converge=True,
-         timeout_s=300, note="wide hot set, rate/bw 1.3, auto-converge"),
+    _mw4(
+        "ac-fast",
+        "auto-converge",
+        768,
+        500,
+        256,
+        110,
+        50,
+        auto_converge=True,
+        note="rate/bw 2.2, auto-converge",
+    ),
+    _mw4(
+        "ac-close",
+        "auto-converge",
+        640,
+        400,
+        200,
+        55,
+        50,
+        auto_converge=True,
+        note="rate/bw 1.1, auto-converge",
+    ),
+    _mw4(
+        "ac-wide",
+        "auto-converge",
+        1024,
+        700,
+        512,
+        80,
+        60,
+        auto_converge=True,
+        timeout_s=300,
+        note="wide hot set, rate/bw 1.3, auto-converge",
+    ),
     # The dirtier asked for more than TCG can give writes flat out: CPU-bound, so the
     # throttle slows it in proportion (QEMU's assumption), unlike the paced writers above.
-    _mw4("ac-cpu", "auto-converge", 768, 500, 256, 4000, 50, auto_converge=True,
-         timeout_s=300, note="CPU-bound writer, auto-converge"),
-    _mw4("ac-easy", "auto-converge", 640, 400, 128, 20, 60, auto_converge=True,
-         note="converges without throttling; auto-converge on"),
+    _mw4(
+        "ac-cpu",
+        "auto-converge",
+        768,
+        500,
+        256,
+        4000,
+        50,
+        auto_converge=True,
+        timeout_s=300,
+        note="CPU-bound writer, auto-converge",
+    ),
+    _mw4(
+        "ac-easy",
+        "auto-converge",
+        640,
+        400,
+        128,
+        20,
+        60,
+        auto_converge=True,
+        note="converges without throttling; auto-converge on",
+    ),
 ]
 
 #: The sets ``labctl record-set --set`` knows.
 SETS: dict[str, list[Scenario]] = {
-    "standard": STANDARD_SET, "mw2": MW2_SET, "mw3": MW3_SET, "mw4": MW4_SET, "mw5": MW5_SET,
+    "standard": STANDARD_SET,
+    "mw2": MW2_SET,
+    "mw3": MW3_SET,
+    "mw4": MW4_SET,
+    "mw5": MW5_SET,
     "ac": AC_SET,
 }

@@ -72,8 +72,9 @@ def test_unknown_backend_in_config_file_is_a_one_line_error(tmp_path: Path) -> N
     assert_user_error(run_agent("--config", str(write(tmp_path, 'backend = "xen"\n'))), "xen")
 
 
-@pytest.mark.parametrize(("periods", "expected"), [("1,x", "comma-separated"), ("0,4", "1 to 60"),
-                                                ("1,61", "1 to 60")])
+@pytest.mark.parametrize(
+    ("periods", "expected"), [("1,x", "comma-separated"), ("0,4", "1 to 60"), ("1,61", "1 to 60")]
+)
 def test_bad_preflight_periods_are_a_one_line_error(periods: str, expected: str) -> None:
     """--preflight-periods must be whole seconds QEMU accepts; the error gives an example."""
     assert_user_error(run_agent("--preflight-periods", periods), expected, "1,2,4,8,16")
@@ -140,7 +141,9 @@ def test_config_file_is_honoured_and_flags_override_it(
         "sample_interval_s = 0.05\n"
         "simulated_repeat = false\n",
     )
-    sub = spawn_agent("--config", str(path), "--host-name", "flag-host", port=port, listen_flag=False)
+    sub = spawn_agent(
+        "--config", str(path), "--host-name", "flag-host", port=port, listen_flag=False
+    )
     with grpc.insecure_channel(sub.target) as chan:
         reply = pb_grpc.MigrationServiceStub(chan).ListMigrations(
             pb.ListMigrationsRequest(include_finished=True), timeout=5

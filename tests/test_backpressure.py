@@ -18,7 +18,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="function")
 MIGRATIONS = 40
 
 
-async def test_slow_subscriber_gets_conflated_states_and_every_final_without_stalling_others() -> None:
+async def test_slow_subscriber_gets_conflated_states_and_every_final_without_stalling_others() -> (
+    None
+):
     """A stream that stops reading while 40 migrations run to completion later receives
     every final state (and fewer messages than were published, conflated), while a
     concurrent reader keeps receiving updates at the publish rate."""
@@ -36,10 +38,13 @@ async def test_slow_subscriber_gets_conflated_states_and_every_final_without_sta
         # A small, fixed receive window, so the slow reader's backlog stays in the
         # agent (where it is conflated) instead of in HTTP/2 buffers.
         small = [*opts, ("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 8192)]
-        async with grpc.aio.insecure_channel(target, options=small) as slow_ch, grpc.aio.insecure_channel(
-            target, options=opts
-        ) as fast_ch:
-            slow = pb_grpc.MigrationServiceStub(slow_ch).WatchMigrations(pb.WatchMigrationsRequest())
+        async with (
+            grpc.aio.insecure_channel(target, options=small) as slow_ch,
+            grpc.aio.insecure_channel(target, options=opts) as fast_ch,
+        ):
+            slow = pb_grpc.MigrationServiceStub(slow_ch).WatchMigrations(
+                pb.WatchMigrationsRequest()
+            )
             fast_count = 0
             fast_finals: set[str] = set()
 
@@ -85,11 +90,15 @@ async def test_burst_of_5000_streams_is_accepted() -> None:
     CANCELLED by gRPC's pending-request backlog."""
     streams = 5000
     config = AgentConfig(
-        listen="127.0.0.1:0", simulated_scenarios=("quick",), max_subscribers=streams + 100, grace_s=0.2
+        listen="127.0.0.1:0",
+        simulated_scenarios=("quick",),
+        max_subscribers=streams + 100,
+        grace_s=0.2,
     )
-    async with running_agent(config) as agent, grpc.aio.insecure_channel(
-        f"127.0.0.1:{agent.port}"
-    ) as channel:
+    async with (
+        running_agent(config) as agent,
+        grpc.aio.insecure_channel(f"127.0.0.1:{agent.port}") as channel,
+    ):
         stub = pb_grpc.MigrationServiceStub(channel)
         errors: list[grpc.StatusCode] = []
 

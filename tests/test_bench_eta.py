@@ -21,7 +21,8 @@ def results() -> tuple[dict[str, object], dict[str, object]]:
 
 
 def test_nonconverge_flagged_converge_not(
-        results: tuple[dict[str, object], dict[str, object]]) -> None:
+    results: tuple[dict[str, object], dict[str, object]],
+) -> None:
     """The aborted non-converging run is flagged within 3 iterations; converge never is."""
     reports, summary = results
     nonconv = reports["nonconverge-abort"]
@@ -33,7 +34,8 @@ def test_nonconverge_flagged_converge_not(
 
 
 def test_converge_eta_accurate_once_passes_measured(
-        results: tuple[dict[str, object], dict[str, object]]) -> None:
+    results: tuple[dict[str, object], dict[str, object]],
+) -> None:
     """On converge the ETA is within 10 % at 50 % and 75 % and its band holds the truth."""
     reports, _ = results
     run_ = reports["converge"].live  # type: ignore[attr-defined]
@@ -43,7 +45,8 @@ def test_converge_eta_accurate_once_passes_measured(
 
 
 def test_preflight_prior_flags_pf_abort_in_first_pass(
-        results: tuple[dict[str, object], dict[str, object]]) -> None:
+    results: tuple[dict[str, object], dict[str, object]],
+) -> None:
     """With its pre-flight readings pf-abort is flagged during pass 1; predict() agrees."""
     reports, _ = results
     pf = reports["pf-abort"]
@@ -51,8 +54,9 @@ def test_preflight_prior_flags_pf_abort_in_first_pass(
     assert pf.predict_verdict == "NOT_CONVERGING"  # type: ignore[attr-defined]
 
 
-def test_table_and_json_output(capsys: pytest.CaptureFixture[str],
-                               results: tuple[dict[str, object], dict[str, object]]) -> None:
+def test_table_and_json_output(
+    capsys: pytest.CaptureFixture[str], results: tuple[dict[str, object], dict[str, object]]
+) -> None:
     """The table states the method and the targets; --json is parseable with a summary."""
     reports, summary = results
     text = format_table(list(reports.values()), summary)  # type: ignore[arg-type]
@@ -64,7 +68,8 @@ def test_table_and_json_output(capsys: pytest.CaptureFixture[str],
 
 
 def test_information_limits_are_reported(
-        results: tuple[dict[str, object], dict[str, object]]) -> None:
+    results: tuple[dict[str, object], dict[str, object]],
+) -> None:
     """The hindsight limits say how much error pass 1 leaves whatever the model."""
     reports, summary = results
     limits = summary["limits"]
@@ -78,8 +83,9 @@ def test_information_limits_are_reported(
     assert "Information limits (hindsight" in text
 
 
-def test_missing_dir_is_a_one_line_error(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_dir_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """No traces at all is a user error: exit status 1 and one line on stderr."""
     assert main([str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err

@@ -183,7 +183,6 @@ class ScriptedBackend:
     ) -> None:
         raise MigrationGone("scripted")
 
-
     async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending | None:
         return None  # nothing was in flight before this agent
 

@@ -267,8 +267,20 @@ def test_an_auto_converge_throttle_is_shown(width: int) -> None:
     fm = FleetMigration(m.domain_uuid, m.domain_name, "hv1", "hv2", source=m, source_agent="a:1")
     assert "throttle 60%" in text_of(render.format_fleet_table((fm,)), width=width)
     assert "guest CPU throttled 60 % (auto-converge)" in render.format_migration(m)
-    assert "throttle" not in text_of(render.format_fleet_table((FleetMigration(
-        m.domain_uuid, m.domain_name, "hv1", "hv2", source=migration(), source_agent="a:1"),)))
+    assert "throttle" not in text_of(
+        render.format_fleet_table(
+            (
+                FleetMigration(
+                    m.domain_uuid,
+                    m.domain_name,
+                    "hv1",
+                    "hv2",
+                    source=migration(),
+                    source_agent="a:1",
+                ),
+            )
+        )
+    )
 
 
 def test_fleet_screen_shows_agents_and_stale_rows() -> None:

@@ -21,7 +21,6 @@ BW = 55.0 * MIB
 RAM = 896.0 * MIB
 
 
-
 def test_preflight_flat_readings_are_a_rate() -> None:
     """Readings flat across periods (pf-easy1: 20/16/18) mean no hot set: a P^2-weighted rate."""
     fit = fit_preflight(Preflight(0.0, {1: 20, 2: 16, 4: 18}))
@@ -35,7 +34,6 @@ def test_preflight_falling_readings_reveal_hot_set() -> None:
     rate, hot = preflight_dirty_model(Preflight(0.0, {1: 140, 2: 97, 4: 51}))
     assert rate == pytest.approx(140 * MIB)
     assert hot is not None and hot == pytest.approx((194 + 204) / 2 * MIB)
-
 
 
 def test_prior_hot_set_is_the_log_middle_when_readings_never_saturate() -> None:
@@ -68,7 +66,9 @@ def test_with_the_ram_known_the_noise_is_binomial() -> None:
     fit = fit_preflight(pf, memory_mib=1024)
     var = {p: 2 * 40 * p * (1 - 40 * p / 1024) for p in (1, 2, 4)}
     assert fit.hot_bytes is None and fit.rate_bps == pytest.approx(40 * MIB)
-    assert fit.rate_sigma_bps == pytest.approx(MIB / math.sqrt(sum(p * p / v for p, v in var.items())))
+    assert fit.rate_sigma_bps == pytest.approx(
+        MIB / math.sqrt(sum(p * p / v for p, v in var.items()))
+    )
     # A small guest's same readings are a larger share of its RAM: less binomial noise.
     assert fit_preflight(pf, memory_mib=256).rate_sigma_bps < fit.rate_sigma_bps
     # Readings of zero (an idle guest) still carry one sampled page's worth of doubt.

@@ -79,9 +79,10 @@ async def test_estimate_of_simulated_guests_through_the_client() -> None:
 async def test_estimate_request_naming_no_domain_is_invalid() -> None:
     """A request with neither domain_uuid nor domain_name is INVALID_ARGUMENT saying so."""
     config = AgentConfig(listen="127.0.0.1:0", simulated_scenarios=("quick",), grace_s=0.2)
-    async with running_agent(config) as agent, grpc.aio.insecure_channel(
-        f"127.0.0.1:{agent.port}"
-    ) as channel:
+    async with (
+        running_agent(config) as agent,
+        grpc.aio.insecure_channel(f"127.0.0.1:{agent.port}") as channel,
+    ):
         stub = pb_grpc.MigrationServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.EstimateMigration(pb.EstimateMigrationRequest())

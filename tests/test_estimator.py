@@ -37,9 +37,17 @@ from migwatch.agent.model import (
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def synth(mem_mib: float, bw_mib: float, rate_mib: float, hot_mib: float, *,
-          downtime: float = 0.3, zero_mib: float = 0.0, poll_ticks: int = 5,
-          max_s: float = 120.0) -> tuple[list[JobSample], float | None]:
+def synth(
+    mem_mib: float,
+    bw_mib: float,
+    rate_mib: float,
+    hot_mib: float,
+    *,
+    downtime: float = 0.3,
+    zero_mib: float = 0.0,
+    poll_ticks: int = 5,
+    max_s: float = 120.0,
+) -> tuple[list[JobSample], float | None]:
     """A QEMU-like pre-copy: 50 ms bursts at the bandwidth, a sync whenever what is pending
     drops below bandwidth x downtime, the sync adding min(rate x pass, hot set), the dirty
     rate refreshed over >= 1 s. Pass 1 meets `zero_mib` of zero pages at its end. Returns the
@@ -73,16 +81,27 @@ def synth(mem_mib: float, bw_mib: float, rate_mib: float, hot_mib: float, *,
             iteration += 1
             pass_start = t
         if tick % poll_ticks == 0:
-            samples.append(JobSample(
-                elapsed_s=round(t, 3), memory_total=int(total), memory_processed=int(processed),
-                memory_remaining=int(remaining), memory_bps=int(bw),
-                dirty_pages_per_s=dirty_pages, iteration=iteration,
-            ))
+            samples.append(
+                JobSample(
+                    elapsed_s=round(t, 3),
+                    memory_total=int(total),
+                    memory_processed=int(processed),
+                    memory_remaining=int(remaining),
+                    memory_bps=int(bw),
+                    dirty_pages_per_s=dirty_pages,
+                    iteration=iteration,
+                )
+            )
     return samples, None
 
 
-def replay(samples: list[JobSample], limits: Limits, *, preflight: Preflight | None = None,
-           config: EstimatorConfig | None = None) -> list[Estimate]:
+def replay(
+    samples: list[JobSample],
+    limits: Limits,
+    *,
+    preflight: Preflight | None = None,
+    config: EstimatorConfig | None = None,
+) -> list[Estimate]:
     est = MigrationEstimator(config or EstimatorConfig(), preflight)
     return [est.observe(s, limits) for s in samples]
 
@@ -104,9 +123,17 @@ def check_invariants(e: Estimate) -> None:
 
 def test_public_names_stay_importable_from_estimator() -> None:
     """The names other modules import from ``migwatch.agent.estimate.estimator`` are still there."""
-    for name in ("EstimatorConfig", "MigrationEstimator", "predict", "preflight_dirty_model",
-                 "fit_preflight", "plan_passes", "PassPlan"):
+    for name in (
+        "EstimatorConfig",
+        "MigrationEstimator",
+        "predict",
+        "preflight_dirty_model",
+        "fit_preflight",
+        "plan_passes",
+        "PassPlan",
+    ):
         assert name in estimator_module.__all__ and hasattr(estimator_module, name)
+
 
 LIMITS = Limits(max_downtime_s=0.3, max_bandwidth_bps=50 * MIB)
 
@@ -152,7 +179,7 @@ def test_band_narrows_as_passes_accumulate() -> None:
     estimates = replay(samples, Limits(max_bandwidth_bps=60 * MIB))
     width = [(e.eta_high_s or math.inf) - (e.eta_low_s or 0) for e in estimates if e.eta_s]
     first = [w for s, w in zip(samples, width) if s.iteration == 1]
-    later = [w for s, w in zip(samples[len(samples) - len(width):], width) if s.iteration >= 3]
+    later = [w for s, w in zip(samples[len(samples) - len(width) :], width) if s.iteration >= 3]
     assert later and max(later) < min(first)
 
 
@@ -161,8 +188,9 @@ def test_non_converging_flagged_within_three_iterations() -> None:
     samples, done = synth(1024, 50, 200, 256, max_s=40)
     assert done is None
     estimates = replay(samples, LIMITS)
-    flagged = [(s, e) for s, e in zip(samples, estimates)
-               if e.convergence is Convergence.NOT_CONVERGING]
+    flagged = [
+        (s, e) for s, e in zip(samples, estimates) if e.convergence is Convergence.NOT_CONVERGING
+    ]
     assert flagged and flagged[0][0].iteration <= 3
     _, e = flagged[-1]
     assert e.eta_s is None
@@ -190,18 +218,32 @@ def test_small_hot_set_recommends_max_downtime() -> None:
 
 def test_stalled_when_boundaries_stop_falling() -> None:
     """Remaining ~100 MiB at every boundary, though the dirty rate reads low: STALLED."""
-    samples = [JobSample(elapsed_s=0.5 + 0.5 * i, memory_total=1024 * MIB,
-                         memory_processed=int(25 * MIB * (i + 1)),
-                         memory_remaining=int(1024 * MIB - 25 * MIB * (i + 1)),
-                         memory_bps=50 * MIB, iteration=1) for i in range(38)]
+    samples = [
+        JobSample(
+            elapsed_s=0.5 + 0.5 * i,
+            memory_total=1024 * MIB,
+            memory_processed=int(25 * MIB * (i + 1)),
+            memory_remaining=int(1024 * MIB - 25 * MIB * (i + 1)),
+            memory_bps=50 * MIB,
+            iteration=1,
+        )
+        for i in range(38)
+    ]
     t = samples[-1].elapsed_s
     for it in range(2, 8):  # passes of 2 s: 100 MiB falling at 50 MiB/s
         for k in range(4):
             t += 0.5
-            samples.append(JobSample(
-                elapsed_s=t, memory_total=1024 * MIB, memory_processed=0,
-                memory_remaining=int((100 - 25 * k) * MIB), memory_bps=50 * MIB,
-                dirty_pages_per_s=int(10 * MIB / 4096), iteration=it))
+            samples.append(
+                JobSample(
+                    elapsed_s=t,
+                    memory_total=1024 * MIB,
+                    memory_processed=0,
+                    memory_remaining=int((100 - 25 * k) * MIB),
+                    memory_bps=50 * MIB,
+                    dirty_pages_per_s=int(10 * MIB / 4096),
+                    iteration=it,
+                )
+            )
     estimates = replay(samples, LIMITS)
     verdicts = [e.convergence for e in estimates]
     assert Convergence.STALLED in verdicts
@@ -224,9 +266,18 @@ def test_postcopy_eta_is_remaining_over_rate() -> None:
     """In post-copy every page goes once: ETA = remaining / post-copy rate."""
     est = MigrationEstimator()
     limits = Limits(postcopy_allowed=True, postcopy_bandwidth_bps=20 * MIB)
-    e = est.observe(JobSample(elapsed_s=20.0, memory_total=1024 * MIB,
-                              memory_remaining=200 * MIB, memory_bps=20 * MIB, iteration=3,
-                              postcopy_requests=5), limits, postcopy=True)
+    e = est.observe(
+        JobSample(
+            elapsed_s=20.0,
+            memory_total=1024 * MIB,
+            memory_remaining=200 * MIB,
+            memory_bps=20 * MIB,
+            iteration=3,
+            postcopy_requests=5,
+        ),
+        limits,
+        postcopy=True,
+    )
     assert e.eta_s == pytest.approx(10.0)
     assert e.convergence is Convergence.CONVERGING and e.basis is EtaBasis.LIVE
     check_invariants(e)
@@ -234,9 +285,15 @@ def test_postcopy_eta_is_remaining_over_rate() -> None:
 
 def test_disk_phase_needs_memory_size() -> None:
     """During the disk mirror the ETA needs the guest's RAM size; without it, only a floor."""
-    samples = [JobSample(elapsed_s=0.5 * i, disk_total=512 * MIB,
-                         disk_processed=int(25 * MIB * i),
-                         disk_remaining=int(512 * MIB - 25 * MIB * i)) for i in range(1, 8)]
+    samples = [
+        JobSample(
+            elapsed_s=0.5 * i,
+            disk_total=512 * MIB,
+            disk_processed=int(25 * MIB * i),
+            disk_remaining=int(512 * MIB - 25 * MIB * i),
+        )
+        for i in range(1, 8)
+    ]
     plain = replay(samples, LIMITS)[-1]
     assert plain.eta_s is None and plain.eta_low_s == pytest.approx((512 - 175) / 50, rel=0.05)
     hinted_est = MigrationEstimator(memory_bytes=512 * MIB)
@@ -247,9 +304,15 @@ def test_disk_phase_needs_memory_size() -> None:
 
 def test_disk_phase_counts_the_whole_memory_pass() -> None:
     """With ``memory_bytes`` the disk-phase ETA is the disk copy plus pass 1 of all RAM."""
-    samples = [JobSample(elapsed_s=0.5 * i, disk_total=256 * MIB,
-                         disk_processed=int(50 * MIB * 0.5 * i),
-                         disk_remaining=int(256 * MIB - 50 * MIB * 0.5 * i)) for i in range(1, 5)]
+    samples = [
+        JobSample(
+            elapsed_s=0.5 * i,
+            disk_total=256 * MIB,
+            disk_processed=int(50 * MIB * 0.5 * i),
+            disk_remaining=int(256 * MIB - 50 * MIB * 0.5 * i),
+        )
+        for i in range(1, 5)
+    ]
     est = MigrationEstimator(memory_bytes=1024 * MIB)
     e = [est.observe(s, LIMITS) for s in samples][-1]
     disk_s = (256 - 100) / 50
@@ -314,14 +377,29 @@ def test_predict_non_converging() -> None:
 
 
 @FAST
-@given(mem=st.integers(64, 2048), bw=st.integers(10, 200), rate=st.floats(0, 300),
-       hot_frac=st.floats(0.001, 1.0), downtime=st.floats(0.05, 2.0), zero=st.floats(0, 0.6),
-       pf=st.booleans())
-def test_synthetic_migrations_keep_invariants(mem: int, bw: int, rate: float, hot_frac: float,
-                                              downtime: float, zero: float, pf: bool) -> None:
+@given(
+    mem=st.integers(64, 2048),
+    bw=st.integers(10, 200),
+    rate=st.floats(0, 300),
+    hot_frac=st.floats(0.001, 1.0),
+    downtime=st.floats(0.05, 2.0),
+    zero=st.floats(0, 0.6),
+    pf=st.booleans(),
+)
+def test_synthetic_migrations_keep_invariants(
+    mem: int, bw: int, rate: float, hot_frac: float, downtime: float, zero: float, pf: bool
+) -> None:
     """On any QEMU-like run: ETA never negative, low <= eta <= high, bytes never negative."""
-    samples, _ = synth(mem, bw, rate, mem * hot_frac, downtime=downtime, zero_mib=mem * zero,
-                       poll_ticks=10, max_s=40)
+    samples, _ = synth(
+        mem,
+        bw,
+        rate,
+        mem * hot_frac,
+        downtime=downtime,
+        zero_mib=mem * zero,
+        poll_ticks=10,
+        max_s=40,
+    )
     limits = Limits(max_downtime_s=downtime, max_bandwidth_bps=bw * MIB)
     preflight = Preflight(0.0, {1: rate, 2: rate, 4: rate}) if pf else None
     for e in replay(samples, limits, preflight=preflight):
@@ -329,21 +407,43 @@ def test_synthetic_migrations_keep_invariants(mem: int, bw: int, rate: float, ho
 
 
 @FAST
-@given(st.lists(st.tuples(st.floats(0.01, 5), st.integers(0, 2**34), st.integers(0, 2**34),
-                          st.integers(0, 2**34), st.integers(0, 2**28), st.integers(0, 10**6),
-                          st.integers(0, 30), st.integers(0, 2**34), st.booleans()),
-                min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.01, 5),
+            st.integers(0, 2**34),
+            st.integers(0, 2**34),
+            st.integers(0, 2**34),
+            st.integers(0, 2**28),
+            st.integers(0, 10**6),
+            st.integers(0, 30),
+            st.integers(0, 2**34),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_arbitrary_samples_keep_invariants(
-        rows: list[tuple[float, int, int, int, int, int, int, int, bool]]) -> None:
+    rows: list[tuple[float, int, int, int, int, int, int, int, bool]],
+) -> None:
     """Even nonsense counters never produce a negative ETA or an inverted band."""
     est = MigrationEstimator(preflight=Preflight(0.0, {1: 50.0, 4: 20.0}))
     t = 0.0
     for dt, total, proc, rem, bps, dirty, it, disk, pc in rows:
         t += dt
-        sample = JobSample(elapsed_s=t, memory_total=total, memory_processed=proc,
-                           memory_remaining=rem, memory_bps=bps, dirty_pages_per_s=dirty,
-                           iteration=it, disk_total=disk, disk_remaining=disk // 2,
-                           disk_processed=disk // 2)
+        sample = JobSample(
+            elapsed_s=t,
+            memory_total=total,
+            memory_processed=proc,
+            memory_remaining=rem,
+            memory_bps=bps,
+            dirty_pages_per_s=dirty,
+            iteration=it,
+            disk_total=disk,
+            disk_remaining=disk // 2,
+            disk_processed=disk // 2,
+        )
         check_invariants(est.observe(sample, LIMITS, postcopy=pc))
 
 
@@ -353,10 +453,21 @@ def test_resident_bytes_sets_pass1_zero_pages() -> None:
     plus what the dirtying adds, far less than the ~9.7 s walk without the bound."""
     lim = Limits(max_downtime_s=0.3, max_bandwidth_bps=100 * MIB)
     total = 1024 * MIB
-    s0 = JobSample(elapsed_s=0.25, memory_total=total, memory_remaining=total,
-                   memory_bps=100 * MIB, iteration=1)
-    s1 = JobSample(elapsed_s=0.75, memory_total=total, memory_remaining=total - 50 * MIB,
-                   memory_processed=50 * MIB, memory_bps=100 * MIB, iteration=1)
+    s0 = JobSample(
+        elapsed_s=0.25,
+        memory_total=total,
+        memory_remaining=total,
+        memory_bps=100 * MIB,
+        iteration=1,
+    )
+    s1 = JobSample(
+        elapsed_s=0.75,
+        memory_total=total,
+        memory_remaining=total - 50 * MIB,
+        memory_processed=50 * MIB,
+        memory_bps=100 * MIB,
+        iteration=1,
+    )
     plain, known = MigrationEstimator(), MigrationEstimator(resident_bytes=500 * MIB)
     for s in (s0, s1):
         p, k = plain.observe(s, lim), known.observe(s, lim)
@@ -395,8 +506,12 @@ def test_auto_converge_is_followed_once_libvirt_shows_the_throttle() -> None:
     trace = read_trace(AC_TRACE)
     true = true_duration_s(trace)
     assert true is not None
-    est = MigrationEstimator(EstimatorConfig(), preflight_of(trace),
-                             memory_bytes=memory_size_hint(trace), resident_bytes=resident_of(trace))
+    est = MigrationEstimator(
+        EstimatorConfig(),
+        preflight_of(trace),
+        memory_bytes=memory_size_hint(trace),
+        resident_bytes=resident_of(trace),
+    )
     seen: dict[int, list[Estimate]] = {}
     for step in source_steps(trace):
         e = est.observe(step.sample, step.limits, postcopy=step.postcopy)

@@ -89,9 +89,7 @@ def test_watch_streams_snapshot_then_updates(sim: SpawnedAgent) -> None:
     """A 3-second `grpcurl WatchMigrations` prints status, migrations, snapshot_complete, updates.
 
     (grpcurl 1.8 prints the proto field names, not the lowerCamel JSON names.)"""
-    result = grpcurl(
-        sim.target, f"{SERVICE}/WatchMigrations", flags=("-max-time", "3"), data="{}"
-    )
+    result = grpcurl(sim.target, f"{SERVICE}/WatchMigrations", flags=("-max-time", "3"), data="{}")
     assert "DeadlineExceeded" in result.stderr  # it was still streaming when cut off
     events = json_objects(result.stdout)
     kinds = [next(iter(e)) for e in events]

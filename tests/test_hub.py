@@ -191,7 +191,9 @@ async def test_filters_select_by_uuid_and_name_but_status_always_passes() -> Non
     assert [m.id for m in migrations_of(got_uuid)] == ["b1"]
     assert [m.id for m in migrations_of(got_name)] == ["a1"]
     for batch in (got_uuid, got_name):
-        statuses = [pb.WatchMigrationsResponse.FromString(u.payload) for u in batch if u.migration is None]
+        statuses = [
+            pb.WatchMigrationsResponse.FromString(u.payload) for u in batch if u.migration is None
+        ]
         assert [s.agent_status.state for s in statuses] == [pb.HOST_STATE_DEGRADED]
 
 

@@ -15,21 +15,50 @@ from migwatch.agent.backends.jobstats import (
 
 # A real running sample (converge trace, iteration 2) and the JOB_COMPLETED params.
 RUNNING = {
-    "operation": 5, "time_elapsed": 14915, "downtime": 4877, "setup_time": 1,
-    "data_total": 1074274304, "data_processed": 925444838, "data_remaining": 249933824,
-    "memory_total": 1074274304, "memory_processed": 925444838,
-    "memory_remaining": 249933824, "memory_bps": 62955540, "memory_constant": 46648,
-    "memory_normal": 225390, "memory_normal_bytes": 923197440, "memory_dirty_rate": 5121,
-    "memory_iteration": 2, "memory_postcopy_requests": 0, "memory_page_size": 4096,
-    "disk_total": 0, "disk_processed": 0, "disk_remaining": 0, "type": 2,
+    "operation": 5,
+    "time_elapsed": 14915,
+    "downtime": 4877,
+    "setup_time": 1,
+    "data_total": 1074274304,
+    "data_processed": 925444838,
+    "data_remaining": 249933824,
+    "memory_total": 1074274304,
+    "memory_processed": 925444838,
+    "memory_remaining": 249933824,
+    "memory_bps": 62955540,
+    "memory_constant": 46648,
+    "memory_normal": 225390,
+    "memory_normal_bytes": 923197440,
+    "memory_dirty_rate": 5121,
+    "memory_iteration": 2,
+    "memory_postcopy_requests": 0,
+    "memory_page_size": 4096,
+    "disk_total": 0,
+    "disk_processed": 0,
+    "disk_remaining": 0,
+    "type": 2,
 }
 EVENT_PARAMS = {
-    "operation": 5, "time_elapsed": 20968, "time_elapsed_net": 20967, "downtime": 16,
-    "downtime_net": 15, "setup_time": 1, "data_total": 1074274304,
-    "data_processed": 1321281676, "data_remaining": 0, "memory_total": 1074274304,
-    "memory_processed": 1321281676, "memory_remaining": 0, "memory_bps": 63783240,
-    "memory_dirty_rate": 0, "memory_iteration": 7, "memory_postcopy_requests": 0,
-    "memory_page_size": 4096, "disk_total": 0, "disk_processed": 0, "disk_remaining": 0,
+    "operation": 5,
+    "time_elapsed": 20968,
+    "time_elapsed_net": 20967,
+    "downtime": 16,
+    "downtime_net": 15,
+    "setup_time": 1,
+    "data_total": 1074274304,
+    "data_processed": 1321281676,
+    "data_remaining": 0,
+    "memory_total": 1074274304,
+    "memory_processed": 1321281676,
+    "memory_remaining": 0,
+    "memory_bps": 63783240,
+    "memory_dirty_rate": 0,
+    "memory_iteration": 7,
+    "memory_postcopy_requests": 0,
+    "memory_page_size": 4096,
+    "disk_total": 0,
+    "disk_processed": 0,
+    "disk_remaining": 0,
 }
 
 
@@ -98,19 +127,33 @@ def test_job_type_and_running() -> None:
 
 def test_garbage_values_default() -> None:
     """Booleans, strings and None where counters belong fall back to the defaults."""
-    s = parse_job_stats({"type": 2, "time_elapsed": "x", "memory_total": True,
-                         "memory_page_size": 0, "downtime": None})
+    s = parse_job_stats(
+        {
+            "type": 2,
+            "time_elapsed": "x",
+            "memory_total": True,
+            "memory_page_size": 0,
+            "downtime": None,
+        }
+    )
     assert s is not None
     assert (s.elapsed_s, s.memory_total, s.page_size, s.expected_downtime_ms) == (0, 0, 4096, None)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(
-    st.sampled_from(sorted(RUNNING) + ["auto_converge_throttle"]),
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**62),
-              st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=3)),
-    max_size=8,
-))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(RUNNING) + ["auto_converge_throttle"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-(2**40), 2**62),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(max_size=3),
+        ),
+        max_size=8,
+    )
+)
 def test_parse_never_raises(stats: dict[str, object]) -> None:
     """Any mix of known keys and odd values parses to a sample or None, never an error."""
     s = parse_job_stats(stats)

@@ -75,9 +75,20 @@ class AgentProcess:
         self._log_file = self.log.open("ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "migwatch.agent", "--backend", "libvirt",
-                "--libvirt-uri", Lab.uri(self.host), "--listen", self.target,
-                "--sample-interval", "0.25", "--log-level", "debug", *self.extra,
+                sys.executable,
+                "-m",
+                "migwatch.agent",
+                "--backend",
+                "libvirt",
+                "--libvirt-uri",
+                Lab.uri(self.host),
+                "--listen",
+                self.target,
+                "--sample-interval",
+                "0.25",
+                "--log-level",
+                "debug",
+                *self.extra,
             ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -110,7 +121,20 @@ class AgentProcess:
             self._log_file.close()
 
 
-_GUESTS = ("conv", "hot", "disky", "pc", "late", "rs", "pf-calm", "pf-hot", "k9", "gone", "k9b", "ac")  # one name per test, ours alone
+_GUESTS = (
+    "conv",
+    "hot",
+    "disky",
+    "pc",
+    "late",
+    "rs",
+    "pf-calm",
+    "pf-hot",
+    "k9",
+    "gone",
+    "k9b",
+    "ac",
+)  # one name per test, ours alone
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +179,10 @@ class Watcher:
     async def run(self) -> None:
         async with self.fleet.watch() as stream:
             async for update in stream:
-                if isinstance(update, MigrationUpdate) and update.migration.domain_uuid == self.domain_uuid:
+                if (
+                    isinstance(update, MigrationUpdate)
+                    and update.migration.domain_uuid == self.domain_uuid
+                ):
                     self.updates.append(update)
                     self._changed.set()
                 elif isinstance(update, AgentUpdate):
@@ -176,7 +203,10 @@ class Watcher:
         while not predicate():
             left = deadline - time.monotonic()
             if left <= 0:
-                seen = [(m.direction.name, m.phase.name, m.iteration) for m in (u.migration for u in self.updates)]
+                seen = [
+                    (m.direction.name, m.phase.name, m.iteration)
+                    for m in (u.migration for u in self.updates)
+                ]
                 raise AssertionError(f"timed out waiting for {what}; saw {seen[-12:]}")
             self._changed.clear()
             try:
@@ -224,7 +254,11 @@ async def test_converging_migration_is_followed_to_completion_from_both_ends(
     handle = fresh.start_migration("conv", bandwidth_mib_s=40)
     outcome = await asyncio.to_thread(handle.wait, 180)
     assert outcome.outcome == "completed", outcome
-    await w.wait_for("both final states", lambda: bool(w.final(Direction.OUTGOING) and w.final(Direction.INCOMING)), 30)
+    await w.wait_for(
+        "both final states",
+        lambda: bool(w.final(Direction.OUTGOING) and w.final(Direction.INCOMING)),
+        30,
+    )
 
     src = w.source()
     running = [m for m in src if m.phase is Phase.PRECOPY]
@@ -256,7 +290,9 @@ async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
     await asyncio.sleep(1.0)
     handle = fresh.start_migration("hot", bandwidth_mib_s=50)
     bad = (Convergence.NOT_CONVERGING, Convergence.STALLED, Convergence.SLOW)
-    await w.wait_for("a non-converging verdict", lambda: any(m.convergence in bad for m in w.source()), 90)
+    await w.wait_for(
+        "a non-converging verdict", lambda: any(m.convergence in bad for m in w.source()), 90
+    )
     flagged = next(m for m in w.source() if m.convergence in bad)
     assert flagged.convergence_reason, "the verdict carries its reason"
     async with AgentClient(agents["A"].target) as client:
@@ -264,7 +300,9 @@ async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
     assert after.id == flagged.id
     outcome = await asyncio.to_thread(handle.wait, 60)
     assert outcome.outcome == "aborted", outcome
-    await w.wait_for("the CANCELLED final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
+    await w.wait_for(
+        "the CANCELLED final state", lambda: w.final(Direction.OUTGOING) is not None, 30
+    )
     final = w.final(Direction.OUTGOING)
     assert final is not None and final.phase is Phase.CANCELLED
     assert await asyncio.to_thread(fresh.domain_running_on, "A", "hot")
@@ -285,8 +323,9 @@ async def test_auto_converge_migration_is_not_called_stuck_once_qemu_throttles(
     outcome = await asyncio.to_thread(handle.wait, 240)
     assert outcome.outcome == "completed", outcome
     await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 30)
-    throttled = [m for m in w.source()
-                 if m.phase is Phase.PRECOPY and m.auto_converge_throttle_percent > 0]
+    throttled = [
+        m for m in w.source() if m.phase is Phase.PRECOPY and m.auto_converge_throttle_percent > 0
+    ]
     assert throttled, "libvirt reported QEMU's throttle"
     steps = [m.auto_converge_throttle_percent for m in throttled]
     assert steps == sorted(steps) and steps[0] == 20, steps
@@ -306,7 +345,9 @@ async def test_storage_migration_reports_disk_copy_first_then_memory(
 ) -> None:
     """With non-shared storage the disk mirror's progress is reported apart from memory,
     disk first (memory counters still zero), then the memory passes."""
-    uuid = await _boot(fresh, "disky", mem_mib=384, fill_mib=192, ws_mib=32, rate=4, disk_mib=256, disk_rate=1)
+    uuid = await _boot(
+        fresh, "disky", mem_mib=384, fill_mib=192, ws_mib=32, rate=4, disk_mib=256, disk_rate=1
+    )
     w = watch(uuid)
     await asyncio.sleep(1.0)
     handle = fresh.start_migration("disky", bandwidth_mib_s=60, storage=True)

@@ -47,8 +47,9 @@ STOPPED_DESTROYED, STOPPED_MIGRATED, STOPPED_FAILED = (5, 1), (5, 3), (5, 5)
 STARTED_BOOTED, STARTED_MIGRATED = (2, 0), (2, 1)
 
 
-def stats(iteration: int = 1, *, disk_total: int = 0, type_: int = 2, elapsed_ms: int = 5000,
-          **extra: Any) -> dict[str, Any]:
+def stats(
+    iteration: int = 1, *, disk_total: int = 0, type_: int = 2, elapsed_ms: int = 5000, **extra: Any
+) -> dict[str, Any]:
     """A running source ``jobStats()`` dict (UNBOUNDED, MIGRATION_OUT)."""
     return {"type": type_, "operation": 5, "time_elapsed": elapsed_ms,
             "memory_total": 1074274304, "memory_remaining": 300 * MIB,
@@ -197,8 +198,14 @@ def test_job_completed_of_another_job_is_ignored() -> None:
         ({"type": 0}, RUNNING, "", False, Phase.CANCELLED, ""),  # running, nothing kept
     ],
 )  # fmt: skip
-def test_classify_end(completed: dict[str, Any], state: DomainState | None, stopped: str,
-                      cancelled: bool, phase: Phase, error: str) -> None:
+def test_classify_end(
+    completed: dict[str, Any],
+    state: DomainState | None,
+    stopped: str,
+    cancelled: bool,
+    phase: Phase,
+    error: str,
+) -> None:
     """Every way a job that left jobStats() is classified, in libvirt's order of evidence."""
     assert classify_end(completed, state, stopped=stopped, cancelled=cancelled) == (phase, error)
 
@@ -336,8 +343,9 @@ def test_restart_settles_outgoing_jobs_that_ended_unwatched(
         (DomainState(3, 11), None),  # PAUSED/STARTING_UP
     ],
 )
-def test_incoming_phase_from_the_domain_state(state: DomainState | None,
-                                              phase: Phase | None) -> None:
+def test_incoming_phase_from_the_domain_state(
+    state: DomainState | None, phase: Phase | None
+) -> None:
     """The destination's state (NOTES.md: (3,11) -> (3,2) -> (1,10) -> (1,2)) is its phase."""
     assert incoming_phase(state) is phase
 

@@ -40,8 +40,10 @@ def test_learns_the_overhead_of_this_host_from_real_migrations() -> None:
             continue
         rss, params = found
         reading = learner.learn(
-            resident_bytes=rss, memory_total=params["memory_total"],
-            zero_pages=params["memory_constant"], page_size=params["memory_page_size"],
+            resident_bytes=rss,
+            memory_total=params["memory_total"],
+            zero_pages=params["memory_constant"],
+            page_size=params["memory_page_size"],
         )
         assert reading is not None, path.name
         readings.append(reading)
@@ -54,23 +56,42 @@ def test_learns_the_overhead_of_this_host_from_real_migrations() -> None:
 def test_no_reading_from_impossible_counters() -> None:
     learner = ResidentOverhead()
     assert learner.value() is None  # nothing learned yet: the configured value stands
-    assert learner.learn(resident_bytes=None, memory_total=1024 * MIB, zero_pages=0,
-                         page_size=4096) is None
+    assert (
+        learner.learn(resident_bytes=None, memory_total=1024 * MIB, zero_pages=0, page_size=4096)
+        is None
+    )
     # More non-zero RAM than was resident: the guest wrote new memory while migrating.
-    assert learner.learn(resident_bytes=300 * MIB, memory_total=1024 * MIB,
-                         zero_pages=(100 * MIB) // 4096, page_size=4096) is None
-    assert learner.learn(resident_bytes=500 * MIB, memory_total=0, zero_pages=0,
-                         page_size=4096) is None
+    assert (
+        learner.learn(
+            resident_bytes=300 * MIB,
+            memory_total=1024 * MIB,
+            zero_pages=(100 * MIB) // 4096,
+            page_size=4096,
+        )
+        is None
+    )
+    assert (
+        learner.learn(resident_bytes=500 * MIB, memory_total=0, zero_pages=0, page_size=4096)
+        is None
+    )
     assert learner.value() is None
 
 
 def test_one_odd_migration_does_not_move_the_median() -> None:
     learner = ResidentOverhead()
     for _ in range(4):
-        learner.learn(resident_bytes=700 * MIB, memory_total=1024 * MIB,
-                      zero_pages=(500 * MIB) // 4096, page_size=4096)  # 176 MiB
-    learner.learn(resident_bytes=700 * MIB, memory_total=1024 * MIB,
-                  zero_pages=(340 * MIB) // 4096, page_size=4096)  # 16 MiB: wrote while moving
+        learner.learn(
+            resident_bytes=700 * MIB,
+            memory_total=1024 * MIB,
+            zero_pages=(500 * MIB) // 4096,
+            page_size=4096,
+        )  # 176 MiB
+    learner.learn(
+        resident_bytes=700 * MIB,
+        memory_total=1024 * MIB,
+        zero_pages=(340 * MIB) // 4096,
+        page_size=4096,
+    )  # 16 MiB: wrote while moving
     assert learner.value() == 176 * MIB
 
 
@@ -89,10 +110,17 @@ def test_the_tracker_estimates_with_the_learned_overhead(overhead_mib: int) -> N
     tracker = Tracker(lambda: "h1", "test")
     etas = []
     for t, sent in ((0.5, 50 * MIB), (1.0, 100 * MIB), (1.5, 150 * MIB)):
-        s = JobSample(elapsed_s=t, memory_total=1024 * MIB, memory_processed=sent,
-                      memory_remaining=1024 * MIB - sent, memory_bps=100 * MIB, iteration=1)
-        m = tracker.observe(Observation(info=mi, now=mi.started_at + t, phase=Phase.PRECOPY,
-                                        sample=s))
+        s = JobSample(
+            elapsed_s=t,
+            memory_total=1024 * MIB,
+            memory_processed=sent,
+            memory_remaining=1024 * MIB - sent,
+            memory_bps=100 * MIB,
+            iteration=1,
+        )
+        m = tracker.observe(
+            Observation(info=mi, now=mi.started_at + t, phase=Phase.PRECOPY, sample=s)
+        )
         assert m is not None
         etas.append(m.eta_s)
     eta = etas[-1]

@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "proto", "agent", "client")
 
 
-def run(argv: list[str | Path], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str | Path], cwd: Path, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     # Outside the repo and without PYTHONPATH, so only the installed wheel can be imported.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     result = subprocess.run(
@@ -82,7 +84,9 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
     lists, so no subpackage silently drops out of the wheel."""
     import tomllib
 
-    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = set()
     for top, name in (("agent", "migwatch.agent"), ("client", "migwatch.client")):
         for init in (REPO / top).rglob("__init__.py"):

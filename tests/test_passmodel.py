@@ -20,11 +20,16 @@ from migwatch.agent.model import MIB
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-
 def test_plan_idle_guest_is_one_pass() -> None:
     """No dirtying: the current pass sends all but the leftover, then switch-over."""
-    plan = plan_passes(pass_left_bytes=100 * MIB, pass_elapsed_s=0.0, bandwidth_bps=50 * MIB,
-                       dirty_rate_bps=0.0, hot_set_bytes=None, max_downtime_s=0.3)
+    plan = plan_passes(
+        pass_left_bytes=100 * MIB,
+        pass_elapsed_s=0.0,
+        bandwidth_bps=50 * MIB,
+        dirty_rate_bps=0.0,
+        hot_set_bytes=None,
+        max_downtime_s=0.3,
+    )
     # leftover = 50 MiB/s x (0.3 s - 0.05 s) = 12.5 MiB -> (100 - 12.5) / 50 = 1.75 s
     assert plan.converges and plan.passes == 0
     assert plan.time_s == pytest.approx(1.75)
@@ -32,8 +37,14 @@ def test_plan_idle_guest_is_one_pass() -> None:
 
 def test_plan_geometric_passes() -> None:
     """rho = 1/3: each pass is a third of the one before, until below threshold - leftover."""
-    plan = plan_passes(pass_left_bytes=280 * MIB, pass_elapsed_s=0.0, bandwidth_bps=60 * MIB,
-                       dirty_rate_bps=20 * MIB, hot_set_bytes=None, max_downtime_s=0.3)
+    plan = plan_passes(
+        pass_left_bytes=280 * MIB,
+        pass_elapsed_s=0.0,
+        bandwidth_bps=60 * MIB,
+        dirty_rate_bps=20 * MIB,
+        hot_set_bytes=None,
+        max_downtime_s=0.3,
+    )
     first = (280 - 15) / 60  # leftover 15 MiB
     e0 = 20 * first  # MiB dirtied meanwhile; passes until e < 3 MiB: 4
     expected = first + e0 * (1 - (1 / 3) ** 4) / (2 / 3) / 60
@@ -41,17 +52,25 @@ def test_plan_geometric_passes() -> None:
     assert plan.time_s == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("rate", "hot", "converges"), [
-    (60.0, None, False),  # dirtying equals the bandwidth
-    (200.0, 256.0, False),  # fast writer, hot set far above what fits in the downtime
-    (200.0, 2.0, True),  # fast writer on a 2 MiB hot set: fits after one pass
-    (10.0, 256.0, True),
-])
+@pytest.mark.parametrize(
+    ("rate", "hot", "converges"),
+    [
+        (60.0, None, False),  # dirtying equals the bandwidth
+        (200.0, 256.0, False),  # fast writer, hot set far above what fits in the downtime
+        (200.0, 2.0, True),  # fast writer on a 2 MiB hot set: fits after one pass
+        (10.0, 256.0, True),
+    ],
+)
 def test_plan_convergence_table(rate: float, hot: float | None, converges: bool) -> None:
     """Whether pre-copy ends depends on rate vs bandwidth and on the hot set."""
-    plan = plan_passes(pass_left_bytes=500 * MIB, pass_elapsed_s=2.0, bandwidth_bps=50 * MIB,
-                       dirty_rate_bps=rate * MIB,
-                       hot_set_bytes=None if hot is None else hot * MIB, max_downtime_s=0.3)
+    plan = plan_passes(
+        pass_left_bytes=500 * MIB,
+        pass_elapsed_s=2.0,
+        bandwidth_bps=50 * MIB,
+        dirty_rate_bps=rate * MIB,
+        hot_set_bytes=None if hot is None else hot * MIB,
+        max_downtime_s=0.3,
+    )
     assert plan.converges is converges
     assert math.isinf(plan.time_s) is not converges
 
@@ -63,10 +82,17 @@ def test_auto_converge_throttles_until_the_passes_shrink() -> None:
     writer) the passes shrink once 110 x (1 - t) is well under the bandwidth; the central
     plan (a writer the throttle only slows at the top of the ladder, as in the lab) runs the
     ladder to 99 %: eight steps of two passes each, then a last short pass."""
+
     def plan(rate_mib: float, ac: AutoConverge | None) -> PassPlan:
-        return plan_passes(pass_left_bytes=256 * MIB, pass_elapsed_s=0.0, bandwidth_bps=50 * MIB,
-                           dirty_rate_bps=rate_mib * MIB, hot_set_bytes=256 * MIB,
-                           max_downtime_s=0.3, auto_converge=ac)
+        return plan_passes(
+            pass_left_bytes=256 * MIB,
+            pass_elapsed_s=0.0,
+            bandwidth_bps=50 * MIB,
+            dirty_rate_bps=rate_mib * MIB,
+            hot_set_bytes=256 * MIB,
+            max_downtime_s=0.3,
+            auto_converge=ac,
+        )
 
     assert not plan(110, None).converges
     fast = plan(88, AutoConverge(0.2, proportional=True))  # 110 x 0.8 at 20 %
@@ -89,49 +115,88 @@ def test_auto_converge_rate_is_unthrottled_with_the_throttle_it_was_measured_und
     """QEMU has just stepped to 99 %; the last pass (50 MiB/s over a 250 MiB hot set) ran at
     90 %. At 99 % that guest dirties a tenth as fast, and the next pass is short; reading the
     50 MiB/s as if measured at 99 % would call it hopeless."""
+
     def plan(measured_at: float | None) -> PassPlan:
-        return plan_passes(pass_left_bytes=250 * MIB, pass_elapsed_s=0.0, bandwidth_bps=50 * MIB,
-                           dirty_rate_bps=50 * MIB, hot_set_bytes=250 * MIB, max_downtime_s=0.3,
-                           auto_converge=AutoConverge(0.99, measured_at=measured_at))
+        return plan_passes(
+            pass_left_bytes=250 * MIB,
+            pass_elapsed_s=0.0,
+            bandwidth_bps=50 * MIB,
+            dirty_rate_bps=50 * MIB,
+            hot_set_bytes=250 * MIB,
+            max_downtime_s=0.3,
+            auto_converge=AutoConverge(0.99, measured_at=measured_at),
+        )
 
     assert plan(0.9).converges and plan(0.9).time_s < 8.0
     assert not plan(None).converges
 
 
 def test_auto_converge_cannot_save_a_guest_that_outruns_even_99_percent() -> None:
-    plan = plan_passes(pass_left_bytes=256 * MIB, pass_elapsed_s=0.0, bandwidth_bps=1 * MIB,
-                       dirty_rate_bps=400 * MIB, hot_set_bytes=None, max_downtime_s=0.3,
-                       auto_converge=AutoConverge(0.2))
+    plan = plan_passes(
+        pass_left_bytes=256 * MIB,
+        pass_elapsed_s=0.0,
+        bandwidth_bps=1 * MIB,
+        dirty_rate_bps=400 * MIB,
+        hot_set_bytes=None,
+        max_downtime_s=0.3,
+        auto_converge=AutoConverge(0.2),
+    )
     assert not plan.converges
 
 
 def test_plan_zero_downtime_never_switches() -> None:
     """A zero max downtime leaves nothing that fits, unless nothing is dirtied."""
+
     def plan(rate: float) -> bool:
-        return plan_passes(pass_left_bytes=10 * MIB, pass_elapsed_s=1.0, bandwidth_bps=50 * MIB,
-                           dirty_rate_bps=rate, hot_set_bytes=None, max_downtime_s=0.0).converges
+        return plan_passes(
+            pass_left_bytes=10 * MIB,
+            pass_elapsed_s=1.0,
+            bandwidth_bps=50 * MIB,
+            dirty_rate_bps=rate,
+            hot_set_bytes=None,
+            max_downtime_s=0.0,
+        ).converges
 
     assert not plan(1 * MIB)
     assert plan(0.0)
 
 
 @FAST
-@given(left=st.floats(0, 4e9), more=st.floats(0, 4e9), bw=st.floats(1e6, 1e9),
-       rate=st.floats(0, 2e8), hot=st.one_of(st.none(), st.floats(0, 4e9)),
-       downtime=st.floats(0.01, 5), drain=st.floats(1, 10))
-def test_plan_properties(left: float, more: float, bw: float, rate: float, hot: float | None,
-                         downtime: float, drain: float) -> None:
+@given(
+    left=st.floats(0, 4e9),
+    more=st.floats(0, 4e9),
+    bw=st.floats(1e6, 1e9),
+    rate=st.floats(0, 2e8),
+    hot=st.one_of(st.none(), st.floats(0, 4e9)),
+    downtime=st.floats(0.01, 5),
+    drain=st.floats(1, 10),
+)
+def test_plan_properties(
+    left: float,
+    more: float,
+    bw: float,
+    rate: float,
+    hot: float | None,
+    downtime: float,
+    drain: float,
+) -> None:
     """Plans are never negative, and more bytes left never means less time."""
+
     def plan(pass_left: float) -> PassPlan:
-        return plan_passes(pass_left_bytes=pass_left, pass_elapsed_s=0.0, bandwidth_bps=bw,
-                           dirty_rate_bps=rate, hot_set_bytes=hot, max_downtime_s=downtime,
-                           drain_factor=drain)
+        return plan_passes(
+            pass_left_bytes=pass_left,
+            pass_elapsed_s=0.0,
+            bandwidth_bps=bw,
+            dirty_rate_bps=rate,
+            hot_set_bytes=hot,
+            max_downtime_s=downtime,
+            drain_factor=drain,
+        )
 
     a, b = plan(left), plan(left + more)
     assert a.time_s >= 0 and a.bytes >= 0
     if a.converges and b.converges:
         assert b.time_s >= a.time_s - 1e-9
-
 
 
 # --- pass 1's never-written pages ---------------------------------------------------------
@@ -140,44 +205,71 @@ def test_plan_properties(left: float, more: float, bw: float, rate: float, hot: 
 def test_pass1_drain_central_is_the_share_seen() -> None:
     """200 MiB walked, 150 MiB sent: a quarter was zero, so a quarter of what is left is assumed
     zero."""
-    d = pass1_drain(memory_total=1024 * MIB, memory_remaining=824 * MIB,
-                    memory_processed=150 * MIB, never_written_share=0.5)
+    d = pass1_drain(
+        memory_total=1024 * MIB,
+        memory_remaining=824 * MIB,
+        memory_processed=150 * MIB,
+        never_written_share=0.5,
+    )
     assert d.zero_seen_bytes == pytest.approx(50 * MIB)
     assert d.central == pytest.approx(4 / 3)
 
 
 def test_pass1_drain_optimistic_edge_allows_the_whole_tail() -> None:
     """Late in pass 1 all that is left may be the never-written top of RAM (converge: 134 MiB)."""
-    d = pass1_drain(memory_total=1024 * MIB, memory_remaining=157 * MIB,
-                    memory_processed=820 * MIB, never_written_share=0.5)
+    d = pass1_drain(
+        memory_total=1024 * MIB,
+        memory_remaining=157 * MIB,
+        memory_processed=820 * MIB,
+        never_written_share=0.5,
+    )
     assert d.central < 1.5  # the 47 MiB seen early say little about the tail
     assert d.optimistic == MAX_DRAIN  # up to 512 MiB may be never written: all 157 MiB
 
 
 def test_pass1_drain_before_anything_was_sent() -> None:
     """With nothing sent yet nothing was seen: both drains are 1."""
-    d = pass1_drain(memory_total=1024 * MIB, memory_remaining=1024 * MIB, memory_processed=0,
-                    never_written_share=0.5)
+    d = pass1_drain(
+        memory_total=1024 * MIB,
+        memory_remaining=1024 * MIB,
+        memory_processed=0,
+        never_written_share=0.5,
+    )
     assert (d.central, d.optimistic, d.zero_seen_bytes) == (1.0, 1.0, 0.0)
 
 
 @FAST
-@given(total=st.floats(1, 1e10), remaining_frac=st.floats(0, 1), sent_frac=st.floats(0, 1),
-       share=st.floats(0, 1))
-def test_pass1_drain_properties(total: float, remaining_frac: float, sent_frac: float,
-                                share: float) -> None:
+@given(
+    total=st.floats(1, 1e10),
+    remaining_frac=st.floats(0, 1),
+    sent_frac=st.floats(0, 1),
+    share=st.floats(0, 1),
+)
+def test_pass1_drain_properties(
+    total: float, remaining_frac: float, sent_frac: float, share: float
+) -> None:
     """Drains stay within [1, MAX_DRAIN] and the optimistic one is never below the central."""
     remaining = total * remaining_frac
     processed = (total - remaining) * sent_frac
-    d = pass1_drain(memory_total=total, memory_remaining=remaining, memory_processed=processed,
-                    never_written_share=share)
+    d = pass1_drain(
+        memory_total=total,
+        memory_remaining=remaining,
+        memory_processed=processed,
+        never_written_share=share,
+    )
     assert 1.0 <= d.central <= d.optimistic <= MAX_DRAIN
     assert 0.0 <= d.zero_seen_bytes <= total
 
 
-@pytest.mark.parametrize(("left", "zero", "expected"), [
-    (100.0, 0.0, 1.0), (100.0, 50.0, 2.0), (100.0, 100.0, MAX_DRAIN), (0.0, 10.0, 1.0),
-])
+@pytest.mark.parametrize(
+    ("left", "zero", "expected"),
+    [
+        (100.0, 0.0, 1.0),
+        (100.0, 50.0, 2.0),
+        (100.0, 100.0, MAX_DRAIN),
+        (0.0, 10.0, 1.0),
+    ],
+)
 def test_drain_for_table(left: float, zero: float, expected: float) -> None:
     """The drain factor is what is left over the normal bytes in it, capped at MAX_DRAIN."""
     assert drain_for(left, zero) == pytest.approx(expected)
@@ -207,7 +299,8 @@ def test_pass1_drains_from_resident() -> None:
     b = resident_bound(1024 * mib, 500 * mib, 170 * mib)  # 330 MiB non-zero (central)
     # 130 MiB sent, 824 MiB left to walk: 200 MiB of it non-zero -> drain 824 / 200.
     central, fast, slow = pass1_drains_resident(
-        memory_remaining=824 * mib, memory_processed=130 * mib, bound=b, memory_total=1024 * mib)
+        memory_remaining=824 * mib, memory_processed=130 * mib, bound=b, memory_total=1024 * mib
+    )
     assert central == pytest.approx(824 / 200)
     assert fast == pytest.approx(20.0)  # 30 MiB of 824 ahead non-zero: capped at MAX_DRAIN
     assert slow == pytest.approx(824 / 370)  # 500 MiB non-zero in all: 370 ahead

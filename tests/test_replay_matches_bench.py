@@ -32,8 +32,10 @@ TOLERANCE_S = 0.001
 def bench_view(path: Path, config: EstimatorConfig) -> dict[float, Estimate]:
     """The benchmark's estimate per job-clock elapsed time (ms-rounded) for one trace."""
     trace = read_trace(path)
-    return {round(step.sample.elapsed_s, 3): e
-            for step, e in estimates(trace, preflight_of(trace), config)}
+    return {
+        round(step.sample.elapsed_s, 3): e
+        for step, e in estimates(trace, preflight_of(trace), config)
+    }
 
 
 async def served(target: str, timeout_s: float = 30.0) -> list[Migration]:
@@ -55,12 +57,16 @@ def same(a: float | None, b: float | None) -> bool:
 
 
 @pytest.mark.asyncio(loop_scope="function")
-@pytest.mark.parametrize("path", [
-    SHARED / "converge.jsonl",
-    SHARED / "pf-easy1.jsonl",
-    OURS / "mw4-a.jsonl",  # the agent's 1-16 s pre-flight ladder and resident memory
-    OURS / "ac-close.jsonl",  # auto-converge: QEMU's throttle in the job stats
-], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    [
+        SHARED / "converge.jsonl",
+        SHARED / "pf-easy1.jsonl",
+        OURS / "mw4-a.jsonl",  # the agent's 1-16 s pre-flight ladder and resident memory
+        OURS / "ac-close.jsonl",  # auto-converge: QEMU's throttle in the job stats
+    ],
+    ids=lambda p: p.stem,
+)
 async def test_replayed_etas_equal_bench_etas(path: Path) -> None:
     """Each ETA (and band) the agent serves equals the benchmark's for the same sample."""
     config = AgentConfig(backend="replay", traces=(str(path),), speed=50, listen="127.0.0.1:0")

@@ -372,7 +372,9 @@ def test_open_methods_need_no_credentials() -> None:
         ({}, []),
     ],
 )
-def test_cert_names_from_auth_context(context: dict[str, Sequence[bytes]], names: list[str]) -> None:
+def test_cert_names_from_auth_context(
+    context: dict[str, Sequence[bytes]], names: list[str]
+) -> None:
     """CN first, then SAN DNS names, deduplicated; nothing without TLS."""
     assert cert_names(context) == names
 
@@ -740,7 +742,10 @@ async def test_bearer_tokens(token_file: Path) -> None:
 @pytest_asyncio_mark
 async def test_token_travels_on_the_fleet_watch_stream(token_file: Path) -> None:
     """A Fleet with a viewer token streams migrations; with a wrong one the agent shows why."""
-    fast: dict[str, Any] = {"heartbeat_interval_s": 0.2, "backoff": Backoff(initial_s=0.05, maximum_s=0.2)}
+    fast: dict[str, Any] = {
+        "heartbeat_interval_s": 0.2,
+        "backoff": Backoff(initial_s=0.05, maximum_s=0.2),
+    }
     async with serving(agent_config(token_file=str(token_file))) as (_, target):
         fleet = Fleet([target], token=VIEWER_TOKEN, **fast)
         async with fleet.watch() as updates, asyncio.timeout(5):

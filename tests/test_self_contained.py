@@ -59,7 +59,7 @@ def test_the_pattern_catches_what_it_should() -> None:
     for line in (
         'SHARED = ROOT / ".." / "x" / "../' + 'shared/lab/traces"',
         "see /work" + "/shared/lab/NOTES.md",
-        'Path(__file__).resolve().parents' + '[2] / "shared"',
+        "Path(__file__).resolve().parents" + '[2] / "shared"',
         "(REPO" + '.parent / "shared")',
     ):
         assert _OUTSIDE.search(line), line

@@ -54,7 +54,9 @@ async def read(call: Any, timeout: float = WAIT_S) -> pb.WatchMigrationsResponse
     return msg  # type: ignore[no-any-return]
 
 
-async def read_snapshot(call: Any) -> tuple[pb.AgentStatus, list[pb.Migration], pb.SnapshotComplete]:
+async def read_snapshot(
+    call: Any,
+) -> tuple[pb.AgentStatus, list[pb.Migration], pb.SnapshotComplete]:
     """agent_status, the snapshot's migrations, and the snapshot_complete marker."""
     first = await read(call)
     assert first.WhichOneof("event") == "agent_status"
@@ -163,7 +165,6 @@ class ScriptedBackend:
         self, domain_uuid: str, max_downtime_s: float | None, max_bandwidth_bps: int | None
     ) -> None:
         raise MigrationGone(f"domain {domain_uuid} has no migration running on {self.host}")
-
 
     async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending | None:
         return None  # nothing was in flight before this agent
@@ -314,6 +315,7 @@ class TestQuietStream:
 
         def subscribe_then_publish(flt: Any) -> Any:
             taken = subscribe(flt)
+
             # Runs at the servicer's first await, i.e. while it sends the snapshot.
             def publish() -> None:
                 for mi in infos:
@@ -380,7 +382,11 @@ class TestErrors:
         [
             (lambda s: s.GetMigration(pb.GetMigrationRequest(id="nope")), "id", "ListMigrations"),
             (lambda s: s.GetMigration(pb.GetMigrationRequest()), "id", "id is empty"),
-            (lambda s: s.AbortMigration(pb.AbortMigrationRequest(id="x.out.1")), "id", "ids look like"),
+            (
+                lambda s: s.AbortMigration(pb.AbortMigrationRequest(id="x.out.1")),
+                "id",
+                "ids look like",
+            ),
             (
                 lambda s: s.ListMigrations(pb.ListMigrationsRequest(domain_uuid="vm-1")),
                 "domain_uuid",
@@ -421,8 +427,16 @@ class TestErrors:
         ("request_", "field", "hint"),
         [
             (pb.WatchMigrationsRequest(domain_uuid="not-a-uuid"), "domain_uuid", "is not a UUID"),
-            (pb.WatchMigrationsRequest(heartbeat_interval=seconds(0.05)), "heartbeat_interval", "0.1s to 300s"),
-            (pb.WatchMigrationsRequest(heartbeat_interval=seconds(301)), "heartbeat_interval", "0.1s to 300s"),
+            (
+                pb.WatchMigrationsRequest(heartbeat_interval=seconds(0.05)),
+                "heartbeat_interval",
+                "0.1s to 300s",
+            ),
+            (
+                pb.WatchMigrationsRequest(heartbeat_interval=seconds(301)),
+                "heartbeat_interval",
+                "0.1s to 300s",
+            ),
         ],
         ids=["bad-uuid", "heartbeat-low", "heartbeat-high"],
     )
@@ -542,7 +556,9 @@ class TestLifecycle:
             call.cancel()
         await poll(lambda: agent.hub.subscriber_count == 0)
 
-    async def test_closed_channel_leaves_no_subscriber(self, agent: Agent, agent_target: str) -> None:
+    async def test_closed_channel_leaves_no_subscriber(
+        self, agent: Agent, agent_target: str
+    ) -> None:
         """A client that goes away without cancelling (channel closed) is unregistered too."""
         chan = grpc.aio.insecure_channel(agent_target)
         call = pb_grpc.MigrationServiceStub(chan).WatchMigrations(pb.WatchMigrationsRequest())
@@ -551,7 +567,9 @@ class TestLifecycle:
         await chan.close()
         await poll(lambda: agent.hub.subscriber_count == 0)
 
-    async def test_shutdown_ends_open_watch_with_unavailable(self, agent: Agent, stub: Stub) -> None:
+    async def test_shutdown_ends_open_watch_with_unavailable(
+        self, agent: Agent, stub: Stub
+    ) -> None:
         """agent.stop() ends an open watch with UNAVAILABLE saying to reconnect."""
         call = stub.WatchMigrations(pb.WatchMigrationsRequest())
         await read_snapshot(call)
@@ -576,7 +594,6 @@ class TestLifecycle:
         assert message == "agent is shutting down, reconnect"
 
 
-
 class TestSubscriberLimit:
     @pytest.fixture
     def agent_config(self, agent_config: AgentConfig) -> AgentConfig:
@@ -594,7 +611,9 @@ class TestSubscriberLimit:
         first.cancel()
 
 
-async def test_every_rpc_in_the_descriptor_has_a_handler(agent: Agent, channel: grpc.aio.Channel) -> None:
+async def test_every_rpc_in_the_descriptor_has_a_handler(
+    agent: Agent, channel: grpc.aio.Channel
+) -> None:
     """Each method of migwatch.v1.MigrationService answers with something other than
     UNIMPLEMENTED."""
     service = pb.DESCRIPTOR.services_by_name["MigrationService"]

@@ -26,16 +26,31 @@ def shared(name: str) -> Path:
 
 def write(tmp_path: Path, lines: list[object]) -> Path:
     path = tmp_path / "t.jsonl"
-    path.write_text("".join(
-        (line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    path.write_text(
+        "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    )
     return path
 
 
-META = {"type": "meta", "t": 1.0, "dt": None, "scenario": "x", "bandwidth_mib_s": 50,
-        "params": {"bandwidth": 50}, "flag_names": ["VIR_MIGRATE_LIVE"], "guest": {"rate": 9}}
-SRC = {"type": "stats", "t": 2.0, "dt": 0.25, "host": "A", "role": "src",
-       "job_type": "UNBOUNDED", "stats": {"type": 2, "time_elapsed": 250, "memory_total": 10,
-                                          "memory_iteration": 1}}
+META = {
+    "type": "meta",
+    "t": 1.0,
+    "dt": None,
+    "scenario": "x",
+    "bandwidth_mib_s": 50,
+    "params": {"bandwidth": 50},
+    "flag_names": ["VIR_MIGRATE_LIVE"],
+    "guest": {"rate": 9},
+}
+SRC = {
+    "type": "stats",
+    "t": 2.0,
+    "dt": 0.25,
+    "host": "A",
+    "role": "src",
+    "job_type": "UNBOUNDED",
+    "stats": {"type": 2, "time_elapsed": 250, "memory_total": 10, "memory_iteration": 1},
+}
 
 
 def test_malformed_json_names_file_and_line(tmp_path: Path) -> None:
@@ -61,8 +76,15 @@ def test_non_object_line_is_an_error(tmp_path: Path) -> None:
 
 def test_unknown_keys_and_line_types_are_ignored(tmp_path: Path) -> None:
     """Extra keys and unknown line types are skipped: the format can grow."""
-    path = write(tmp_path, [{**META, "future": 1}, {**SRC, "new_key": [1]},
-                            {"type": "telemetry", "t": 3.0, "x": 1}, ""])
+    path = write(
+        tmp_path,
+        [
+            {**META, "future": 1},
+            {**SRC, "new_key": [1]},
+            {"type": "telemetry", "t": 3.0, "x": 1},
+            "",
+        ],
+    )
     trace = read_trace(path)
     assert trace.meta is not None and trace.meta.bandwidth_bps == 50 * MIB
     assert len(trace.records) == 1
@@ -88,13 +110,22 @@ def test_aborted_trace_has_no_true_duration() -> None:
 
 def test_limits_follow_actions(tmp_path: Path) -> None:
     """speed (MiB/s) and downtime (ms) actions change the limits from their dt on."""
-    path = write(tmp_path, [
-        {**META, "flag_names": ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_POSTCOPY"]},
-        {"type": "action", "t": 5.0, "dt": 4.0, "action": "downtime", "arg": 3000,
-         "result": "ok"},
-        {"type": "action", "t": 6.0, "dt": 5.0, "action": "speed", "arg": 100, "result": "ok"},
-        {"type": "action", "t": 7.0, "dt": 6.0, "action": "speed", "arg": 7, "result": "err"},
-    ])
+    path = write(
+        tmp_path,
+        [
+            {**META, "flag_names": ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_POSTCOPY"]},
+            {
+                "type": "action",
+                "t": 5.0,
+                "dt": 4.0,
+                "action": "downtime",
+                "arg": 3000,
+                "result": "ok",
+            },
+            {"type": "action", "t": 6.0, "dt": 5.0, "action": "speed", "arg": 100, "result": "ok"},
+            {"type": "action", "t": 7.0, "dt": 6.0, "action": "speed", "arg": 7, "result": "err"},
+        ],
+    )
     trace = read_trace(path)
     assert limits_at(trace, 1.0) == Limits(0.3, 50 * MIB, True)
     assert limits_at(trace, 4.5) == Limits(3.0, 50 * MIB, True)

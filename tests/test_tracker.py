@@ -31,7 +31,9 @@ def info(
     )
 
 
-def sample(elapsed: float, processed: int = 0, remaining: int = 1024 * MIB, it: int = 1) -> JobSample:
+def sample(
+    elapsed: float, processed: int = 0, remaining: int = 1024 * MIB, it: int = 1
+) -> JobSample:
     return JobSample(
         elapsed_s=elapsed,
         memory_total=1024 * MIB,
@@ -144,7 +146,9 @@ def test_simulated_runs_keep_fraction_within_bounds_and_complete_at_eta_zero(
     last = None
     for _ in range(20_000):
         sim.step(0.5)
-        last = published(tracker, Observation(mi, T0 + sim.elapsed, sim.phase, sim.limits, sim.sample()))
+        last = published(
+            tracker, Observation(mi, T0 + sim.elapsed, sim.phase, sim.limits, sim.sample())
+        )
         for t in (last.memory, last.disk):
             assert 0.0 <= t.fraction_done <= 1.0
         for eta in (last.eta_s, last.eta_low_s, last.eta_high_s):
@@ -170,7 +174,9 @@ _counts = st.integers(0, 64 * 1024 * MIB)
             st.integers(0, 1_000_000),  # dirty pages per second
             st.integers(0, 40),  # iteration
             st.tuples(_counts, _counts, _counts),  # disk total, processed, remaining
-            st.sampled_from([Phase.SETUP, Phase.DISK_MIRROR, Phase.PRECOPY, Phase.POSTCOPY, Phase.PAUSED]),
+            st.sampled_from(
+                [Phase.SETUP, Phase.DISK_MIRROR, Phase.PRECOPY, Phase.POSTCOPY, Phase.PAUSED]
+            ),
         ),
         min_size=1,
         max_size=25,

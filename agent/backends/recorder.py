@@ -82,8 +82,13 @@ class TraceRecorder:
             )  # fmt: skip
         if info.resident_bytes:
             # The source QEMU's resident memory when the job was found (memoryStats `rss`).
-            self._write(info.domain_uuid, "memstats", None, host="A",
-                        stats={"rss": info.resident_bytes // 1024})
+            self._write(
+                info.domain_uuid,
+                "memstats",
+                None,
+                host="A",
+                stats={"rss": info.resident_bytes // 1024},
+            )
         log.info("recording migration of %s to %s", info.domain_name, path)
 
     def stats(self, domain_uuid: str, stats: Mapping[str, Any], call_ms: float) -> None:
@@ -102,7 +107,15 @@ class TraceRecorder:
         )
 
     def stats_error(self, domain_uuid: str, message: str, code: int) -> None:
-        self._write(domain_uuid, "stats", self._dt(domain_uuid), host="A", role="src", error=message, code=code)
+        self._write(
+            domain_uuid,
+            "stats",
+            self._dt(domain_uuid),
+            host="A",
+            role="src",
+            error=message,
+            code=code,
+        )
 
     def event(self, domain_uuid: str, event: str, **fields: Any) -> None:
         self._write(domain_uuid, "event", self._dt(domain_uuid), host="A", event=event, **fields)

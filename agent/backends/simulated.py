@@ -75,7 +75,9 @@ CATALOG: dict[str, GuestSpec] = {
     # Converges, but a 16 GiB guest at 25 MiB/s takes longer than the default budget.
     "slow": GuestSpec("slow", 16384, 12288, 256, 4, 25),
     # Dirties 150 MiB/s against 100 MiB/s: never switches over by itself.
-    "not-converging": GuestSpec("not-converging", 4096, 3072, 1024, 150, 100, postcopy_allowed=True),
+    "not-converging": GuestSpec(
+        "not-converging", 4096, 3072, 1024, 150, 100, postcopy_allowed=True
+    ),
     # Non-shared storage: a 2 GiB disk mirrored before memory.
     "disk": GuestSpec("disk", 1024, 768, 128, 10, 80, disk_mib=2048, disk_write_mib_s=4),
     # Small and quick; handy for tests and load.

@@ -133,8 +133,7 @@ class MemStats:
     stats: Mapping[str, object]
 
 
-Record = (SourceStats | DestStats | DirtyRate | TraceEvent | TraceAction | TraceResult
-          | MemStats)
+Record = SourceStats | DestStats | DirtyRate | TraceEvent | TraceAction | TraceResult | MemStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +277,10 @@ def _parse_stats(d: Mapping[str, object]) -> SourceStats | DestStats:
             if a is not None and b is not None:
                 state = (a, b)
         return DestStats(
-            t=t, dt=dt, state=state, error=_str(d, "error", optional=True),
+            t=t,
+            dt=dt,
+            state=state,
+            error=_str(d, "error", optional=True),
             code=_opt_int(d.get("code")),
         )
     stats_raw = d.get("stats")
@@ -355,8 +357,12 @@ def _parse_line(d: Mapping[str, object]) -> TraceMeta | Record | None:
         return _parse_result(d)
     if kind == "memstats":
         mstats = _mapping(d, "stats")
-        return MemStats(t=_req_num(d, "t"), dt=_num(d, "dt", optional=True),
-                        rss_kib=_opt_int(mstats.get("rss")), stats=mstats)
+        return MemStats(
+            t=_req_num(d, "t"),
+            dt=_num(d, "dt", optional=True),
+            rss_kib=_opt_int(mstats.get("rss")),
+            stats=mstats,
+        )
     if not isinstance(kind, str):
         raise _LineError(f"'type' missing or not a string: {kind!r}")
     return None  # an unknown line type: the format grows, ignore it

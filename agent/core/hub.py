@@ -240,9 +240,7 @@ class Hub:
                 f"this agent already serves {len(self._subscribers)} watch streams "
                 f"(limit {self._max_subscribers}); retry later or raise max_subscribers"
             )
-        snapshot = [self._status_update] + [
-            self._payloads[m.id] for m in self.matching(flt)
-        ]
+        snapshot = [self._status_update] + [self._payloads[m.id] for m in self.matching(flt)]
         sub = Subscription(flt, self._capacity)
         self._subscribers.add(sub)
         return snapshot, sub

@@ -99,7 +99,8 @@ class Tracker:
                 info=obs.info,
                 estimator=MigrationEstimator(
                     self.config_for(obs.info.resident_overhead_bytes),
-                    obs.preflight, memory_bytes=obs.info.memory_bytes,
+                    obs.preflight,
+                    memory_bytes=obs.info.memory_bytes,
                     resident_bytes=obs.info.resident_bytes,
                 ),
             )
@@ -143,7 +144,9 @@ class Tracker:
             eta = low = high = 0.0
         elif phase.terminal:
             eta = low = high = None
-        elapsed = sample.elapsed_s if sample is not None else max(0.0, obs.now - obs.info.started_at)
+        elapsed = (
+            sample.elapsed_s if sample is not None else max(0.0, obs.now - obs.info.started_at)
+        )
         return Migration(
             id=track.id,
             domain_uuid=obs.info.domain_uuid,
@@ -195,7 +198,9 @@ def _transfers(
         processed_bytes=sample.memory_processed,
         remaining_bytes=sample.memory_remaining,
         # During a disk mirror the link carries disk, not memory: no memory rate.
-        bytes_per_second=int(est.transfer_rate_bps or sample.memory_bps) if sample.memory_total else 0,
+        bytes_per_second=int(est.transfer_rate_bps or sample.memory_bps)
+        if sample.memory_total
+        else 0,
         fraction_done=_memory_fraction(sample, est, phase),
     )
     disk = Transfer(
@@ -220,7 +225,9 @@ def _memory_fraction(sample: JobSample, est: Estimate, phase: Phase) -> float:
     if est.projected_remaining_bytes is not None:
         # Against everything still to send, re-sends included, the fraction does
         # not jump back when a new pass starts, unlike 1 - remaining/total.
-        return _ratio(sample.memory_processed, sample.memory_processed + est.projected_remaining_bytes)
+        return _ratio(
+            sample.memory_processed, sample.memory_processed + est.projected_remaining_bytes
+        )
     return _ratio(sample.memory_total - sample.memory_remaining, sample.memory_total)
 
 

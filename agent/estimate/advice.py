@@ -53,22 +53,28 @@ def recommendations(
         need = math.ceil(max(need, limits.max_downtime_s) * 20.0) / 20.0  # 50 ms steps
         if need <= cfg.downtime_ceiling_s:
             eta = max(pass_remaining - bw * need, 0.0) / bw
-            recs.append(Recommendation(
-                action=Action.RAISE_MAX_DOWNTIME,
-                summary=(f"raise max downtime to {need:.2f} s: the ~{mib(boundary_remaining)}"
-                         f" MiB left after each pass then fits at {mib(bw)} MiB/s; switch-over"
-                         f" within ~{secs(eta)} (the final copy is unthrottled, so the real"
-                         " pause is usually far shorter)"),
-                max_downtime_s=need,
-                predicted_eta_s=eta,
-            ))
+            recs.append(
+                Recommendation(
+                    action=Action.RAISE_MAX_DOWNTIME,
+                    summary=(
+                        f"raise max downtime to {need:.2f} s: the ~{mib(boundary_remaining)}"
+                        f" MiB left after each pass then fits at {mib(bw)} MiB/s; switch-over"
+                        f" within ~{secs(eta)} (the final copy is unthrottled, so the real"
+                        " pause is usually far shorter)"
+                    ),
+                    max_downtime_s=need,
+                    predicted_eta_s=eta,
+                )
+            )
         else:
             why_not.append(f"max downtime would need {need:.1f} s")
     # 2. Bandwidth: the smallest limit (x1.25 steps) at which the plan finishes in budget.
     #    Not when every reading was capped by the hot set: the true rate is unknown then.
     if m.capped:
-        why_not.append(f"the dirty rate is hidden by the hot set (at least {mib(m.rate)}"
-                       " MiB/s), so no bandwidth can be promised")
+        why_not.append(
+            f"the dirty rate is hidden by the hot set (at least {mib(m.rate)}"
+            " MiB/s), so no bandwidth can be promised"
+        )
     elif limits.max_bandwidth_bps is not None and bw > 0:
         found: tuple[float, PassPlan] | None = None
         candidate = max(float(limits.max_bandwidth_bps), bw) * 1.25
@@ -77,9 +83,13 @@ def recommendations(
             # The band's upper dirty rate: a bandwidth that only works for the central
             # rate is a coin toss, not a recommendation.
             plan = plan_passes(
-                pass_left_bytes=pass_remaining, pass_elapsed_s=sit.pass_elapsed,
-                bandwidth_bps=candidate, dirty_rate_bps=m.rate_high, hot_set_bytes=m.hot,
-                max_downtime_s=sit.max_downtime_s, check_interval_s=cfg.check_interval_s,
+                pass_left_bytes=pass_remaining,
+                pass_elapsed_s=sit.pass_elapsed,
+                bandwidth_bps=candidate,
+                dirty_rate_bps=m.rate_high,
+                hot_set_bytes=m.hot,
+                max_downtime_s=sit.max_downtime_s,
+                check_interval_s=cfg.check_interval_s,
                 horizon_s=cfg.budget_s * cfg.horizon_factor,
             )
             if plan.converges and sit.elapsed_s + plan.time_s <= cfg.budget_s:
@@ -88,15 +98,19 @@ def recommendations(
             candidate *= 1.25
         if found is not None:
             target, plan = found
-            recs.append(Recommendation(
-                action=Action.RAISE_BANDWIDTH,
-                summary=(f"raise bandwidth to {mib(target)} MiB/s: dirtying"
-                         f" {mib(m.rate)}-{mib(m.rate_high)} MiB/s would then leave"
-                         f" x{m.rate_high / target:.2f} or less after each pass;"
-                         f" done in ~{secs(plan.time_s)}"),
-                max_bandwidth_bps=int(target),
-                predicted_eta_s=plan.time_s,
-            ))
+            recs.append(
+                Recommendation(
+                    action=Action.RAISE_BANDWIDTH,
+                    summary=(
+                        f"raise bandwidth to {mib(target)} MiB/s: dirtying"
+                        f" {mib(m.rate)}-{mib(m.rate_high)} MiB/s would then leave"
+                        f" x{m.rate_high / target:.2f} or less after each pass;"
+                        f" done in ~{secs(plan.time_s)}"
+                    ),
+                    max_bandwidth_bps=int(target),
+                    predicted_eta_s=plan.time_s,
+                )
+            )
         else:
             why_not.append(f"bandwidth would need over {mib(ceiling)} MiB/s")
     elif limits.max_bandwidth_bps is None:
@@ -105,21 +119,28 @@ def recommendations(
     if limits.postcopy_allowed:
         pc_bw = float(limits.postcopy_bandwidth_bps or bw)
         pc_eta = pass_remaining / pc_bw if pc_bw > 0 else None
-        recs.append(Recommendation(
-            action=Action.POST_COPY,
-            summary=(f"switch to post-copy: the guest runs on the destination at once;"
-                     f" ~{mib(pass_remaining)} MiB left at {mib(pc_bw)} MiB/s"
-                     + (f", ~{secs(pc_eta)}" if pc_eta is not None else "")),
-            predicted_eta_s=pc_eta,
-        ))
+        recs.append(
+            Recommendation(
+                action=Action.POST_COPY,
+                summary=(
+                    f"switch to post-copy: the guest runs on the destination at once;"
+                    f" ~{mib(pass_remaining)} MiB left at {mib(pc_bw)} MiB/s"
+                    + (f", ~{secs(pc_eta)}" if pc_eta is not None else "")
+                ),
+                predicted_eta_s=pc_eta,
+            )
+        )
     else:
         why_not.append("post-copy was not enabled at start")
     if not recs and verdict is not Convergence.SLOW:
-        recs.append(Recommendation(
-            action=Action.ABORT,
-            summary=("abort: " + "; ".join(why_not)
-                     + "; the guest keeps running on the source"),
-        ))
+        recs.append(
+            Recommendation(
+                action=Action.ABORT,
+                summary=(
+                    "abort: " + "; ".join(why_not) + "; the guest keeps running on the source"
+                ),
+            )
+        )
     return tuple(recs)
 
 
@@ -141,20 +162,25 @@ def verdict(
     rho = m.rate / bw if bw > 0 else math.inf
     left = boundaries[-1] if boundaries else None
     fmt_left = f"; ~{mib(left)} MiB left after each pass" if left is not None else ""
-    keeps_pace = (
-        f"dirtying {mib(m.rate)} MiB/s against {mib(bw)} MiB/s bandwidth{fmt_left}"
-    )
+    keeps_pace = f"dirtying {mib(m.rate)} MiB/s against {mib(bw)} MiB/s bandwidth{fmt_left}"
     if in_pass1:
         # Only a measurement may judge before the first boundary: the pre-flight one.
-        if (m.basis is EtaBasis.PREFLIGHT and bw > 0
-                and m.rate_low >= bw and (m.hot is None or m.hot > cfg.stall_margin * threshold)):
+        if (
+            m.basis is EtaBasis.PREFLIGHT
+            and bw > 0
+            and m.rate_low >= bw
+            and (m.hot is None or m.hot > cfg.stall_margin * threshold)
+        ):
             return Convergence.NOT_CONVERGING, "pre-flight: " + keeps_pace
         if eta.eta is None:
             return Convergence.UNKNOWN, "first pass: no dirty rate measured yet"
         return Convergence.UNKNOWN, (
             f"first pass: {mib(sit.pass_left)} MiB to go at {mib(bw)} MiB/s; "
-            + ("dirty rate assumed" if not m.measured else
-               f"pre-flight dirty rate {mib(m.rate)} MiB/s")
+            + (
+                "dirty rate assumed"
+                if not m.measured
+                else f"pre-flight dirty rate {mib(m.rate)} MiB/s"
+            )
         )
     ac = sit.auto_converge
     if ac is not None:
@@ -163,21 +189,26 @@ def verdict(
         now = f"auto-converge throttles the guest's CPU by {ac.throttle * 100:.0f} %"
         if eta.eta is None:
             return Convergence.NOT_CONVERGING, (
-                f"{now}; even at {ac.maximum * 100:.0f} % it would not converge: " + keeps_pace)
+                f"{now}; even at {ac.maximum * 100:.0f} % it would not converge: " + keeps_pace
+            )
         total = sit.elapsed_s + eta.eta
-        how = (f"{now} and adds {ac.increment * 100:.0f} % every {ac.every} passes, up to"
-               f" {ac.maximum * 100:.0f} %: pre-copy converges by then at the latest (dirtying"
-               f" {mib(m.rate)} MiB/s now against {mib(bw)} MiB/s; at most"
-               f" ~{eta.plan.passes + 1} more passes)")
+        how = (
+            f"{now} and adds {ac.increment * 100:.0f} % every {ac.every} passes, up to"
+            f" {ac.maximum * 100:.0f} %: pre-copy converges by then at the latest (dirtying"
+            f" {mib(m.rate)} MiB/s now against {mib(bw)} MiB/s; at most"
+            f" ~{eta.plan.passes + 1} more passes)"
+        )
         if total > cfg.budget_s:
             return Convergence.SLOW, f"will finish in ~{secs(eta.eta)}, over the budget: {how}"
         return Convergence.CONVERGING, how
     if rho >= cfg.not_converging_ratio and (left is None or left > threshold):
         return Convergence.NOT_CONVERGING, keeps_pace
     window = list(boundaries[-cfg.pass_window :])
-    if (len(window) >= cfg.pass_window
-            and window[-1] >= (1.0 - cfg.rate_tolerance) * window[0]
-            and window[-1] > cfg.stall_margin * threshold):
+    if (
+        len(window) >= cfg.pass_window
+        and window[-1] >= (1.0 - cfg.rate_tolerance) * window[0]
+        and window[-1] > cfg.stall_margin * threshold
+    ):
         return Convergence.STALLED, (
             f"~{mib(window[-1])} MiB left after each of the last {len(window)} passes"
             f" (was {mib(window[0])}); switch-over needs under {mib(threshold)} MiB"
@@ -186,7 +217,8 @@ def verdict(
     if eta.eta is None:
         if rho < cfg.not_converging_ratio:  # converges, but beyond the planning horizon
             return Convergence.SLOW, (
-                f"would take over {secs(cfg.budget_s * cfg.horizon_factor)}: " + keeps_pace)
+                f"would take over {secs(cfg.budget_s * cfg.horizon_factor)}: " + keeps_pace
+            )
         return Convergence.NOT_CONVERGING, keeps_pace
     total = sit.elapsed_s + eta.eta
     if total > cfg.budget_s:
@@ -202,9 +234,7 @@ def verdict(
     )
 
 
-def predict_verdict(
-    sit: Situation, eta: EtaBand, cfg: EstimatorConfig
-) -> tuple[Convergence, str]:
+def predict_verdict(sit: Situation, eta: EtaBand, cfg: EstimatorConfig) -> tuple[Convergence, str]:
     """The verdict on a migration that has not started (``predict``)."""
     m = sit.model
     bw = sit.bandwidth
@@ -213,8 +243,10 @@ def predict_verdict(
         hot = f"; a hot set of ~{mib(m.hot)} MiB re-dirtied each pass" if m.hot else ""
         return Convergence.NOT_CONVERGING, pace + hot
     if sit.auto_converge is not None and eta.plan.throttle:
-        pace += (f"; auto-converge would throttle the guest's CPU, by up to"
-                 f" {eta.plan.throttle * 100:.0f} % before it converges")
+        pace += (
+            f"; auto-converge would throttle the guest's CPU, by up to"
+            f" {eta.plan.throttle * 100:.0f} % before it converges"
+        )
     if eta.eta > cfg.budget_s:
         return Convergence.SLOW, f"predicted {secs(eta.eta)}, over the budget: " + pace
     return Convergence.CONVERGING, f"predicted ~{secs(eta.eta)}: " + pace

@@ -37,8 +37,12 @@ class DirtyFit:
     hot_low_bytes: float  # the hot set is at least this (most distinct bytes seen)
 
 
-def fit_preflight(preflight: Preflight, noise_mib: float = 10.7, chi2: float = 4.0,
-                  memory_mib: float | None = None) -> DirtyFit:
+def fit_preflight(
+    preflight: Preflight,
+    noise_mib: float = 10.7,
+    chi2: float = 4.0,
+    memory_mib: float | None = None,
+) -> DirtyFit:
     """Fit ``min(R x P, H)`` to the pre-flight readings (period P s -> MiB/s).
 
     Each reading times its period is a count of distinct MiB. Its noise: QEMU hashes 512
@@ -63,8 +67,9 @@ def fit_preflight(preflight: Preflight, noise_mib: float = 10.7, chi2: float = 4
     w = [1.0 / x for x in var]
 
     def rate_fit(idx: Sequence[int]) -> float:
-        return float(sum(w[i] * vols[i] * periods[i] for i in idx)
-                     / sum(w[i] * periods[i] ** 2 for i in idx))
+        return float(
+            sum(w[i] * vols[i] * periods[i] for i in idx) / sum(w[i] * periods[i] ** 2 for i in idx)
+        )
 
     def rate_sigma(idx: Sequence[int]) -> float:
         return 1.0 / math.sqrt(sum(w[i] * periods[i] ** 2 for i in idx))
@@ -86,8 +91,9 @@ def fit_preflight(preflight: Preflight, noise_mib: float = 10.7, chi2: float = 4
             if rate * periods[s] < hot * 0.9:  # saturating before the knee: inconsistent
                 continue
             sig_r = rate_sigma(unsat)
-            chi = (sum(w[i] * (vols[i] - rate * periods[i]) ** 2 for i in unsat)
-                   + sum(w[i] * (vols[i] - hot) ** 2 for i in sat))
+            chi = sum(w[i] * (vols[i] - rate * periods[i]) ** 2 for i in unsat) + sum(
+                w[i] * (vols[i] - hot) ** 2 for i in sat
+            )
         if best is None or chi < best[0]:
             best = (chi, rate, sig_r, hot)
     if len(pts) >= 2 and best is not None and chi_flat - best[0] > chi2:
@@ -211,8 +217,7 @@ def dirty_model(
         any(
             o is not top
             and abs(o.dirty_bps - live) <= tol * live
-            and max(o.duration_s, top.duration_s)
-            >= (1.0 + tol) * min(o.duration_s, top.duration_s)
+            and max(o.duration_s, top.duration_s) >= (1.0 + tol) * min(o.duration_s, top.duration_s)
             for o in recent
         )
         or (hot is not None and top.volume < (1.0 - tol) * hot)
@@ -253,4 +258,3 @@ def dirty_model(
         measured=True,
         capped=hot is not None and top.volume >= (1.0 - tol) * hot,
     )
-

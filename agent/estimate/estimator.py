@@ -99,11 +99,19 @@ class MigrationEstimator:
         resident_bytes: int | None = None,
     ) -> None:
         self._cfg = config
-        self._resident = resident_bytes if resident_bytes is not None and resident_bytes > 0 else None
-        self._pf = fit_preflight(
-            preflight, config.preflight_noise_mib, config.preflight_saturation_chi2,
-            memory_mib=memory_bytes / MIB if memory_bytes else None,
-        ) if preflight is not None and preflight.rates else None
+        self._resident = (
+            resident_bytes if resident_bytes is not None and resident_bytes > 0 else None
+        )
+        self._pf = (
+            fit_preflight(
+                preflight,
+                config.preflight_noise_mib,
+                config.preflight_saturation_chi2,
+                memory_mib=memory_bytes / MIB if memory_bytes else None,
+            )
+            if preflight is not None and preflight.rates
+            else None
+        )
         self._memory_hint = memory_bytes if memory_bytes is not None and memory_bytes > 0 else None
         self._prev: JobSample | None = None
         self._last: Estimate = Estimate(reason="no job statistics yet")
@@ -188,7 +196,8 @@ class MigrationEstimator:
             if it == 1:
                 # Pass 1 began when the first byte went: back off by what was sent.
                 self._pass_start = max(
-                    sample.elapsed_s - sample.memory_processed / max(bw, 1.0), 0.0)
+                    sample.elapsed_s - sample.memory_processed / max(bw, 1.0), 0.0
+                )
             else:
                 # Joined mid-migration (agent restart): this pass's start is unknown;
                 # counting from now under-states its dirtying only until the next boundary.
@@ -203,10 +212,14 @@ class MigrationEstimator:
         to_end = max(prev.memory_remaining - threshold, 0.0) / max(bw * drain, 1.0)
         end = prev.elapsed_s + min(to_end, gap)
         duration = end - self._pass_start
-        if (it == self._iteration + 1 and duration >= self._cfg.min_pass_for_rate_s
-                and sample.dirty_pages_per_s > 0):
-            self._obs.append(PassObservation(self._iteration, duration,
-                                             float(sample.dirty_bytes_per_s)))
+        if (
+            it == self._iteration + 1
+            and duration >= self._cfg.min_pass_for_rate_s
+            and sample.dirty_pages_per_s > 0
+        ):
+            self._obs.append(
+                PassObservation(self._iteration, duration, float(sample.dirty_bytes_per_s))
+            )
         start_remaining = sample.memory_remaining + bw * (sample.elapsed_s - end)
         self._boundaries.append(float(start_remaining))
         self._boundary_throttles.append(sample.auto_converge_throttle or 0)
@@ -221,15 +234,19 @@ class MigrationEstimator:
         # earlier passes still tell the hot set.
         full = dirty_model(self._obs, None, bw, self._hot_ceiling(memory), self._cfg)
         last = self._obs[-1].dirty_bps
-        return replace(full, rate=last, rate_low=min(full.rate_low, last),
-                       rate_high=max(full.rate_high, last))
+        return replace(
+            full, rate=last, rate_low=min(full.rate_low, last), rate_high=max(full.rate_high, last)
+        )
 
     def _auto_converge(self) -> AutoConverge | None:
         """QEMU's throttle as the pass model follows it, once libvirt has reported one."""
         if not self._throttle:
             return None
-        return AutoConverge(self._throttle / 100.0, high=self._high_count(),
-                            measured_at=self._throttle_of_last_pass() / 100.0)
+        return AutoConverge(
+            self._throttle / 100.0,
+            high=self._high_count(),
+            measured_at=self._throttle_of_last_pass() / 100.0,
+        )
 
     def _throttle_of_last_pass(self) -> int:
         """The throttle (%) the last measured pass ran under: the one at its start."""
@@ -253,7 +270,9 @@ class MigrationEstimator:
     def _bound(self, memory: float) -> ResidentBound | None:
         if self._resident is None or memory <= 0:
             return None
-        return resident_bound(memory, float(self._resident), float(self._cfg.resident_overhead_bytes))
+        return resident_bound(
+            memory, float(self._resident), float(self._cfg.resident_overhead_bytes)
+        )
 
     def _pass1_drain(self, sample: JobSample) -> tuple[float, float, float]:
         """(central, fast, slow) drain factors for the rest of pass 1."""
@@ -264,7 +283,8 @@ class MigrationEstimator:
             return pass1_drains_resident(
                 memory_remaining=float(sample.memory_remaining),
                 memory_processed=float(sample.memory_processed),
-                bound=bound, memory_total=float(sample.memory_total),
+                bound=bound,
+                memory_total=float(sample.memory_total),
             )
         d = pass1_drain(
             memory_total=float(sample.memory_total),
@@ -310,8 +330,9 @@ class MigrationEstimator:
 
     def _postcopy(self, sample: JobSample, bw: float) -> Estimate:
         if bw <= 0:
-            return Estimate(convergence=Convergence.CONVERGING,
-                            reason="post-copy: measuring the transfer rate")
+            return Estimate(
+                convergence=Convergence.CONVERGING, reason="post-copy: measuring the transfer rate"
+            )
         eta = sample.memory_remaining / bw
         margin = self._cfg.band_floor_s + max(self._cfg.band_floor_rel, self._spread()) * eta
         return Estimate(
@@ -322,8 +343,10 @@ class MigrationEstimator:
             eta_high_s=eta + margin,
             projected_remaining_bytes=float(sample.memory_remaining),
             convergence=Convergence.CONVERGING,
-            reason=(f"post-copy: {mib(sample.memory_remaining)} MiB left at {mib(bw)} MiB/s;"
-                    " every page goes once"),
+            reason=(
+                f"post-copy: {mib(sample.memory_remaining)} MiB left at {mib(bw)} MiB/s;"
+                " every page goes once"
+            ),
             basis=EtaBasis.LIVE,
         )
 
@@ -335,9 +358,11 @@ class MigrationEstimator:
             return Estimate(
                 transfer_rate_bps=bw,
                 eta_low_s=disk_s,
-                reason=(f"copying disks: {mib(sample.disk_remaining)} MiB left at"
-                        f" {mib(bw)} MiB/s (~{secs(disk_s)}); memory size unknown until"
-                        " memory starts"),
+                reason=(
+                    f"copying disks: {mib(sample.disk_remaining)} MiB left at"
+                    f" {mib(bw)} MiB/s (~{secs(disk_s)}); memory size unknown until"
+                    " memory starts"
+                ),
             )
         # Memory goes at the migration's bandwidth limit once the mirror is in sync; pass 1
         # will walk all of the guest's RAM, none of it walked yet (no zero pages seen).
@@ -347,15 +372,25 @@ class MigrationEstimator:
         spread = self._spread()
         bound = self._bound(memory)
         if bound is not None:
-            drain, fast, slow = (drain_for(memory, bound.central), drain_for(memory, bound.high),
-                                 drain_for(memory, bound.low))
+            drain, fast, slow = (
+                drain_for(memory, bound.central),
+                drain_for(memory, bound.high),
+                drain_for(memory, bound.low),
+            )
         else:
             drain, fast, slow = 1.0, drain_for(memory, self._cfg.zero_share_low * memory), 1.0
         sit = Situation(
-            before_memory_s=disk_s, pass_left=memory, pass_elapsed=0.0,
-            drain=drain, drain_fast=fast, drain_slow=slow,
-            bandwidth=mem_bw, bandwidth_spread=0.1, model=model,
-            max_downtime_s=limits.max_downtime_s, elapsed_s=sample.elapsed_s,
+            before_memory_s=disk_s,
+            pass_left=memory,
+            pass_elapsed=0.0,
+            drain=drain,
+            drain_fast=fast,
+            drain_slow=slow,
+            bandwidth=mem_bw,
+            bandwidth_spread=0.1,
+            model=model,
+            max_downtime_s=limits.max_downtime_s,
+            elapsed_s=sample.elapsed_s,
         )
         eta = eta_band(sit, self._cfg)
         # The disk part's own doubt: its rate may wobble by `spread`.
@@ -364,9 +399,12 @@ class MigrationEstimator:
         return Estimate(
             transfer_rate_bps=bw,
             dirty_rate_bps=model.rate if model.measured else None,
-            eta_s=eta.eta, eta_low_s=low, eta_high_s=high,
-            projected_remaining_bytes=(sample.disk_remaining + eta.plan.bytes
-                                       if eta.eta is not None else None),
+            eta_s=eta.eta,
+            eta_low_s=low,
+            eta_high_s=high,
+            projected_remaining_bytes=(
+                sample.disk_remaining + eta.plan.bytes if eta.eta is not None else None
+            ),
             reason=f"copying disks: {mib(sample.disk_remaining)} MiB left, then memory",
             basis=model.basis if eta.eta is not None else EtaBasis.UNKNOWN,
         )
@@ -381,8 +419,7 @@ class MigrationEstimator:
         # auto-converge known to be on.
         ac = self._auto_converge() if not in_pass1 else None
         model = self._dirty_model(bw, memory, throttled=ac is not None)
-        drain, drain_fast, drain_slow = (self._pass1_drain(sample) if in_pass1
-                                         else (1.0, 1.0, 1.0))
+        drain, drain_fast, drain_slow = self._pass1_drain(sample) if in_pass1 else (1.0, 1.0, 1.0)
         start = self._pass_start if self._pass_start is not None else sample.elapsed_s
         sit = Situation(
             before_memory_s=0.0,
@@ -399,8 +436,9 @@ class MigrationEstimator:
             auto_converge=ac,
         )
         eta = eta_band(sit, cfg)
-        conv, reason = verdict(sit=sit, eta=eta, boundaries=self._boundaries,
-                               in_pass1=in_pass1, cfg=cfg)
+        conv, reason = verdict(
+            sit=sit, eta=eta, boundaries=self._boundaries, in_pass1=in_pass1, cfg=cfg
+        )
         if conv in (Convergence.NOT_CONVERGING, Convergence.STALLED):
             eta = EtaBand(eta.plan, None, None, None)
         # What will be pending at the next sync: the last boundary's remaining, or in
@@ -410,9 +448,12 @@ class MigrationEstimator:
         else:
             boundary = float(model.hot if model.hot is not None else sample.memory_remaining)
         recs = recommendations(
-            verdict=conv, sit=sit, limits=limits,
+            verdict=conv,
+            sit=sit,
+            limits=limits,
             pass_remaining=float(sample.memory_remaining),
-            boundary_remaining=boundary, cfg=cfg,
+            boundary_remaining=boundary,
+            cfg=cfg,
         )
         est = Estimate(
             transfer_rate_bps=bw,

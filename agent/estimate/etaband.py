@@ -52,8 +52,16 @@ class EtaBand:
     high: float | None
 
 
-def plan_at(sit: Situation, cfg: EstimatorConfig, *, rate: float, hot: float | None,
-            bandwidth: float, drain: float, fast: bool = False) -> PassPlan:
+def plan_at(
+    sit: Situation,
+    cfg: EstimatorConfig,
+    *,
+    rate: float,
+    hot: float | None,
+    bandwidth: float,
+    drain: float,
+    fast: bool = False,
+) -> PassPlan:
     """The pass plan of ``sit`` with these inputs (``fast``: auto-converge's throttle slows
     the guest proportionally from now on, the band's fast edge)."""
     ac = sit.auto_converge
@@ -80,14 +88,25 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
     central = plan_at(sit, cfg, rate=m.rate, hot=m.hot, bandwidth=sit.bandwidth, drain=sit.drain)
     if not central.converges:
         return EtaBand(central, None, None, None)
-    fast = plan_at(sit, cfg, rate=m.rate_low,
-                   hot=m.hot if m.hot is not None else m.hot_low or None,
-                   bandwidth=sit.bandwidth * (1.0 + spread), drain=sit.drain_fast, fast=True)
-    slow = plan_at(sit, cfg, rate=m.rate_high, hot=m.hot,
-                   bandwidth=sit.bandwidth * max(1.0 - spread, 0.1), drain=sit.drain_slow)
+    fast = plan_at(
+        sit,
+        cfg,
+        rate=m.rate_low,
+        hot=m.hot if m.hot is not None else m.hot_low or None,
+        bandwidth=sit.bandwidth * (1.0 + spread),
+        drain=sit.drain_fast,
+        fast=True,
+    )
+    slow = plan_at(
+        sit,
+        cfg,
+        rate=m.rate_high,
+        hot=m.hot,
+        bandwidth=sit.bandwidth * max(1.0 - spread, 0.1),
+        drain=sit.drain_slow,
+    )
     eta = sit.before_memory_s + central.time_s
     margin = cfg.band_floor_s + cfg.band_floor_rel * eta
     low = min(sit.before_memory_s + fast.time_s, eta - margin)
-    high = (max(sit.before_memory_s + slow.time_s, eta + margin)
-            if slow.converges else None)
+    high = max(sit.before_memory_s + slow.time_s, eta + margin) if slow.converges else None
     return EtaBand(central, eta, max(low, 0.0), high)

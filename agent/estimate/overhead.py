@@ -28,8 +28,9 @@ class ResidentOverhead:
     min_readings: int = 1
     _readings: deque[float] = field(default_factory=deque)
 
-    def learn(self, *, resident_bytes: int | None, memory_total: int, zero_pages: int,
-              page_size: int) -> float | None:
+    def learn(
+        self, *, resident_bytes: int | None, memory_total: int, zero_pages: int, page_size: int
+    ) -> float | None:
         """Take one completed migration; returns its reading, or ``None`` if it says nothing
         (no rss, no memory counters, or a reading outside what is physically possible)."""
         if not resident_bytes or memory_total <= 0 or zero_pages < 0 or page_size <= 0:

@@ -112,11 +112,16 @@ def plan_passes(
         return NEVER
     if auto_converge is not None:
         return _plan_throttled(
-            pass_left_bytes=pass_left_bytes, pass_elapsed_s=pass_elapsed_s,
-            bandwidth_bps=bandwidth_bps, dirty_rate_bps=dirty_rate_bps,
-            hot_set_bytes=hot_set_bytes, max_downtime_s=max_downtime_s,
-            drain_factor=drain_factor, check_interval_s=check_interval_s,
-            horizon_s=horizon_s, ac=auto_converge,
+            pass_left_bytes=pass_left_bytes,
+            pass_elapsed_s=pass_elapsed_s,
+            bandwidth_bps=bandwidth_bps,
+            dirty_rate_bps=dirty_rate_bps,
+            hot_set_bytes=hot_set_bytes,
+            max_downtime_s=max_downtime_s,
+            drain_factor=drain_factor,
+            check_interval_s=check_interval_s,
+            horizon_s=horizon_s,
+            ac=auto_converge,
         )
     threshold = bandwidth_bps * max_downtime_s
     leftover = max(0.0, threshold - bandwidth_bps * check_interval_s / 2.0)
@@ -320,8 +325,9 @@ class ResidentBound:
     high: float  # memory - (rss - 2 x overhead) (fast edge)
 
 
-def resident_bound(memory_bytes: float, resident_bytes: float, overhead_bytes: float
-                   ) -> ResidentBound:
+def resident_bound(
+    memory_bytes: float, resident_bytes: float, overhead_bytes: float
+) -> ResidentBound:
     def zero(overhead: float) -> float:
         return min(max(memory_bytes - max(resident_bytes - overhead, 0.0), 0.0), memory_bytes)
 

@@ -46,12 +46,14 @@ def predict(
     """
     bw = float(bandwidth_bps)
     sig2 = 2.0 * max(dirty_rate_sigma_bps, 0.0)
-    fit = DirtyFit(dirty_rate_bps, max(dirty_rate_sigma_bps, 0.0), hot_set_bytes,
-                   hot_set_low_bytes)
-    bound = (resident_bound(float(memory_bytes), float(resident_bytes),
-                            float(config.resident_overhead_bytes))
-             if resident_bytes is not None and resident_bytes > 0 and memory_bytes > 0
-             else None)
+    fit = DirtyFit(dirty_rate_bps, max(dirty_rate_sigma_bps, 0.0), hot_set_bytes, hot_set_low_bytes)
+    bound = (
+        resident_bound(
+            float(memory_bytes), float(resident_bytes), float(config.resident_overhead_bytes)
+        )
+        if resident_bytes is not None and resident_bytes > 0 and memory_bytes > 0
+        else None
+    )
     hot = prior_hot_set(fit, hot_ceiling(float(memory_bytes), bound))
     model = DirtyModel(
         rate=dirty_rate_bps,
@@ -66,8 +68,11 @@ def predict(
     fast_share = max(share, config.zero_share_low)
     slow_share = 0.0
     if bound is not None:
-        share, fast_share, slow_share = (bound.central / memory_bytes,
-                                         bound.high / memory_bytes, bound.low / memory_bytes)
+        share, fast_share, slow_share = (
+            bound.central / memory_bytes,
+            bound.high / memory_bytes,
+            bound.low / memory_bytes,
+        )
     sit = Situation(
         before_memory_s=disk_bytes / bw if bw > 0 else math.inf,
         pass_left=float(memory_bytes),
@@ -87,8 +92,12 @@ def predict(
     lim = limits or Limits(max_downtime_s=max_downtime_s, max_bandwidth_bps=int(bw))
     conv, reason = predict_verdict(sit, eta, config)
     recs = recommendations(
-        verdict=conv, sit=sit, limits=lim, pass_remaining=float(memory_bytes),
-        boundary_remaining=float(hot if hot is not None else memory_bytes), cfg=config,
+        verdict=conv,
+        sit=sit,
+        limits=lim,
+        pass_remaining=float(memory_bytes),
+        boundary_remaining=float(hot if hot is not None else memory_bytes),
+        cfg=config,
     )
     return Estimate(
         transfer_rate_bps=bw,
@@ -123,8 +132,12 @@ def predict_migration(
     if not bandwidth:
         raise ValueError("a bandwidth is needed to predict a migration")
     if preflight is not None and preflight.rates:
-        fit = fit_preflight(preflight, config.preflight_noise_mib, config.preflight_saturation_chi2,
-                            memory_mib=memory_bytes / MIB)
+        fit = fit_preflight(
+            preflight,
+            config.preflight_noise_mib,
+            config.preflight_saturation_chi2,
+            memory_mib=memory_bytes / MIB,
+        )
         estimate = predict(
             memory_bytes, disk_bytes, fit.rate_bps, fit.hot_bytes, float(bandwidth),
             limits.max_downtime_s, dirty_rate_sigma_bps=fit.rate_sigma_bps,

@@ -205,13 +205,23 @@ class Agent:
             host_state=lambda: self.hub.status[0],
         )
         try:
-            server = MetricsServer(view, host, int(port), certfile=self.config.tls_cert or None,
-                                   keyfile=self.config.tls_key or None)
+            server = MetricsServer(
+                view,
+                host,
+                int(port),
+                certfile=self.config.tls_cert or None,
+                keyfile=self.config.tls_key or None,
+            )
         except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on {self.config.metrics_listen}: "
-                              f"{exc.strerror or exc}") from exc
-        log.info("Prometheus metrics on %s://%s:%d/metrics",
-                 "https" if self.config.tls_cert else "http", host, server.port)
+            raise ConfigError(
+                f"cannot serve metrics on {self.config.metrics_listen}: {exc.strerror or exc}"
+            ) from exc
+        log.info(
+            "Prometheus metrics on %s://%s:%d/metrics",
+            "https" if self.config.tls_cert else "http",
+            host,
+            server.port,
+        )
         return server
 
     async def _run_backend(self) -> None:
@@ -253,7 +263,9 @@ class Agent:
 
 
 @contextlib.asynccontextmanager
-async def running_agent(config: AgentConfig, backend: Backend | None = None) -> AsyncIterator[Agent]:
+async def running_agent(
+    config: AgentConfig, backend: Backend | None = None
+) -> AsyncIterator[Agent]:
     """Start an agent for the duration of a block (tests, embedding)."""
     agent = Agent(config, backend)
     await agent.start()

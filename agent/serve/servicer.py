@@ -75,7 +75,9 @@ async def _abort(
 
 def _check_id(value: str) -> str:
     if not value:
-        raise _FieldError("id", f"id is empty: pass a migration id from ListMigrations, like {_ID_EXAMPLE!r}")
+        raise _FieldError(
+            "id", f"id is empty: pass a migration id from ListMigrations, like {_ID_EXAMPLE!r}"
+        )
     if not _ID_PATTERN.match(value):
         raise _FieldError(
             "id",
@@ -111,7 +113,9 @@ def _heartbeat_seconds(request: pb.WatchMigrationsRequest) -> float:
     return seconds
 
 
-def _max_downtime(request: pb.UpdateMigrationLimitsRequest | pb.EstimateMigrationRequest) -> float | None:
+def _max_downtime(
+    request: pb.UpdateMigrationLimitsRequest | pb.EstimateMigrationRequest,
+) -> float | None:
     """The request's max_downtime in seconds, None when unset; checked against 1 ms..1 h."""
     if not request.HasField("max_downtime"):
         return None
@@ -304,7 +308,9 @@ class MigrationServicer:
         try:
             downtime_s = _max_downtime(request)
             bandwidth = (
-                _bandwidth(request.bandwidth, "bandwidth") if request.HasField("bandwidth") else None
+                _bandwidth(request.bandwidth, "bandwidth")
+                if request.HasField("bandwidth")
+                else None
             )
         except _FieldError as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field)
@@ -328,8 +334,13 @@ class MigrationServicer:
         disk = facts.disk_bytes if request.copy_storage else 0
         config = self._monitor.tracker.config_for(facts.resident_overhead_bytes)
         prediction = predict_migration(
-            facts.memory_bytes, disk, facts.preflight, limits, config,
-            resident_bytes=facts.resident_bytes, auto_converge=request.auto_converge,
+            facts.memory_bytes,
+            disk,
+            facts.preflight,
+            limits,
+            config,
+            resident_bytes=facts.resident_bytes,
+            auto_converge=request.auto_converge,
         )
         return prediction_to_pb(facts, prediction, limits, disk, self._clock())
 

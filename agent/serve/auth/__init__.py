@@ -49,11 +49,32 @@ from migwatch.agent.serve.auth.tokens import (
 )
 
 __all__ = [
-    "MIN_TOKEN_LENGTH", "OPEN_SERVICES", "READ_METHODS", "TOKEN_HINT", "AuthInterceptor",
-    "Caller", "CertificateFiles", "Decision", "Role", "RoleRules", "Security", "TokenEntry",
-    "TokenFile", "Verdict", "bearer_token", "cert_names", "decide", "digest", "find_token",
-    "load_security", "parse_tokens", "required_role", "role_for_names", "server_credentials",
+    "MIN_TOKEN_LENGTH",
+    "OPEN_SERVICES",
+    "READ_METHODS",
+    "TOKEN_HINT",
+    "AuthInterceptor",
+    "Caller",
+    "CertificateFiles",
+    "Decision",
+    "Role",
+    "RoleRules",
+    "Security",
+    "TokenEntry",
+    "TokenFile",
+    "Verdict",
+    "bearer_token",
+    "cert_names",
+    "decide",
+    "digest",
+    "find_token",
+    "load_security",
+    "parse_tokens",
+    "required_role",
+    "role_for_names",
+    "server_credentials",
 ]
+
 
 @dataclass(frozen=True, slots=True)
 class Security:

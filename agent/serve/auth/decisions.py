@@ -29,7 +29,6 @@ OPEN_SERVICES = frozenset(
 READ_METHODS = frozenset({"WatchMigrations", "ListMigrations", "GetMigration", "EstimateMigration"})
 
 
-
 class Verdict(enum.Enum):
     """The outcome of one authorization decision."""
 
@@ -55,7 +54,6 @@ class Decision:
     verdict: Verdict
     message: str = ""  # why not; names the method, the role needed and the caller
     caller: Caller | None = None
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +88,6 @@ def role_for_names(names: Sequence[str], rules: RoleRules) -> Role | None:
         if any(fnmatchcase(n, p.lower()) for p in patterns for n in lowered):
             return role
     return None
-
 
 
 def decide(

@@ -14,4 +14,3 @@ class Role(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
-

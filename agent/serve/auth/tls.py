@@ -31,8 +31,9 @@ def server_credentials(config: AgentConfig) -> grpc.ServerCredentials | None:
     )
 
 
-def _load_tls(cert_path: str, key_path: str, ca_path: str | None
-              ) -> grpc.ServerCertificateConfiguration:
+def _load_tls(
+    cert_path: str, key_path: str, ca_path: str | None
+) -> grpc.ServerCertificateConfiguration:
     """Read and check the PEM files; raises ConfigError naming the file at fault."""
     cert = read_file(cert_path, "tls_cert")
     key = read_file(key_path, "tls_key")
@@ -69,8 +70,15 @@ class CertificateFiles:
     is taken once both are in place). Connections already open keep their session.
     """
 
-    def __init__(self, cert: str, key: str, ca: str | None, *, check_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cert: str,
+        key: str,
+        ca: str | None,
+        *,
+        check_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._paths = (cert, key, ca)
         self._check_s = check_s
         self._clock = clock
@@ -104,8 +112,9 @@ class CertificateFiles:
             try:
                 config = _load_tls(cert, key, ca)
             except ConfigError as exc:
-                log.error("TLS files changed but cannot be used: %s; keeping the ones loaded"
-                          " before", exc)
+                log.error(
+                    "TLS files changed but cannot be used: %s; keeping the ones loaded before", exc
+                )
                 return None  # retried at the next change (or the second half of a renewal)
             self._signature = signature
             log.info("TLS certificate files re-read: %s", ", ".join(p for p in self._paths if p))

@@ -25,7 +25,6 @@ MIN_TOKEN_LENGTH = 16
 TOKEN_HINT = "generate one with: openssl rand -hex 24"
 
 
-
 @dataclass(frozen=True, slots=True)
 class TokenEntry:
     """One line of the token file. Only the token's SHA-256 is kept."""
@@ -34,7 +33,6 @@ class TokenEntry:
     role: Role
     name: str
     line: int
-
 
 
 def digest(token: str) -> bytes:
@@ -97,7 +95,6 @@ def bearer_token(values: Sequence[str]) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise ValueError("the authorization header must be 'Bearer <token>'")
     return token.strip()
-
 
 
 def read_file(path: str, setting: str) -> bytes:
