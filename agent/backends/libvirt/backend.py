@@ -223,11 +223,13 @@ class LibvirtBackend:
         conn = self._conn
         if conn is None:
             return
-        found = await asyncio.to_thread(scan.scan_jobs, conn, frozenset(self._outgoing.jobs))
+        found = await asyncio.to_thread(
+            scan.scan_jobs, conn, frozenset(self._outgoing.jobs), self._clock
+        )
         now = self._clock()
         for job in found:
             if job.outgoing and job.uuid not in self._outgoing.jobs:
-                self._outgoing.start(job, now)
+                self._outgoing.start(job, job.read_at)
             elif job.outgoing:
                 self._outgoing.ensure_watcher(self._outgoing.jobs[job.uuid])
             elif job.uuid not in self._incoming.jobs:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -33,6 +35,11 @@ class FoundJob(NamedTuple):
     stats: dict[str, Any]  # jobStats() of an outgoing job; {} for incoming
     memory_bytes: int  # guest RAM (0 for incoming)
     resident_bytes: int | None  # the QEMU process's rss, read when the job is first found
+    # Wall time right after jobStats() returned: the job's start is this less its elapsed
+    # time. Not the time the whole scan returned: on a busy host the rest of the scan (other
+    # domains, memoryStats) and the hop back to the event loop took seconds, and a start
+    # derived that late gave a restarted agent a different migration id for the same job.
+    read_at: float = 0.0
 
 
 class Described(NamedTuple):
@@ -68,7 +75,9 @@ def resident_bytes(dom: Any) -> int | None:
     return int(rss) * 1024 if isinstance(rss, int) and rss > 0 else None
 
 
-def scan_jobs(conn: Any, known: frozenset[str] = frozenset()) -> list[FoundJob]:
+def scan_jobs(
+    conn: Any, known: frozenset[str] = frozenset(), clock: Callable[[], float] = time.time
+) -> list[FoundJob]:
     """Every active domain with a migration job. The RAM size lets the ETA cover a disk
     mirror, during which the memory counters are all zero; the resident size (read only for
     jobs not in ``known``: once, when the job is found) bounds pass 1's non-zero pages."""
@@ -76,9 +85,10 @@ def scan_jobs(conn: Any, known: frozenset[str] = frozenset()) -> list[FoundJob]:
     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
             stats = dom.jobStats()
+            read_at = clock()
         except libvirt.libvirtError as exc:
             if code(exc) == OPERATION_UNSUPPORTED:
-                found.append(FoundJob(dom.UUIDString(), dom.name(), False, {}, 0, None))
+                found.append(FoundJob(dom.UUIDString(), dom.name(), False, {}, 0, None, clock()))
             continue
         if not is_outgoing_migration(stats):
             continue
@@ -91,6 +101,7 @@ def scan_jobs(conn: Any, known: frozenset[str] = frozenset()) -> list[FoundJob]:
                 stats,
                 int(dom.info()[1]) * 1024,
                 None if uuid in known else resident_bytes(dom),
+                read_at,
             )
         )
     return found
