@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 from migwatch.agent.backends.protocol import Backend, Ending, Observation
-from migwatch.agent.core.hub import Hub
+from migwatch.agent.core.hub import Filter, Hub
 from migwatch.agent.core.store import FinalStore
 from migwatch.agent.core.tracker import Tracker, track_key
 from migwatch.agent.errors import ControlError, ControlRefused, MigrationGone
@@ -134,6 +135,23 @@ class Monitor:
 
     async def describe(self, domain: str) -> DomainFacts:
         return await self.backend.describe(domain)
+
+    async def guests(self, named: Sequence[str] = ()) -> list[DomainFacts]:
+        """What a prediction needs of each guest to move: the ``named`` ones (raises
+        MigrationGone for one that is not here), or every guest running on the host."""
+        if named:
+            return [await self.backend.describe(domain) for domain in named]
+        found = []
+        for domain_uuid in await self.backend.guests():
+            try:
+                found.append(await self.backend.describe(domain_uuid))
+            except MigrationGone:
+                continue  # it left between the listing and now: nothing to move
+        return found
+
+    def outgoing(self) -> list[Migration]:
+        """The migrations leaving this host now, as last published."""
+        return [m for m in self.hub.matching(Filter()) if m.direction is Direction.OUTGOING]
 
     async def abort(self, migration_id: str) -> Migration:
         m = self.controllable(migration_id)
