@@ -1,4 +1,4 @@
-"""Tests for the pure evacuation planner (agent/evacuation.py): scheduling, order, band."""
+"""Tests for the pure evacuation planner (agent/estimate/evacuation.py): scheduling, order, band."""
 
 from __future__ import annotations
 
