@@ -55,8 +55,13 @@ def guests() -> list[Guest]:
         if est is None or est.eta_s is None or est.eta_low_s is None:
             continue
         high = est.eta_high_s if est.eta_high_s is not None else float("inf")
-        found.append(Guest(trace.name, Spread(est.eta_s, min(est.eta_low_s, est.eta_s),
-                                              max(high, est.eta_s)), true))  # fmt: skip
+        found.append(
+            Guest(
+                trace.name,
+                Spread(est.eta_s, min(est.eta_low_s, est.eta_s), max(high, est.eta_s)),
+                true,
+            )
+        )
     return found
 
 
@@ -75,9 +80,12 @@ def score(
     for g in range(groups):
         host = pick.sample(list(pool), size)
         jobs = [Job(str(i), h.name, h.predicted) for i, h in enumerate(host)]
-        plan = plan_evacuation(jobs, concurrency, random.Random(g),
-                               band=BandConfig(draws=400, correlation=correlation,
-                                              guest_coverage=guest_coverage))  # fmt: skip
+        plan = plan_evacuation(
+            jobs,
+            concurrency,
+            random.Random(g),
+            band=BandConfig(draws=400, correlation=correlation, guest_coverage=guest_coverage),
+        )
         true_of = {str(i): h.true_s for i, h in enumerate(host)}
         true_total = schedule([true_of[k] for k in plan.order], concurrency)[1]
         inside += plan.total.low <= true_total <= plan.total.high
@@ -114,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     single = sum(g.predicted.low <= g.true_s <= g.predicted.high for g in pool) / len(pool)
     print(__doc__)
     print(f"{len(pool)} guests; single-guest band coverage {single:.0%}")
-    print(f"{'guests':>6} {'conc':>4} {'corr':>4}  {'coverage':>8} {'err p50':>7} "
-          f"{'err p90':>7} {'width p50':>9}")  # fmt: skip
+    print(
+        f"{'guests':>6} {'conc':>4} {'corr':>4}  {'coverage':>8} {'err p50':>7} "
+        f"{'err p90':>7} {'width p50':>9}"
+    )
     for size in (3, 5, 8):
         for concurrency in (1, 2):
             for correlation in (0.0, 0.5, 1.0):

@@ -223,10 +223,14 @@ class AgentClient:
         again mid-drain re-plans from what is left.
         """
         req = convert.evacuation_request_pb(
-            domains, concurrency=concurrency, bandwidth=bandwidth,
-            max_downtime_s=max_downtime_s, auto_converge=auto_converge, post_copy=post_copy,
+            domains,
+            concurrency=concurrency,
+            bandwidth=bandwidth,
+            max_downtime_s=max_downtime_s,
+            auto_converge=auto_converge,
+            post_copy=post_copy,
             link_bandwidth=link_bandwidth,
-        )  # fmt: skip
+        )
         with translate_errors(self.target):
             resp = await self._stub.EstimateEvacuation(
                 req, timeout=self.timeout_s, metadata=self._metadata

@@ -195,15 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
         "converges): predict along QEMU's throttle ladder",
     )
     for name, help_, func in (
-        ("evacuate-estimate",
-         ("predict how long until one agent's host is empty: every running guest (or each "
-          "--domain, in that order) migrated away, N at a time, with a band; names guests "
-          "that would not converge, with their remedy"), _cmd_evacuate_estimate),
-        ("drain-progress",
-         ("follow a drain of one agent's host: k of n guests moved, ~T left (re-planned "
-          "from what is left every --interval); ends when the host is empty"),
-         _cmd_drain_progress),
-    ):  # fmt: skip
+        (
+            "evacuate-estimate",
+            (
+                "predict how long until one agent's host is empty: every running guest (or each "
+                "--domain, in that order) migrated away, N at a time, with a band; names guests "
+                "that would not converge, with their remedy"
+            ),
+            _cmd_evacuate_estimate,
+        ),
+        (
+            "drain-progress",
+            (
+                "follow a drain of one agent's host: k of n guests moved, ~T left (re-planned "
+                "from what is left every --interval); ends when the host is empty"
+            ),
+            _cmd_drain_progress,
+        ),
+    ):
         v = add(name, help_, func)
         v.add_argument(
             "--domain",
@@ -455,11 +464,12 @@ def _evacuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "bandwidth": rate(args.bandwidth),
         "link_bandwidth": rate(args.link_bandwidth),
-        "max_downtime_s": (None if args.max_downtime is None
-                           else _parsed(parse_duration, args.max_downtime)),
+        "max_downtime_s": (
+            None if args.max_downtime is None else _parsed(parse_duration, args.max_downtime)
+        ),
         "auto_converge": args.auto_converge,
         "post_copy": args.post_copy,
-    }  # fmt: skip
+    }
 
 
 async def _cmd_evacuate_estimate(args: argparse.Namespace) -> int:

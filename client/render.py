@@ -337,8 +337,9 @@ def _band(central: float | None, low: float | None, high: float | None) -> str:
     """Like ``format_eta``, but a missing high edge next to a value is open: ``∞``."""
     if central is None:
         return "never by itself"
-    return format_eta(central, low if low is not None else central,
-                      high if high is not None else math.inf)  # fmt: skip
+    return format_eta(
+        central, low if low is not None else central, high if high is not None else math.inf
+    )
 
 
 def format_evacuation_summary(e: EvacuationEstimate, agent: str = "") -> str:
@@ -380,11 +381,14 @@ def _entry_row(x: EvacuationEntry) -> list[RenderableType]:
     elif not x.planned:
         note = "see remedy below" if x.recommendations else "no remedy known"
     return [
-        order, x.domain_name or x.domain_uuid, start,
+        order,
+        x.domain_name or x.domain_uuid,
+        start,
         _band(x.duration_s, x.duration_low_s, x.duration_high_s),
         Text(_VERDICT[x.convergence], style=_VERDICT_STYLE[x.convergence]),
-        basis, note,
-    ]  # fmt: skip
+        basis,
+        note,
+    ]
 
 
 def format_evacuation(e: EvacuationEstimate, agent: str = "") -> RenderableType:
@@ -397,10 +401,10 @@ def format_evacuation(e: EvacuationEstimate, agent: str = "") -> RenderableType:
     for x in e.entries:
         table.add_row(*_entry_row(x))
     notes = [
-        f"{x.domain_name}: {enum_name(x.recommendations[0].action)}: "
-        f"{x.recommendations[0].summary}"
-        for x in e.entries if not x.planned and x.recommendations
-    ]  # fmt: skip
+        f"{x.domain_name}: {enum_name(x.recommendations[0].action)}: {x.recommendations[0].summary}"
+        for x in e.entries
+        if not x.planned and x.recommendations
+    ]
     if e.unmeasured_domains:
         notes.append(f"dirty rate assumed (never measured): {', '.join(e.unmeasured_domains)}")
     if e.oldest_measurement_age_s is not None:
@@ -408,8 +412,9 @@ def format_evacuation(e: EvacuationEstimate, agent: str = "") -> RenderableType:
             f"measurements {format_duration(e.newest_measurement_age_s)}"
             f"–{format_duration(e.oldest_measurement_age_s)} old"
         )
-    notes.append(("order as given" if e.order_given else "order: longest first")
-                 + f"; band: {e.band_method}")  # fmt: skip
+    notes.append(
+        ("order as given" if e.order_given else "order: longest first") + f"; band: {e.band_method}"
+    )
     return Group(
         Text(format_evacuation_summary(e, agent), style="bold"),
         table,

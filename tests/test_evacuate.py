@@ -53,10 +53,12 @@ def _facts(
     rates = {p: dirty_mib_s for p in (1.0, 2.0, 4.0)}
     return DomainFacts(
         domain_uuid=f"00000000-0000-0000-0000-{abs(hash(name)) % 10**12:012d}",
-        domain_name=name, memory_bytes=ram_mib * MIB, disk_bytes=0,
+        domain_name=name,
+        memory_bytes=ram_mib * MIB,
+        disk_bytes=0,
         limits=Limits(0.3, None if bw_mib_s is None else int(bw_mib_s * MIB)),
         preflight=Preflight(NOW - 40.0, rates) if measured else None,
-    )  # fmt: skip
+    )
 
 
 # -- pure: from facts to the plan --------------------------------------------------------
@@ -71,8 +73,15 @@ def test_drain_plans_converging_guests_and_leaves_out_a_hot_one() -> None:
         _facts("hot", 2048, 150, 100),
         _facts("new", 1024, 0, 100, measured=False),
     ]
-    d = estimate_drain(guests, (), DrainOptions(concurrency=2), _config_for, NOW,
-                       random.Random(0), BandConfig(draws=300))  # fmt: skip
+    d = estimate_drain(
+        guests,
+        (),
+        DrainOptions(concurrency=2),
+        _config_for,
+        NOW,
+        random.Random(0),
+        BandConfig(draws=300),
+    )
     assert d.order == ("big", "new", "small")
     assert d.blocking == ("hot",) and not d.empties
     hot = next(e for e in d.entries if e.domain_name == "hot")
@@ -88,8 +97,15 @@ def test_drain_plans_converging_guests_and_leaves_out_a_hot_one() -> None:
 def test_drain_with_post_copy_plans_the_hot_guest() -> None:
     """Allowed post-copy, the hot guest is planned as switched after pass 1 and the host empties."""
     guests = [_facts("calm", 1024, 5, 100), _facts("hot", 2048, 150, 100)]
-    d = estimate_drain(guests, (), DrainOptions(post_copy=True), _config_for, NOW,
-                       random.Random(0), BandConfig(draws=300))  # fmt: skip
+    d = estimate_drain(
+        guests,
+        (),
+        DrainOptions(post_copy=True),
+        _config_for,
+        NOW,
+        random.Random(0),
+        BandConfig(draws=300),
+    )
     hot = next(e for e in d.entries if e.domain_name == "hot")
     assert hot.planned and hot.post_copy_applied and d.empties
     assert hot.duration is not None and hot.duration.low == pytest.approx(2048 / 100)
@@ -98,13 +114,29 @@ def test_drain_with_post_copy_plans_the_hot_guest() -> None:
 def test_drain_in_flight_holds_a_slot_with_its_live_eta() -> None:
     """A migration in flight is planned first with its live ETA; the guest waits for its slot."""
     flying = Migration(
-        id="x", domain_uuid="11111111-1111-1111-1111-111111111111", domain_name="moving",
-        source_host="hv1", destination_host="hv2", direction=Direction.OUTGOING,
-        phase=Phase.PRECOPY, backend="simulated", agent_host="hv1",
-        eta_s=30.0, eta_low_s=25.0, eta_high_s=40.0, convergence=AgentConvergence.CONVERGING,
-    )  # fmt: skip
-    d = estimate_drain([_facts("calm", 1024, 5, 100)], (flying,), DrainOptions(),
-                       _config_for, NOW, random.Random(0), BandConfig(draws=300))  # fmt: skip
+        id="x",
+        domain_uuid="11111111-1111-1111-1111-111111111111",
+        domain_name="moving",
+        source_host="hv1",
+        destination_host="hv2",
+        direction=Direction.OUTGOING,
+        phase=Phase.PRECOPY,
+        backend="simulated",
+        agent_host="hv1",
+        eta_s=30.0,
+        eta_low_s=25.0,
+        eta_high_s=40.0,
+        convergence=AgentConvergence.CONVERGING,
+    )
+    d = estimate_drain(
+        [_facts("calm", 1024, 5, 100)],
+        (flying,),
+        DrainOptions(),
+        _config_for,
+        NOW,
+        random.Random(0),
+        BandConfig(draws=300),
+    )
     assert [e.domain_name for e in d.entries] == ["moving", "calm"]
     assert d.entries[0].in_flight and d.entries[1].start_s == pytest.approx(30.0)
 
@@ -114,22 +146,33 @@ def test_drain_in_flight_without_live_eta_uses_its_prediction_less_elapsed() -> 
     less the time elapsed; one judged not converging is left out with its live remedies."""
     calm = _facts("calm", 1024, 5, 100)
     base = Migration(
-        id="x", domain_uuid=calm.domain_uuid, domain_name="calm", source_host="hv1",
-        destination_host="hv2", direction=Direction.OUTGOING, phase=Phase.SETUP,
-        backend="simulated", agent_host="hv1", elapsed_s=2.0, limits=calm.limits,
-    )  # fmt: skip
-    alone = estimate_drain([calm], (), DrainOptions(), _config_for, NOW,
-                           random.Random(0), BandConfig(draws=300))  # fmt: skip
-    early = estimate_drain([calm], (base,), DrainOptions(), _config_for, NOW,
-                           random.Random(0), BandConfig(draws=300))  # fmt: skip
+        id="x",
+        domain_uuid=calm.domain_uuid,
+        domain_name="calm",
+        source_host="hv1",
+        destination_host="hv2",
+        direction=Direction.OUTGOING,
+        phase=Phase.SETUP,
+        backend="simulated",
+        agent_host="hv1",
+        elapsed_s=2.0,
+        limits=calm.limits,
+    )
+    alone = estimate_drain(
+        [calm], (), DrainOptions(), _config_for, NOW, random.Random(0), BandConfig(draws=300)
+    )
+    early = estimate_drain(
+        [calm], (base,), DrainOptions(), _config_for, NOW, random.Random(0), BandConfig(draws=300)
+    )
     (entry,) = early.entries
     assert entry.in_flight and entry.planned and entry.duration is not None
     assert alone.entries[0].duration is not None
     assert entry.duration.central == pytest.approx(alone.entries[0].duration.central - 2.0)
     assert "pre-flight prediction" in entry.reason
     stuck = replace(base, phase=Phase.PRECOPY, convergence=AgentConvergence.NOT_CONVERGING)
-    blocked = estimate_drain([calm], (stuck,), DrainOptions(), _config_for, NOW,
-                             random.Random(0), BandConfig(draws=300))  # fmt: skip
+    blocked = estimate_drain(
+        [calm], (stuck,), DrainOptions(), _config_for, NOW, random.Random(0), BandConfig(draws=300)
+    )
     assert blocked.blocking == ("calm",) and not blocked.entries[0].planned
 
 
@@ -137,8 +180,15 @@ def test_drain_shared_link_splits_bandwidth_and_fills_unlimited_guests() -> None
     """On a shared 100 MiB/s link at concurrency 2 each migration gets 50 MiB/s, a guest with
     no limit included; without bandwidth or link such a guest is refused by name."""
     guests = [_facts("limited", 1024, 5, 80), _facts("free", 1024, 5, None)]
-    d = estimate_drain(guests, (), DrainOptions(concurrency=2, link_bandwidth_bps=100 * MIB),
-                       _config_for, NOW, random.Random(0), BandConfig(draws=300))  # fmt: skip
+    d = estimate_drain(
+        guests,
+        (),
+        DrainOptions(concurrency=2, link_bandwidth_bps=100 * MIB),
+        _config_for,
+        NOW,
+        random.Random(0),
+        BandConfig(draws=300),
+    )
     assert {e.domain_name: e.bandwidth_bps for e in d.entries} == {
         "limited": 50 * MIB,
         "free": 50 * MIB,
@@ -154,15 +204,42 @@ def _plan(entries: list[tuple[str, bool]], total: float | None) -> EvacuationEst
     from migwatch.client import EtaBasis, EvacuationEntry
 
     return EvacuationEstimate(
-        host="hv1", total_s=total, total_low_s=total, total_high_s=total, empties=True,
+        host="hv1",
+        total_s=total,
+        total_low_s=total,
+        total_high_s=total,
+        empties=True,
         entries=tuple(
-            EvacuationEntry(f"u-{n}", n, flying, True, 0, 0.0, 1.0, 1.0, 1.0,
-                            Convergence.CONVERGING, "", (), EtaBasis.PREFLIGHT, None, 1, False)
-            for n, flying in entries),
-        order=(), blocking_domains=(), unmeasured_domains=(), oldest_measurement_age_s=None,
-        newest_measurement_age_s=None, concurrency=1, link_bandwidth=0, order_given=False,
+            EvacuationEntry(
+                f"u-{n}",
+                n,
+                flying,
+                True,
+                0,
+                0.0,
+                1.0,
+                1.0,
+                1.0,
+                Convergence.CONVERGING,
+                "",
+                (),
+                EtaBasis.PREFLIGHT,
+                None,
+                1,
+                False,
+            )
+            for n, flying in entries
+        ),
+        order=(),
+        blocking_domains=(),
+        unmeasured_domains=(),
+        oldest_measurement_age_s=None,
+        newest_measurement_age_s=None,
+        concurrency=1,
+        link_bandwidth=0,
+        order_given=False,
         band_method="",
-    )  # fmt: skip
+    )
 
 
 def test_drain_tracker_counts_who_left() -> None:
@@ -217,8 +294,10 @@ async def test_evacuation_of_the_simulated_host_through_the_client() -> None:
     """The client gets one entry per guest, a total with a band, a shorter total at
     concurrency 2, the non-converging guest named with a remedy, and a given order kept."""
     backend = _idle_host("converging", "slow", "disk", "quick", "not-converging")
-    async with running_agent(_config(), backend) as agent, \
-            AgentClient(f"127.0.0.1:{agent.port}") as client:  # fmt: skip
+    async with (
+        running_agent(_config(), backend) as agent,
+        AgentClient(f"127.0.0.1:{agent.port}") as client,
+    ):
         one = await client.estimate_evacuation()
         two = await client.estimate_evacuation(concurrency=2)
         subset = await client.estimate_evacuation(["sim-quick", "sim-converging"])
@@ -277,8 +356,10 @@ async def test_evacuation_invalid_arguments(
     request_: pb.EstimateEvacuationRequest, field: str, words: str
 ) -> None:
     """Each bad argument is INVALID_ARGUMENT with a BadRequest naming the field and what to fix."""
-    async with running_agent(_config(), _idle_host("quick", "converging")) as agent, \
-            grpc.aio.insecure_channel(f"127.0.0.1:{agent.port}") as channel:  # fmt: skip
+    async with (
+        running_agent(_config(), _idle_host("quick", "converging")) as agent,
+        grpc.aio.insecure_channel(f"127.0.0.1:{agent.port}") as channel,
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await pb_grpc.MigrationServiceStub(channel).EstimateEvacuation(request_)
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -295,8 +376,10 @@ async def test_calling_again_mid_drain_replans_from_what_is_left() -> None:
     """Once a guest is migrating it is counted in flight with its live ETA; once it has left
     it is gone from the plan, and the tracker says 1 of 3 moved."""
     backend = _idle_host("converging", "quick", "disk", speed=10.0)
-    async with running_agent(_config(), backend) as agent, \
-            AgentClient(f"127.0.0.1:{agent.port}") as client:  # fmt: skip
+    async with (
+        running_agent(_config(), backend) as agent,
+        AgentClient(f"127.0.0.1:{agent.port}") as client,
+    ):
         tracker = DrainTracker()
         before = await client.estimate_evacuation()
         assert tracker.apply(before).total == 3

@@ -87,12 +87,17 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, bool]:
         _maybe(msg, "max_downtime", draw(st.none() | durations))
     elif kind == "EstimateEvacuation":
         msg = pb.EstimateEvacuationRequest(
-            domains=draw(st.lists(st.sampled_from(["sim-converging", "sim-disk"]) | texts,
-                                  max_size=3)),
-            auto_converge=draw(st.booleans()), post_copy=draw(st.booleans()),
-        )  # fmt: skip
-        for name, values in (("concurrency", uint32), ("bandwidth", uint64),
-                             ("link_bandwidth", uint64)):  # fmt: skip
+            domains=draw(
+                st.lists(st.sampled_from(["sim-converging", "sim-disk"]) | texts, max_size=3)
+            ),
+            auto_converge=draw(st.booleans()),
+            post_copy=draw(st.booleans()),
+        )
+        for name, values in (
+            ("concurrency", uint32),
+            ("bandwidth", uint64),
+            ("link_bandwidth", uint64),
+        ):
             _maybe(msg, name, draw(st.none() | values))
         _maybe(msg, "max_downtime", draw(st.none() | durations))
     else:
@@ -142,9 +147,16 @@ def test_fuzzed_fields_get_a_fitting_status(target: str) -> None:
 def test_malformed_bytes_are_invalid_argument(target: str) -> None:
     """Bytes that are not the request message get INVALID_ARGUMENT (or parse as some
     valid message); the agent keeps serving."""
-    methods = ["WatchMigrations", "ListMigrations", "GetMigration", "AbortMigration",
-               "ForceCompleteMigration", "UpdateMigrationLimits", "EstimateMigration",
-               "EstimateEvacuation"]  # fmt: skip
+    methods = [
+        "WatchMigrations",
+        "ListMigrations",
+        "GetMigration",
+        "AbortMigration",
+        "ForceCompleteMigration",
+        "UpdateMigrationLimits",
+        "EstimateMigration",
+        "EstimateEvacuation",
+    ]
     with grpc.insecure_channel(target) as channel:
         for method in methods:
             code = _call(channel, method, b"\xff\xff\xff\xff", method == "WatchMigrations")

@@ -74,8 +74,15 @@ def test_describe_shows_every_rpc(sim: SpawnedAgent) -> None:
     result = grpcurl(sim.target, "describe", SERVICE)
     assert result.returncode == 0, result.stderr
     assert f"{SERVICE} is a service:" in result.stdout
-    for rpc in ("ListMigrations", "GetMigration", "AbortMigration", "ForceCompleteMigration",
-                "UpdateMigrationLimits", "EstimateMigration", "EstimateEvacuation"):  # fmt: skip
+    for rpc in (
+        "ListMigrations",
+        "GetMigration",
+        "AbortMigration",
+        "ForceCompleteMigration",
+        "UpdateMigrationLimits",
+        "EstimateMigration",
+        "EstimateEvacuation",
+    ):
         assert f"rpc {rpc} ( .migwatch.v1.{rpc}Request )" in result.stdout
     assert (
         "rpc WatchMigrations ( .migwatch.v1.WatchMigrationsRequest ) "
@@ -130,8 +137,11 @@ def test_estimate_evacuation_through_reflection(sim: SpawnedAgent) -> None:
     concurrency 0 refused as InvalidArgument saying what to give."""
     plans = {}
     for concurrency in (1, 2):
-        result = grpcurl(sim.target, f"{SERVICE}/EstimateEvacuation",
-                         data=json.dumps({"concurrency": concurrency}))  # fmt: skip
+        result = grpcurl(
+            sim.target,
+            f"{SERVICE}/EstimateEvacuation",
+            data=json.dumps({"concurrency": concurrency}),
+        )
         assert result.returncode == 0, result.stderr
         plans[concurrency] = json.loads(result.stdout)
     one, two = plans[1], plans[2]

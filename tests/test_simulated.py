@@ -195,8 +195,9 @@ def test_idle_guests_are_named_per_scenario_and_numbered_from_the_second() -> No
 async def test_migrate_sends_an_idle_guest_away_and_an_aborted_one_stays() -> None:
     """migrate() turns an idle guest into an outgoing migration; once completed it has left
     the host, while one aborted is idle again."""
-    backend = SimulatedBackend((), idle=("quick", "not-converging"), interval_s=0.01,
-                               speed=50.0, repeat=False)  # fmt: skip
+    backend = SimulatedBackend(
+        (), idle=("quick", "not-converging"), interval_s=0.01, speed=50.0, repeat=False
+    )
     seen: list[Observation] = []
     task = asyncio.create_task(backend.run(seen.append, lambda *_: None))
     try:

@@ -178,12 +178,18 @@ def _set_duration(msg: object, field: str, seconds: float | None) -> None:
 
 def _drain_entry_to_pb(e: DrainEntry) -> pb.EvacuationEntry:
     msg = pb.EvacuationEntry(
-        domain_uuid=e.domain_uuid, domain_name=e.domain_name, in_flight=e.in_flight,
-        planned=e.planned, convergence=_CONVERGENCE[e.convergence], reason=e.reason,
+        domain_uuid=e.domain_uuid,
+        domain_name=e.domain_name,
+        in_flight=e.in_flight,
+        planned=e.planned,
+        convergence=_CONVERGENCE[e.convergence],
+        reason=e.reason,
         recommendations=[recommendation_to_pb(r) for r in e.recommendations],
-        basis=_BASIS[e.basis], bandwidth=e.bandwidth_bps, order=e.order,
+        basis=_BASIS[e.basis],
+        bandwidth=e.bandwidth_bps,
+        order=e.order,
         post_copy_applied=e.post_copy_applied,
-    )  # fmt: skip
+    )
     _set_duration(msg, "start_offset", e.start_s)
     _set_duration(msg, "measurement_age", e.measurement_age_s)
     if e.duration is not None:
@@ -195,11 +201,17 @@ def _drain_entry_to_pb(e: DrainEntry) -> pb.EvacuationEntry:
 
 def drain_to_pb(host: str, d: DrainEstimate) -> pb.EstimateEvacuationResponse:
     msg = pb.EstimateEvacuationResponse(
-        host=host, empties=d.empties, entries=[_drain_entry_to_pb(e) for e in d.entries],
-        order=d.order, blocking_domains=d.blocking, unmeasured_domains=d.unmeasured,
-        concurrency=d.options.concurrency, link_bandwidth=d.options.link_bandwidth_bps or 0,
-        order_given=d.options.order_given, band_method=d.band_method,
-    )  # fmt: skip
+        host=host,
+        empties=d.empties,
+        entries=[_drain_entry_to_pb(e) for e in d.entries],
+        order=d.order,
+        blocking_domains=d.blocking,
+        unmeasured_domains=d.unmeasured,
+        concurrency=d.options.concurrency,
+        link_bandwidth=d.options.link_bandwidth_bps or 0,
+        order_given=d.options.order_given,
+        band_method=d.band_method,
+    )
     _set_duration(msg, "total", d.total.central)
     _set_duration(msg, "total_low", d.total.low)
     _set_duration(msg, "total_high", d.total.high)

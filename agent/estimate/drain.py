@@ -137,10 +137,14 @@ def _predict_guest(
     if options.max_downtime_s is not None:
         limits = replace(limits, max_downtime_s=options.max_downtime_s)
     prediction = predict_migration(
-        facts.memory_bytes, 0, facts.preflight, limits,
+        facts.memory_bytes,
+        0,
+        facts.preflight,
+        limits,
         config_for(facts.resident_overhead_bytes),
-        resident_bytes=facts.resident_bytes, auto_converge=options.auto_converge,
-    )  # fmt: skip
+        resident_bytes=facts.resident_bytes,
+        auto_converge=options.auto_converge,
+    )
     est = prediction.estimate
     spread = _spread(est.eta_s, est.eta_low_s, est.eta_high_s)
     reason = est.reason
@@ -154,13 +158,21 @@ def _predict_guest(
     measured = facts.preflight is not None and bool(facts.preflight.rates)
     age = now - facts.preflight.measured_at if measured and facts.preflight is not None else None
     entry = DrainEntry(
-        domain_uuid=facts.domain_uuid, domain_name=facts.domain_name, in_flight=False,
-        planned=spread is not None, order=0, start_s=None, duration=spread,
-        convergence=est.convergence, reason=reason, recommendations=est.recommendations,
+        domain_uuid=facts.domain_uuid,
+        domain_name=facts.domain_name,
+        in_flight=False,
+        planned=spread is not None,
+        order=0,
+        start_s=None,
+        duration=spread,
+        convergence=est.convergence,
+        reason=reason,
+        recommendations=est.recommendations,
         basis=EtaBasis.PREFLIGHT if measured else EtaBasis.DEFAULT,
-        measurement_age_s=None if age is None else max(age, 0.0), bandwidth_bps=bandwidth,
+        measurement_age_s=None if age is None else max(age, 0.0),
+        bandwidth_bps=bandwidth,
         post_copy_applied=post_copy_applied,
-    )  # fmt: skip
+    )
     job = Job(facts.domain_uuid, facts.domain_name, spread)
     return _Guest(job, entry)
 
@@ -182,14 +194,16 @@ def _flying(
     bandwidth = m.limits.max_bandwidth_bps or (guest_bandwidth(facts, options) if facts else None)
     if spread is None and not stuck and facts is not None and bandwidth:
         # The migration runs with its own flags; only auto-converge is not in its limits.
-        flags = replace(options, max_downtime_s=m.limits.max_downtime_s,
-                        post_copy=m.limits.postcopy_allowed)  # fmt: skip
+        flags = replace(
+            options, max_downtime_s=m.limits.max_downtime_s, post_copy=m.limits.postcopy_allowed
+        )
         guess = _predict_guest(replace(facts, limits=m.limits), bandwidth, flags, config_for, now)
         elapsed = m.elapsed_s or 0.0
         if guess.job.spread is not None and not guess.entry.post_copy_applied:
             p = guess.job.spread
-            spread = Spread(max(p.central - elapsed, 0.0), max(p.low - elapsed, 0.0),
-                            max(p.high - elapsed, 0.0))  # fmt: skip
+            spread = Spread(
+                max(p.central - elapsed, 0.0), max(p.low - elapsed, 0.0), max(p.high - elapsed, 0.0)
+            )
             basis = guess.entry.basis
             reason += (
                 f"; no live ETA yet: its pre-flight prediction ({p.central:.0f} s)"
@@ -198,12 +212,20 @@ def _flying(
     if spread is None:
         reason += "; no live ETA: left out of the plan until it has one or is acted on"
     entry = DrainEntry(
-        domain_uuid=m.domain_uuid, domain_name=m.domain_name, in_flight=True,
-        planned=spread is not None, order=0, start_s=0.0 if spread is not None else None,
-        duration=spread, convergence=m.convergence, reason=reason,
-        recommendations=m.recommendations, basis=basis, measurement_age_s=None,
+        domain_uuid=m.domain_uuid,
+        domain_name=m.domain_name,
+        in_flight=True,
+        planned=spread is not None,
+        order=0,
+        start_s=0.0 if spread is not None else None,
+        duration=spread,
+        convergence=m.convergence,
+        reason=reason,
+        recommendations=m.recommendations,
+        basis=basis,
+        measurement_age_s=None,
         bandwidth_bps=bandwidth or 0,
-    )  # fmt: skip
+    )
     return Job(m.domain_uuid, m.domain_name, spread, in_flight=True), entry
 
 
@@ -227,13 +249,15 @@ def estimate_drain(
     missing = [f.domain_name for f in idle if bandwidths[f.domain_uuid] is None]
     if missing:
         raise NoBandwidth(missing)
-    predicted = [_predict_guest(f, bandwidths[f.domain_uuid] or 0, options, config_for, now)
-                 for f in idle]  # fmt: skip
+    predicted = [
+        _predict_guest(f, bandwidths[f.domain_uuid] or 0, options, config_for, now) for f in idle
+    ]
     described = {f.domain_uuid: f for f in guests}
     flown = [_flying(m, described.get(m.domain_uuid), options, config_for, now) for m in in_flight]
     jobs = [job for job, _ in flown] + [g.job for g in predicted]
-    plan = plan_evacuation(jobs, options.concurrency, rng, order_given=options.order_given,
-                           band=band)  # fmt: skip
+    plan = plan_evacuation(
+        jobs, options.concurrency, rng, order_given=options.order_given, band=band
+    )
     return _assemble(plan, [e for _, e in flown], [g.entry for g in predicted], options)
 
 
@@ -242,8 +266,9 @@ def _assemble(
 ) -> DrainEstimate:
     slot = {p.key: p for p in plan.placed}
     by_uuid = {e.domain_uuid: e for e in guests}
-    planned = [replace(by_uuid[k], order=slot[k].order, start_s=slot[k].start_s)
-               for k in plan.order]  # fmt: skip
+    planned = [
+        replace(by_uuid[k], order=slot[k].order, start_s=slot[k].start_s) for k in plan.order
+    ]
     left_out = [e for e in guests if not e.planned]
     entries = (*flown, *planned, *left_out)
     ages = [e.measurement_age_s for e in guests if e.measurement_age_s is not None]
