@@ -213,6 +213,7 @@ class AgentClient:
         auto_converge: bool = False,
         post_copy: bool = False,
         link_bandwidth: int | None = None,
+        allow_departed: bool = False,
     ) -> EvacuationEstimate:
         """How long until this agent's host is empty: every running guest (or ``domains``,
         started in that order) migrated away, ``concurrency`` at a time (default 1).
@@ -220,7 +221,8 @@ class AgentClient:
         ``bandwidth`` (bytes/s per migration) and ``max_downtime_s`` default to each
         guest's current settings; ``link_bandwidth``: the migrations share one link of that
         capacity; ``auto_converge`` / ``post_copy``: how they will be started. Calling it
-        again mid-drain re-plans from what is left.
+        again mid-drain re-plans from what is left; ``allow_departed`` then takes a named
+        guest that has left as moved instead of refusing it.
         """
         req = convert.evacuation_request_pb(
             domains,
@@ -230,6 +232,7 @@ class AgentClient:
             auto_converge=auto_converge,
             post_copy=post_copy,
             link_bandwidth=link_bandwidth,
+            allow_departed=allow_departed,
         )
         with translate_errors(self.target):
             resp = await self._stub.EstimateEvacuation(

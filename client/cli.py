@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -488,27 +489,21 @@ async def _cmd_drain_progress(args: argparse.Namespace) -> int:
     interval = _parsed(parse_duration, args.interval)
     kwargs = _evacuation_kwargs(args)
     tracker = DrainTracker()
+    live = None if args.json else Live(auto_refresh=False)
+    departed_ok = False  # the first plan refuses a mistyped --domain
     async with fleet.client(agent) as client:
-        if args.json:
+        with live or contextlib.nullcontext():
             while True:
-                progress = tracker.apply(
-                    await client.estimate_evacuation(args.domains or (), **kwargs)
+                plan = await client.estimate_evacuation(
+                    args.domains or (), allow_departed=departed_ok, **kwargs
                 )
-                print_json({"agent": agent, **render.to_jsonable(progress)})
-                if progress.empty:
-                    return 0
-                await asyncio.sleep(interval)
-        with Live(auto_refresh=False) as live:
-            while True:
-                plan = await client.estimate_evacuation(args.domains or (), **kwargs)
+                departed_ok = True  # from now on a named guest that is gone has moved
                 progress = tracker.apply(plan)
-                live.update(
-                    Group(
-                        Text(render.format_drain_progress(progress), style="bold"),
-                        render.format_evacuation(plan, agent),
-                    ),
-                    refresh=True,
-                )
+                if live is None:
+                    print_json({"agent": agent, **render.to_jsonable(progress)})
+                else:
+                    line = Text(render.format_drain_progress(progress), style="bold")
+                    live.update(Group(line, render.format_evacuation(plan, agent)), refresh=True)
                 if progress.empty:
                     return 0
                 await asyncio.sleep(interval)

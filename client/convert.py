@@ -141,9 +141,13 @@ def evacuation_request_pb(
     auto_converge: bool = False,
     post_copy: bool = False,
     link_bandwidth: int | None = None,
+    allow_departed: bool = False,
 ) -> pb.EstimateEvacuationRequest:
     req = pb.EstimateEvacuationRequest(
-        domains=list(domains), auto_converge=auto_converge, post_copy=post_copy
+        allow_departed=allow_departed,
+        domains=list(domains),
+        auto_converge=auto_converge,
+        post_copy=post_copy,
     )
     if concurrency is not None:
         req.concurrency = concurrency

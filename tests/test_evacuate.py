@@ -31,7 +31,7 @@ from migwatch.agent.model import (
     Preflight,
 )
 from migwatch.agent.serve.server import running_agent
-from migwatch.client import AgentClient, Convergence, EvacuationEstimate, cli
+from migwatch.client import AgentClient, Convergence, EvacuationEstimate, InvalidArgument, cli
 from migwatch.client.drain import DrainTracker
 from migwatch.client.render import format_drain_progress, format_evacuation_summary
 from migwatch.v1 import migwatch_pb2 as pb
@@ -468,3 +468,53 @@ async def test_cli_drain_progress_follows_a_drain_to_the_end(
     assert lines[-1]["empty"] and lines[-1]["moved"] == 3
     moved = [line["moved"] for line in lines]
     assert moved == sorted(moved) and {1, 2} <= set(moved)
+
+
+@ASYNC
+async def test_cli_drain_progress_of_named_guests_counts_the_departed_as_moved(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``drain-progress --domain ...`` follows only the named guests: one that has left is
+    moved (not an unknown domain), and it ends when they are all gone, whatever else stays."""
+    backend = _idle_host("quick", "converging", "disk", speed=20.0)
+    async with running_agent(_config(), backend) as agent:
+        target = f"127.0.0.1:{agent.port}"
+        argv = ["--agent", target, "drain-progress", "--json", "--interval", "0.05s"]
+        named = ["--domain", "sim-converging", "--domain", "sim-quick"]
+        watcher = asyncio.create_task(asyncio.to_thread(cli.main, argv + named))
+        await asyncio.sleep(0.3)
+        for guest in ("sim-converging", "sim-quick"):
+            backend.migrate(guest)
+            for _ in range(500):
+                if await _left(backend, guest):
+                    break
+                await asyncio.sleep(0.02)
+        code = await asyncio.wait_for(watcher, 30)
+        assert not await _left(backend, "sim-disk")  # not named: it stays
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0, lines
+    assert (lines[0]["moved"], lines[0]["total"]) == (0, 2)
+    assert lines[-1]["empty"] and lines[-1]["moved"] == 2
+
+
+@ASYNC
+async def test_allow_departed_takes_a_named_guest_that_left_as_moved() -> None:
+    """Once a named guest has left, naming it again is refused, unless allow_departed says
+    the caller is re-planning a drain: then it is simply not in the plan."""
+    backend = _idle_host("quick", "converging", speed=20.0)
+    async with (
+        running_agent(_config(), backend) as agent,
+        AgentClient(f"127.0.0.1:{agent.port}") as client,
+    ):
+        assert len((await client.estimate_evacuation(["sim-quick"])).entries) == 1
+        backend.migrate("sim-quick")
+        for _ in range(500):
+            if await _left(backend, "sim-quick"):
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(InvalidArgument, match="sim-quick"):
+            await client.estimate_evacuation(["sim-quick", "sim-converging"])
+        plan = await client.estimate_evacuation(
+            ["sim-quick", "sim-converging"], allow_departed=True
+        )
+    assert [e.domain_name for e in plan.entries] == ["sim-converging"]

@@ -92,6 +92,7 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, bool]:
             ),
             auto_converge=draw(st.booleans()),
             post_copy=draw(st.booleans()),
+            allow_departed=draw(st.booleans()),
         )
         for name, values in (
             ("concurrency", uint32),

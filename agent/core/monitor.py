@@ -136,17 +136,20 @@ class Monitor:
     async def describe(self, domain: str) -> DomainFacts:
         return await self.backend.describe(domain)
 
-    async def guests(self, named: Sequence[str] = ()) -> list[DomainFacts]:
-        """What a prediction needs of each guest to move: the ``named`` ones (raises
-        MigrationGone for one that is not here), or every guest running on the host."""
-        if named:
-            return [await self.backend.describe(domain) for domain in named]
+    async def guests(
+        self, named: Sequence[str] = (), *, skip_departed: bool = False
+    ) -> list[DomainFacts]:
+        """What a prediction needs of each guest to move: the ``named`` ones, or every guest
+        running on the host. A named guest that is not here raises MigrationGone, unless
+        ``skip_departed`` says it has left: then it is skipped."""
         found = []
-        for domain_uuid in await self.backend.guests():
+        for domain in named or await self.backend.guests():
             try:
-                found.append(await self.backend.describe(domain_uuid))
+                found.append(await self.backend.describe(domain))
             except MigrationGone:
-                continue  # it left between the listing and now: nothing to move
+                if named and not skip_departed:
+                    raise
+                # It left between the listing (or the previous plan) and now: nothing to move.
         return found
 
     def outgoing(self) -> list[Migration]:

@@ -420,7 +420,9 @@ class MigrationServicer:
         await _well_formed(request, context)
         try:
             options = _drain_options(request)  # checked before asking the hypervisor anything
-            guests = await self._evacuation_guests([d.strip() for d in request.domains])
+            guests = await self._evacuation_guests(
+                [d.strip() for d in request.domains], request.allow_departed
+            )
             # Off the event loop: the band's draws take tens of ms on a host of 100 guests.
             drain = await asyncio.to_thread(
                 _estimate_drain,
@@ -436,10 +438,11 @@ class MigrationServicer:
             await self._control_failed(exc, context)
         return drain_to_pb(self._monitor.hub_host(), drain)
 
-    async def _evacuation_guests(self, named: list[str]) -> list[DomainFacts]:
-        """The guests to move; a named guest that is not here is the request's fault."""
+    async def _evacuation_guests(self, named: list[str], departed_ok: bool) -> list[DomainFacts]:
+        """The guests to move; a named guest that is not here is the request's fault, unless
+        the caller said named guests may have left."""
         try:
-            guests = await self._monitor.guests(named)
+            guests = await self._monitor.guests(named, skip_departed=departed_ok)
         except MigrationGone as exc:
             raise _FieldError("domains", f"domains: {exc}") from exc
         if named and len({f.domain_uuid for f in guests}) < len(guests):
