@@ -124,6 +124,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="run simulated time N times faster (default 1)",
     )
+    g.add_argument(
+        "--sim-drain",
+        dest="simulated_drain",
+        type=int,
+        metavar="N",
+        help="the simulated host drains its idle guests N at a time, for "
+        "'migwatch drain-progress' to follow (default 0: it does not)",
+    )
     g = p.add_argument_group("serving")
     g.add_argument(
         "--retention",

@@ -68,6 +68,7 @@ class AgentConfig:
     simulated_scenarios: tuple[str, ...] = ("converging", "slow", "not-converging", "disk")
     simulated_speed: float = 1.0
     simulated_repeat: bool = True
+    simulated_drain: int = 0  # the host drains its idle guests N at a time; 0: it does not
     # serving
     retention_s: float = 24 * 3600.0
     max_subscribers: int = 10_000
@@ -98,6 +99,8 @@ class AgentConfig:
             )
         if self.speed <= 0 or self.simulated_speed <= 0:
             raise ConfigError("speed must be greater than 0")
+        if not 0 <= self.simulated_drain <= 64:
+            raise ConfigError(f"simulated_drain {self.simulated_drain} must be 0 (off) to 64")
         if self.backend == "replay" and not self.traces:
             raise ConfigError("the replay backend needs at least one --trace FILE")
         periods = tuple(self.preflight_periods_s)

@@ -4,3 +4,8 @@
 ## bench-eta: ETA error, band coverage and verdict timing over bench/traces and bench/traces/shared
 bench-eta: venv
 	$(PY) -m bench.eta
+
+.PHONY: bench-evacuation
+## bench-evacuation: the evacuation band's coverage on pretend hosts of recorded migrations
+bench-evacuation: venv
+	$(PY) -m bench.evacuation

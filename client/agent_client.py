@@ -20,7 +20,14 @@ from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 from . import convert
 from .auth import check_token
 from .errors import translate_errors
-from .model import AgentStatus, ForceCompleteMethod, Migration, MigrationEstimate, WatchEvent
+from .model import (
+    AgentStatus,
+    EvacuationEstimate,
+    ForceCompleteMethod,
+    Migration,
+    MigrationEstimate,
+    WatchEvent,
+)
 from .targets import parse_target
 
 ChannelOption = tuple[str, Any]
@@ -195,6 +202,43 @@ class AgentClient:
                 req, timeout=self.timeout_s, metadata=self._metadata
             )
         return convert.estimate_from_pb(resp)
+
+    async def estimate_evacuation(
+        self,
+        domains: Sequence[str] = (),
+        *,
+        concurrency: int | None = None,
+        bandwidth: int | None = None,
+        max_downtime_s: float | None = None,
+        auto_converge: bool = False,
+        post_copy: bool = False,
+        link_bandwidth: int | None = None,
+        allow_departed: bool = False,
+    ) -> EvacuationEstimate:
+        """How long until this agent's host is empty: every running guest (or ``domains``,
+        started in that order) migrated away, ``concurrency`` at a time (default 1).
+
+        ``bandwidth`` (bytes/s per migration) and ``max_downtime_s`` default to each
+        guest's current settings; ``link_bandwidth``: the migrations share one link of that
+        capacity; ``auto_converge`` / ``post_copy``: how they will be started. Calling it
+        again mid-drain re-plans from what is left; ``allow_departed`` then takes a named
+        guest that has left as moved instead of refusing it.
+        """
+        req = convert.evacuation_request_pb(
+            domains,
+            concurrency=concurrency,
+            bandwidth=bandwidth,
+            max_downtime_s=max_downtime_s,
+            auto_converge=auto_converge,
+            post_copy=post_copy,
+            link_bandwidth=link_bandwidth,
+            allow_departed=allow_departed,
+        )
+        with translate_errors(self.target):
+            resp = await self._stub.EstimateEvacuation(
+                req, timeout=self.timeout_s, metadata=self._metadata
+            )
+        return convert.evacuation_from_pb(resp)
 
     async def watch(
         self,

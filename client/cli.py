@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.text import Text
 
 from . import render
 from .auth import ENV_CONFIG, load_client_auth
+from .drain import DrainTracker
 from .errors import MigwatchError
 from .fleet import Fleet
 from .model import FleetSnapshot, Migration
@@ -51,6 +54,9 @@ examples:
   migwatch set-limits 3f9c1a2b --max-downtime 500ms --max-bandwidth 2GiB/s
   migwatch force-complete 3f9c1a2b                 post-copy, else pause the guest
   migwatch abort 3f9c1a2b                          the guest stays on the source
+  migwatch --agent hv1:50051 evacuate-estimate --concurrency 2
+                                                   how long until hv1 is empty
+  migwatch --agent hv1:50051 drain-progress        k of n moved, ~T left, live
 
 'watch' redraws as updates arrive; an agent silent for 3 heartbeats (default
 5s each) is shown UNREACHABLE and its rows stale, and is retried with backoff.
@@ -189,6 +195,70 @@ def build_parser() -> argparse.ArgumentParser:
         help="it would be started with auto-converge (QEMU throttles the guest until it "
         "converges): predict along QEMU's throttle ladder",
     )
+    for name, help_, func in (
+        (
+            "evacuate-estimate",
+            (
+                "predict how long until one agent's host is empty: every running guest (or each "
+                "--domain, in that order) migrated away, N at a time, with a band; names guests "
+                "that would not converge, with their remedy"
+            ),
+            _cmd_evacuate_estimate,
+        ),
+        (
+            "drain-progress",
+            (
+                "follow a drain of one agent's host: k of n guests moved, ~T left (re-planned "
+                "from what is left every --interval); ends when the host is empty"
+            ),
+            _cmd_drain_progress,
+        ),
+    ):
+        v = add(name, help_, func)
+        v.add_argument(
+            "--domain",
+            dest="domains",
+            action="append",
+            metavar="NAME|UUID",
+            help="only this guest; repeat for several, in the order to start them",
+        )
+        v.add_argument(
+            "--concurrency",
+            type=int,
+            metavar="N",
+            help="migrations at a time (nova's max_concurrent_live_migrations; default 1)",
+        )
+        v.add_argument(
+            "--bandwidth",
+            metavar="RATE",
+            help="per migration, e.g. 1GiB/s (default: each guest's limit)",
+        )
+        v.add_argument(
+            "--link-bandwidth",
+            metavar="RATE",
+            help="the migrations share one link of this capacity: each gets at most RATE / N",
+        )
+        v.add_argument(
+            "--max-downtime", metavar="DURATION", help="e.g. 500ms (default: each guest's)"
+        )
+        v.add_argument(
+            "--auto-converge",
+            action="store_true",
+            help="the migrations will be started with auto-converge",
+        )
+        v.add_argument(
+            "--post-copy",
+            action="store_true",
+            help="post-copy allowed: a guest that would not converge is switched "
+            "to post-copy (nova's live_migration_permit_post_copy) and planned so",
+        )
+        if name == "drain-progress":
+            v.add_argument(
+                "--interval",
+                metavar="DURATION",
+                default="5s",
+                help="re-plan this often (default 5s)",
+            )
     return parser
 
 
@@ -376,6 +446,67 @@ async def _cmd_estimate(args: argparse.Namespace) -> int:
     else:
         print_line(render.format_estimate(est, agent))
     return 0
+
+
+def _one_agent(args: argparse.Namespace) -> tuple[Fleet, str]:
+    fleet = _fleet(args)
+    if len(fleet.targets) != 1:
+        raise UsageError(
+            f"{args.command} plans one host: give exactly one --agent (got {len(fleet.targets)})"
+        )
+    return fleet, fleet.targets[0]
+
+
+def _evacuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    def rate(text: str | None) -> int | None:
+        return None if text is None else int(_parsed(parse_bandwidth, text))
+
+    return {
+        "concurrency": args.concurrency,
+        "bandwidth": rate(args.bandwidth),
+        "link_bandwidth": rate(args.link_bandwidth),
+        "max_downtime_s": (
+            None if args.max_downtime is None else _parsed(parse_duration, args.max_downtime)
+        ),
+        "auto_converge": args.auto_converge,
+        "post_copy": args.post_copy,
+    }
+
+
+async def _cmd_evacuate_estimate(args: argparse.Namespace) -> int:
+    fleet, agent = _one_agent(args)
+    async with fleet.client(agent) as client:
+        plan = await client.estimate_evacuation(args.domains or (), **_evacuation_kwargs(args))
+    if args.json:
+        print_json({"agent": agent, **render.to_jsonable(plan)})
+    else:
+        print_rich(render.format_evacuation(plan, agent))
+    return 0
+
+
+async def _cmd_drain_progress(args: argparse.Namespace) -> int:
+    fleet, agent = _one_agent(args)
+    interval = _parsed(parse_duration, args.interval)
+    kwargs = _evacuation_kwargs(args)
+    tracker = DrainTracker()
+    live = None if args.json else Live(auto_refresh=False)
+    departed_ok = False  # the first plan refuses a mistyped --domain
+    async with fleet.client(agent) as client:
+        with live or contextlib.nullcontext():
+            while True:
+                plan = await client.estimate_evacuation(
+                    args.domains or (), allow_departed=departed_ok, **kwargs
+                )
+                departed_ok = True  # from now on a named guest that is gone has moved
+                progress = tracker.apply(plan)
+                if live is None:
+                    print_json({"agent": agent, **render.to_jsonable(progress)})
+                else:
+                    line = Text(render.format_drain_progress(progress), style="bold")
+                    live.update(Group(line, render.format_evacuation(plan, agent)), refresh=True)
+                if progress.empty:
+                    return 0
+                await asyncio.sleep(interval)
 
 
 # -- entry point -----------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -21,6 +22,8 @@ from .model import (
     Convergence,
     Direction,
     EtaBasis,
+    EvacuationEntry,
+    EvacuationEstimate,
     ForceCompleteMethod,
     Heartbeat,
     HostState,
@@ -44,7 +47,12 @@ def _enum(cls: type[_E], value: int) -> _E:
 
 
 def _seconds(
-    msg: pb.Migration | pb.Recommendation | pb.EstimateMigrationResponse, field: str
+    msg: pb.Migration
+    | pb.Recommendation
+    | pb.EstimateMigrationResponse
+    | pb.EvacuationEntry
+    | pb.EstimateEvacuationResponse,
+    field: str,
 ) -> float | None:
     if not msg.HasField(field):
         return None
@@ -81,6 +89,75 @@ def estimate_from_pb(r: pb.EstimateMigrationResponse) -> MigrationEstimate:
         measurement_age_s=_seconds(r, "measurement_age"),
         basis=_enum(EtaBasis, r.basis),
     )
+
+
+def _evacuation_entry_from_pb(e: pb.EvacuationEntry) -> EvacuationEntry:
+    return EvacuationEntry(
+        domain_uuid=e.domain_uuid,
+        domain_name=e.domain_name,
+        in_flight=e.in_flight,
+        planned=e.planned,
+        order=e.order,
+        start_offset_s=_seconds(e, "start_offset"),
+        duration_s=_seconds(e, "duration"),
+        duration_low_s=_seconds(e, "duration_low"),
+        duration_high_s=_seconds(e, "duration_high"),
+        convergence=_enum(Convergence, e.convergence),
+        reason=e.reason,
+        recommendations=tuple(recommendation_from_pb(x) for x in e.recommendations),
+        basis=_enum(EtaBasis, e.basis),
+        measurement_age_s=_seconds(e, "measurement_age"),
+        bandwidth=e.bandwidth,
+        post_copy_applied=e.post_copy_applied,
+    )
+
+
+def evacuation_from_pb(r: pb.EstimateEvacuationResponse) -> EvacuationEstimate:
+    return EvacuationEstimate(
+        host=r.host,
+        total_s=_seconds(r, "total"),
+        total_low_s=_seconds(r, "total_low"),
+        total_high_s=_seconds(r, "total_high"),
+        empties=r.empties,
+        entries=tuple(_evacuation_entry_from_pb(e) for e in r.entries),
+        order=tuple(r.order),
+        blocking_domains=tuple(r.blocking_domains),
+        unmeasured_domains=tuple(r.unmeasured_domains),
+        oldest_measurement_age_s=_seconds(r, "oldest_measurement_age"),
+        newest_measurement_age_s=_seconds(r, "newest_measurement_age"),
+        concurrency=r.concurrency,
+        link_bandwidth=r.link_bandwidth,
+        order_given=r.order_given,
+        band_method=r.band_method,
+    )
+
+
+def evacuation_request_pb(
+    domains: Sequence[str] = (),
+    *,
+    concurrency: int | None = None,
+    bandwidth: int | None = None,
+    max_downtime_s: float | None = None,
+    auto_converge: bool = False,
+    post_copy: bool = False,
+    link_bandwidth: int | None = None,
+    allow_departed: bool = False,
+) -> pb.EstimateEvacuationRequest:
+    req = pb.EstimateEvacuationRequest(
+        allow_departed=allow_departed,
+        domains=list(domains),
+        auto_converge=auto_converge,
+        post_copy=post_copy,
+    )
+    if concurrency is not None:
+        req.concurrency = concurrency
+    if bandwidth is not None:
+        req.bandwidth = bandwidth
+    if link_bandwidth is not None:
+        req.link_bandwidth = link_bandwidth
+    if max_downtime_s is not None:
+        req.max_downtime.CopyFrom(duration_pb(max_downtime_s))
+    return req
 
 
 def estimate_request_pb(

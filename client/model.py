@@ -316,6 +316,49 @@ class MigrationEstimate:
     basis: EtaBasis
 
 
+@dataclass(frozen=True, slots=True)
+class EvacuationEntry:
+    """One guest of an evacuation plan: planned, in flight, or left out (``EstimateEvacuation``)."""
+
+    domain_uuid: str
+    domain_name: str
+    in_flight: bool  # already migrating away: duration is its live ETA
+    planned: bool  # False: it would not converge, and is left out of the total
+    order: int  # start position from 1; 0 when in flight or left out
+    start_offset_s: float | None  # from now; None when left out
+    duration_s: float | None  # None: it would not finish
+    duration_low_s: float | None
+    duration_high_s: float | None  # None with a duration: open above
+    convergence: Convergence
+    reason: str
+    recommendations: tuple[Recommendation, ...]
+    basis: EtaBasis
+    measurement_age_s: float | None  # None: never measured, or in flight
+    bandwidth: int  # bytes/s assumed
+    post_copy_applied: bool  # planned as switched to post-copy
+
+
+@dataclass(frozen=True, slots=True)
+class EvacuationEstimate:
+    """How long until a host is empty (``EstimateEvacuation``)."""
+
+    host: str
+    total_s: float | None  # until every planned guest and migration in flight has left
+    total_low_s: float | None
+    total_high_s: float | None  # None with a total: open above
+    empties: bool  # False: the guests in ``blocking_domains`` stay until remedied
+    entries: tuple[EvacuationEntry, ...]  # in flight, planned in start order, left out
+    order: tuple[str, ...]  # names, in start order
+    blocking_domains: tuple[str, ...]
+    unmeasured_domains: tuple[str, ...]
+    oldest_measurement_age_s: float | None
+    newest_measurement_age_s: float | None
+    concurrency: int
+    link_bandwidth: int  # 0: not shared
+    order_given: bool
+    band_method: str
+
+
 Update: TypeAlias = MigrationUpdate | MigrationVanished | AgentUpdate
 """One item of the fleet's merged stream; ``update.kind`` names its type."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +14,12 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from .drain import DrainProgress
 from .model import (
     AgentState,
     Convergence,
+    EvacuationEntry,
+    EvacuationEstimate,
     FleetMigration,
     FleetSnapshot,
     ForceCompleteMethod,
@@ -327,6 +331,109 @@ def format_estimate(e: MigrationEstimate, agent: str = "") -> str:
     for i, r in enumerate(e.recommendations):
         lines.append(f"  {'to converge' if i == 0 else '':<12} {enum_name(r.action)}: {r.summary}")
     return "\n".join(lines)
+
+
+def _band(central: float | None, low: float | None, high: float | None) -> str:
+    """Like ``format_eta``, but a missing high edge next to a value is open: ``∞``."""
+    if central is None:
+        return "never by itself"
+    return format_eta(
+        central, low if low is not None else central, high if high is not None else math.inf
+    )
+
+
+def format_evacuation_summary(e: EvacuationEstimate, agent: str = "") -> str:
+    """One line: when the host is empty, how, and what blocks it."""
+    moving = sum(1 for x in e.entries if x.in_flight)
+    planned = sum(1 for x in e.entries if x.planned and not x.in_flight)
+    where = e.host + (f" (agent {agent})" if agent else "")
+    if not e.entries:
+        return f"{where}: empty: no guest left to move"
+    how = f"{e.concurrency} at a time" + (
+        f" sharing {format_rate(e.link_bandwidth)}" if e.link_bandwidth else ""
+    )
+    counts = f"{planned} to move" + (f", {moving} moving" if moving else "")
+    if planned + moving == 0:
+        return f"{where}: never empty by itself: {', '.join(e.blocking_domains)} will not leave"
+    verb = "empty in" if e.empties else "all but the left-out guests gone in"
+    line = f"{where}: {verb} {_band(e.total_s, e.total_low_s, e.total_high_s)}, {how}; {counts}"
+    if e.blocking_domains:
+        line += f"; left out: {', '.join(e.blocking_domains)} (will not converge; see remedy)"
+    return line
+
+
+def _entry_row(x: EvacuationEntry) -> list[RenderableType]:
+    if x.in_flight:
+        order, start = "→", "moving"
+    elif x.planned:
+        order, start = str(x.order), f"+{format_duration(x.start_offset_s)}"
+    else:
+        order, start = "✗", "left out"
+    if x.in_flight:
+        basis = "live"
+    elif x.measurement_age_s is not None:
+        basis = f"{format_duration(x.measurement_age_s)} ago"
+    else:
+        basis = "never: assumed"
+    note = ""
+    if x.post_copy_applied:
+        note = "post-copy after pass 1"
+    elif not x.planned:
+        note = "see remedy below" if x.recommendations else "no remedy known"
+    return [
+        order,
+        x.domain_name or x.domain_uuid,
+        start,
+        _band(x.duration_s, x.duration_low_s, x.duration_high_s),
+        Text(_VERDICT[x.convergence], style=_VERDICT_STYLE[x.convergence]),
+        basis,
+        note,
+    ]
+
+
+def format_evacuation(e: EvacuationEstimate, agent: str = "") -> RenderableType:
+    """The plan as a table (for ``migwatch evacuate-estimate``), with its summary line and
+    what it leaned on."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in ("#", "guest", "start", "duration (band)", "verdict", "measured"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("note", overflow="fold")
+    for x in e.entries:
+        table.add_row(*_entry_row(x))
+    notes = [
+        f"{x.domain_name}: {enum_name(x.recommendations[0].action)}: {x.recommendations[0].summary}"
+        for x in e.entries
+        if not x.planned and x.recommendations
+    ]
+    if e.unmeasured_domains:
+        notes.append(f"dirty rate assumed (never measured): {', '.join(e.unmeasured_domains)}")
+    if e.oldest_measurement_age_s is not None:
+        notes.append(
+            f"measurements {format_duration(e.newest_measurement_age_s)}"
+            f"–{format_duration(e.oldest_measurement_age_s)} old"
+        )
+    notes.append(
+        ("order as given" if e.order_given else "order: longest first") + f"; band: {e.band_method}"
+    )
+    return Group(
+        Text(format_evacuation_summary(e, agent), style="bold"),
+        table,
+        *(Text(n, style="dim") for n in notes),
+    )
+
+
+def format_drain_progress(p: DrainProgress) -> str:
+    """``hv1: 3 of 7 moved, 2 moving, ~4m10s left (3m20s–6m00s)``."""
+    line = f"{p.host}: {p.moved} of {p.total} moved"
+    if p.empty:
+        return line + ", host empty"
+    if p.moving:
+        line += f", {len(p.moving)} moving ({', '.join(p.moving)})"
+    if p.left_s is not None:
+        line += f", ~{_band(p.left_s, p.left_low_s, p.left_high_s)} left"
+    if p.blocking:
+        line += f"; will not leave by itself: {', '.join(p.blocking)}"
+    return line
 
 
 def format_action_result(

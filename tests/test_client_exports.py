@@ -16,6 +16,8 @@ EXPECTED = [
     "Convergence",
     "Direction",
     "EtaBasis",
+    "EvacuationEntry",
+    "EvacuationEstimate",
     "FailedPrecondition",
     "Fleet",
     "FleetMigration",

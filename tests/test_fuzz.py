@@ -46,6 +46,7 @@ durations = st.builds(
     st.integers(-999_999_999, 999_999_999),
 )
 uint64 = st.integers(0, 2**64 - 1)
+uint32 = st.integers(0, 2**32 - 1)
 
 
 def _maybe(msg: object, field: str, value: object | None) -> None:
@@ -63,6 +64,7 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, bool]:
     kind = draw(st.sampled_from([
         "WatchMigrations", "ListMigrations", "GetMigration", "AbortMigration",
         "ForceCompleteMigration", "UpdateMigrationLimits", "EstimateMigration",
+        "EstimateEvacuation",
     ]))  # fmt: skip
     msg: object
     if kind in ("WatchMigrations", "ListMigrations"):
@@ -82,6 +84,22 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, bool]:
             copy_storage=draw(st.booleans()),
         )
         _maybe(msg, "bandwidth", draw(st.none() | uint64))
+        _maybe(msg, "max_downtime", draw(st.none() | durations))
+    elif kind == "EstimateEvacuation":
+        msg = pb.EstimateEvacuationRequest(
+            domains=draw(
+                st.lists(st.sampled_from(["sim-converging", "sim-disk"]) | texts, max_size=3)
+            ),
+            auto_converge=draw(st.booleans()),
+            post_copy=draw(st.booleans()),
+            allow_departed=draw(st.booleans()),
+        )
+        for name, values in (
+            ("concurrency", uint32),
+            ("bandwidth", uint64),
+            ("link_bandwidth", uint64),
+        ):
+            _maybe(msg, name, draw(st.none() | values))
         _maybe(msg, "max_downtime", draw(st.none() | durations))
     else:
         msg = getattr(pb, f"{kind}Request")(id=draw(texts))
@@ -130,8 +148,16 @@ def test_fuzzed_fields_get_a_fitting_status(target: str) -> None:
 def test_malformed_bytes_are_invalid_argument(target: str) -> None:
     """Bytes that are not the request message get INVALID_ARGUMENT (or parse as some
     valid message); the agent keeps serving."""
-    methods = ["WatchMigrations", "ListMigrations", "GetMigration", "AbortMigration",
-               "ForceCompleteMigration", "UpdateMigrationLimits", "EstimateMigration"]  # fmt: skip
+    methods = [
+        "WatchMigrations",
+        "ListMigrations",
+        "GetMigration",
+        "AbortMigration",
+        "ForceCompleteMigration",
+        "UpdateMigrationLimits",
+        "EstimateMigration",
+        "EstimateEvacuation",
+    ]
     with grpc.insecure_channel(target) as channel:
         for method in methods:
             code = _call(channel, method, b"\xff\xff\xff\xff", method == "WatchMigrations")

@@ -74,8 +74,15 @@ def test_describe_shows_every_rpc(sim: SpawnedAgent) -> None:
     result = grpcurl(sim.target, "describe", SERVICE)
     assert result.returncode == 0, result.stderr
     assert f"{SERVICE} is a service:" in result.stdout
-    for rpc in ("ListMigrations", "GetMigration", "AbortMigration", "ForceCompleteMigration",
-                "UpdateMigrationLimits"):  # fmt: skip
+    for rpc in (
+        "ListMigrations",
+        "GetMigration",
+        "AbortMigration",
+        "ForceCompleteMigration",
+        "UpdateMigrationLimits",
+        "EstimateMigration",
+        "EstimateEvacuation",
+    ):
         assert f"rpc {rpc} ( .migwatch.v1.{rpc}Request )" in result.stdout
     assert (
         "rpc WatchMigrations ( .migwatch.v1.WatchMigrationsRequest ) "
@@ -117,6 +124,51 @@ def test_get_migration_errors_carry_the_right_codes(sim: SpawnedAgent) -> None:
     got = grpcurl(sim.target, f"{SERVICE}/GetMigration", data=json.dumps({"id": some_id}))
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["migration"]["id"] == some_id
+
+
+def _seconds(text: object) -> float:
+    assert isinstance(text, str) and text.endswith("s"), text
+    return float(text[:-1])
+
+
+def test_estimate_evacuation_through_reflection(sim: SpawnedAgent) -> None:
+    """EstimateEvacuation via grpcurl: a total with a band, one entry per guest, a shorter
+    total at concurrency 2 than at 1, the non-converging guest named with a remedy, and
+    concurrency 0 refused as InvalidArgument saying what to give."""
+    plans = {}
+    for concurrency in (1, 2):
+        result = grpcurl(
+            sim.target,
+            f"{SERVICE}/EstimateEvacuation",
+            data=json.dumps({"concurrency": concurrency}),
+        )
+        assert result.returncode == 0, result.stderr
+        plans[concurrency] = json.loads(result.stdout)
+    one, two = plans[1], plans[2]
+    assert _seconds(two["total"]) < _seconds(one["total"])
+    for plan in (one, two):
+        assert (
+            _seconds(plan["total_low"]) <= _seconds(plan["total"]) <= _seconds(plan["total_high"])
+        )
+        entries = plan["entries"]
+        idle = [e for e in entries if not e.get("in_flight")]
+        # The simulated host's idle guests, each once; the migrations in flight besides.
+        assert sorted(e["domain_name"] for e in idle) == [
+            "sim-converging",
+            "sim-disk",
+            "sim-not-converging",
+            "sim-quick",
+            "sim-slow",
+        ]
+        assert any(e.get("in_flight") for e in entries)
+        blocked = next(e for e in idle if e["domain_name"] == "sim-not-converging")
+        assert blocked["convergence"] == "CONVERGENCE_NOT_CONVERGING"
+        assert not blocked.get("planned") and blocked["recommendations"]
+        assert "sim-not-converging" in plan["blocking_domains"]
+        assert plan["order"][0] == "sim-slow"  # longest first
+    bad = grpcurl(sim.target, f"{SERVICE}/EstimateEvacuation", data='{"concurrency": 0}')
+    assert bad.returncode != 0
+    assert "Code: InvalidArgument" in bad.stderr and "concurrency 0" in bad.stderr
 
 
 def test_health_check_is_serving(sim: SpawnedAgent) -> None:

@@ -179,6 +179,7 @@ def _no_client_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         (SERVICE + "ListMigrations", Role.VIEWER),
         (SERVICE + "GetMigration", Role.VIEWER),
         (SERVICE + "EstimateMigration", Role.VIEWER),
+        (SERVICE + "EstimateEvacuation", Role.VIEWER),
         (SERVICE + "AbortMigration", Role.OPERATOR),
         (SERVICE + "ForceCompleteMigration", Role.OPERATOR),
         (SERVICE + "UpdateMigrationLimits", Role.OPERATOR),

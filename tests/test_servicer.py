@@ -172,6 +172,9 @@ class ScriptedBackend:
     async def describe(self, domain: str) -> DomainFacts:
         raise MigrationGone(f"domain {domain} is not running on {self.host}")
 
+    async def guests(self) -> tuple[str, ...]:
+        return ()
+
     async def close(self) -> None:
         pass
 

@@ -101,6 +101,9 @@ class SlowBackend:
     async def describe(self, domain: str) -> DomainFacts:
         raise MigrationGone(domain)
 
+    async def guests(self) -> tuple[str, ...]:
+        return ()
+
     async def close(self) -> None:
         self.closed = True
 

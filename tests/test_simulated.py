@@ -1,16 +1,23 @@
-"""The pure simulated-migration model: pre-copy passes, controls, disk mirror, limits."""
+"""The pure simulated-migration model (pre-copy passes, controls, disk mirror, limits), and
+the simulated host's idle guests."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 from dataclasses import replace
 
 import pytest
+from migwatch.agent.backends.protocol import Observation
 from migwatch.agent.backends.simulated import (
     CATALOG,
+    SimulatedBackend,
     SimulatedMigration,
     expand_scenarios,
+    idle_guests,
 )
+from migwatch.agent.errors import MigrationGone
 from migwatch.agent.model import MIB, JobSample, Phase
 
 TICK = 0.05  # the model's own resolution, so each step is one tick
@@ -175,3 +182,41 @@ def test_expand_scenarios_repeats_and_rejects_unknown_names() -> None:
         expand_scenarios(("nope",))
     with pytest.raises(ValueError, match="quick\\*x"):
         expand_scenarios(("quick*x",))
+
+
+def test_idle_guests_are_named_per_scenario_and_numbered_from_the_second() -> None:
+    """The simulated host's idle guests: sim-<scenario>, a repeat numbered -2, stable UUIDs."""
+    guests = idle_guests(("quick*2", "converging"))
+    assert [name for name, _ in guests.values()] == ["sim-quick", "sim-quick-2", "sim-converging"]
+    assert idle_guests(("quick",)).keys() <= guests.keys()
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_migrate_sends_an_idle_guest_away_and_an_aborted_one_stays() -> None:
+    """migrate() turns an idle guest into an outgoing migration; once completed it has left
+    the host, while one aborted is idle again."""
+    backend = SimulatedBackend(
+        (), idle=("quick", "not-converging"), interval_s=0.01, speed=50.0, repeat=False
+    )
+    seen: list[Observation] = []
+    task = asyncio.create_task(backend.run(seen.append, lambda *_: None))
+    try:
+        await asyncio.sleep(0)
+        quick = backend.migrate("sim-quick")
+        hot = backend.migrate("sim-not-converging")
+        assert set(await backend.guests()) == {quick, hot}
+        assert (await backend.describe("sim-quick")).migrating
+        await backend.abort(hot)
+        for _ in range(500):
+            if quick not in await backend.guests():
+                break
+            await asyncio.sleep(0.01)
+        assert await backend.guests() == (hot,)  # the aborted one is back, idle
+        assert not (await backend.describe("sim-not-converging")).migrating
+        with pytest.raises(MigrationGone, match="sim-quick"):
+            await backend.describe("sim-quick")
+        assert any(o.info.domain_uuid == quick and o.phase is Phase.COMPLETED for o in seen)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -111,6 +111,11 @@ class Backend(Protocol):
         MigrationGone when there is no such running domain."""
         ...
 
+    async def guests(self) -> tuple[str, ...]:
+        """UUIDs of the guests running on this host that an evacuation would move: the
+        idle ones and the sources of outgoing migrations, never an incoming end."""
+        ...
+
     async def close(self) -> None:
         """Release hypervisor connections. Called once, after ``run`` ended."""
         ...

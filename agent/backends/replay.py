@@ -270,5 +270,9 @@ class ReplayBackend:
                 )
         raise MigrationGone(f"no replayed domain {domain!r}")
 
+    async def guests(self) -> tuple[str, ...]:
+        """The replayed domains still migrating: the finished ones have left the host."""
+        return tuple(r.info.domain_uuid for r in self._replays.values() if not r.done)
+
     async def close(self) -> None:
         self._replays.clear()

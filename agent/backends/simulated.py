@@ -295,7 +295,19 @@ def expand_scenarios(names: tuple[str, ...]) -> list[GuestSpec]:
 class _Running:
     info: MigrationInfo
     sim: SimulatedMigration
-    slot: int
+    slot: int  # the scenario slot it restarts in; -1 for an idle guest sent away by migrate()
+
+
+def idle_guests(scenarios: tuple[str, ...]) -> dict[str, tuple[str, GuestSpec]]:
+    """UUID -> (name, spec) of the idle guests a simulated host offers: ``sim-<scenario>``,
+    numbered from the second of a kind (``sim-quick``, ``sim-quick-2``)."""
+    guests: dict[str, tuple[str, GuestSpec]] = {}
+    seen: dict[str, int] = {}
+    for spec in expand_scenarios(scenarios):
+        seen[spec.name] = seen.get(spec.name, 0) + 1
+        name = f"sim-{spec.name}" + (f"-{seen[spec.name]}" if seen[spec.name] > 1 else "")
+        guests[str(uuid.uuid5(uuid.NAMESPACE_DNS, name))] = (name, spec)
+    return guests
 
 
 class SimulatedBackend:
@@ -312,8 +324,17 @@ class SimulatedBackend:
         repeat: bool = True,
         restart_after_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        idle: tuple[str, ...] = tuple(CATALOG),
+        drain: int = 0,
     ) -> None:
         self._specs = expand_scenarios(scenarios)
+        # Guests that sit on the host without a job until ``migrate`` sends them away:
+        # what EstimateMigration and EstimateEvacuation predict.
+        self._idle = idle_guests(idle)
+        # With drain=N the host drains itself, N idle guests at a time, each sent once (an
+        # aborted one stays): a drain for `migwatch drain-progress` to follow.
+        self._drain = drain
+        self._drained: set[str] = set()
         self._host = host
         self._destination = destination
         self._interval = interval_s
@@ -347,18 +368,31 @@ class SimulatedBackend:
                 self._emit(run)
                 if run.sim.phase.terminal:
                     del self._running[key]
-                    if self._repeat:
+                    if run.slot < 0:
+                        if run.sim.phase is not Phase.COMPLETED:  # it stays on the host
+                            self._idle[key] = (run.info.domain_name, run.sim.spec)
+                    elif self._repeat and not self._drain:  # a draining host takes no new work
                         restart_at[run.slot] = now + self._restart_after / self._speed
             for slot, when in list(restart_at.items()):
                 if when <= now:
                     del restart_at[slot]
                     self._start(slot, self._specs[slot])
+            self._drain_more()
 
-    def _start(self, slot: int, spec: GuestSpec) -> None:
-        domain = uuid.uuid4()
+    def _drain_more(self) -> None:
+        moving = sum(1 for r in self._running.values() if r.slot < 0)
+        for domain_uuid in [u for u in self._idle if u not in self._drained]:
+            if moving >= self._drain:
+                return
+            self._drained.add(domain_uuid)
+            self.migrate(domain_uuid)
+            moving += 1
+
+    def _start(self, slot: int, spec: GuestSpec, domain: tuple[str, str] | None = None) -> None:
+        domain_uuid, name = domain or (str(uuid.uuid4()), f"sim-{spec.name}-{next(self._serial)}")
         info = MigrationInfo(
-            domain_uuid=str(domain),
-            domain_name=f"sim-{spec.name}-{next(self._serial)}",
+            domain_uuid=domain_uuid,
+            domain_name=name,
             source_host=self._host,
             destination_host=self._destination,
             direction=Direction.OUTGOING,
@@ -413,23 +447,42 @@ class SimulatedBackend:
         run.sim.set_limits(max_downtime_s, max_bandwidth_bps)
         self._emit(run)
 
+    def migrate(self, domain: str) -> str:
+        """Start migrating the idle guest ``domain`` (UUID or name) away; returns its UUID.
+
+        Not part of the ``Backend`` seam (migwatch observes migrations, it does not start
+        them): this is the simulated host's stand-in for nova draining it. A guest whose
+        migration completes has left the host; one aborted or failed stays idle.
+        """
+        if self._observe is None:
+            raise ControlRefused("the simulated host is not running yet")
+        for domain_uuid, (name, spec) in self._idle.items():
+            if domain in (domain_uuid, name):
+                del self._idle[domain_uuid]
+                self._start(-1, spec, (domain_uuid, name))
+                return domain_uuid
+        raise MigrationGone(f"no idle simulated guest {domain!r} on {self._host}")
+
+    async def guests(self) -> tuple[str, ...]:
+        migrating = (k for k, r in self._running.items() if not r.sim.phase.terminal)
+        return (*migrating, *self._idle)
+
     async def outcome_of(self, domain_uuid: str, direction: Direction) -> Ending:
         # Nothing of a simulated or replayed migration outlives its agent.
         return Ending(Phase.FAILED, f"the {self.name} migration ended with the previous agent")
 
     async def describe(self, domain: str) -> DomainFacts:
-        """A migrating simulated guest, or an idle one named ``sim-<scenario>``."""
+        """A migrating simulated guest, or an idle one (``sim-<scenario>``)."""
         for run in self._running.values():
             if domain in (run.info.domain_uuid, run.info.domain_name):
                 return _facts(run.sim.spec, run.info.domain_uuid, run.info.domain_name,
                               self._clock(), migrating=True)  # fmt: skip
-        name = domain.removeprefix("sim-")
-        if name in CATALOG:
-            return _facts(CATALOG[name], str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
-                          f"sim-{name}", self._clock())  # fmt: skip
+        for domain_uuid, (name, spec) in self._idle.items():
+            if domain in (domain_uuid, name):
+                return _facts(spec, domain_uuid, name, self._clock())
         raise MigrationGone(
-            f"no simulated domain {domain!r}: give a migrating one's name or UUID, or one of "
-            + ", ".join(f"sim-{n}" for n in CATALOG)
+            f"no simulated domain {domain!r} on {self._host}: give a migrating one's name or"
+            " UUID, or an idle one: " + (", ".join(n for n, _ in self._idle.values()) or "none")
         )
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from migwatch.agent.estimate.drain import DrainEntry, DrainEstimate
 from migwatch.agent.model import (
     Action,
     Convergence,
@@ -166,6 +167,56 @@ def prediction_to_pb(
     if facts.preflight is not None:
         msg.measured_at.CopyFrom(timestamp(facts.preflight.measured_at))
         msg.measurement_age.CopyFrom(duration(now - facts.preflight.measured_at))
+    return msg
+
+
+def _set_duration(msg: object, field: str, seconds: float | None) -> None:
+    """Set a Duration field, leaving it unset for unknown or unbounded."""
+    if seconds is not None and seconds != float("inf"):
+        getattr(msg, field).CopyFrom(duration(seconds))
+
+
+def _drain_entry_to_pb(e: DrainEntry) -> pb.EvacuationEntry:
+    msg = pb.EvacuationEntry(
+        domain_uuid=e.domain_uuid,
+        domain_name=e.domain_name,
+        in_flight=e.in_flight,
+        planned=e.planned,
+        convergence=_CONVERGENCE[e.convergence],
+        reason=e.reason,
+        recommendations=[recommendation_to_pb(r) for r in e.recommendations],
+        basis=_BASIS[e.basis],
+        bandwidth=e.bandwidth_bps,
+        order=e.order,
+        post_copy_applied=e.post_copy_applied,
+    )
+    _set_duration(msg, "start_offset", e.start_s)
+    _set_duration(msg, "measurement_age", e.measurement_age_s)
+    if e.duration is not None:
+        _set_duration(msg, "duration", e.duration.central)
+        _set_duration(msg, "duration_low", e.duration.low)
+        _set_duration(msg, "duration_high", e.duration.high)
+    return msg
+
+
+def drain_to_pb(host: str, d: DrainEstimate) -> pb.EstimateEvacuationResponse:
+    msg = pb.EstimateEvacuationResponse(
+        host=host,
+        empties=d.empties,
+        entries=[_drain_entry_to_pb(e) for e in d.entries],
+        order=d.order,
+        blocking_domains=d.blocking,
+        unmeasured_domains=d.unmeasured,
+        concurrency=d.options.concurrency,
+        link_bandwidth=d.options.link_bandwidth_bps or 0,
+        order_given=d.options.order_given,
+        band_method=d.band_method,
+    )
+    _set_duration(msg, "total", d.total.central)
+    _set_duration(msg, "total_low", d.total.low)
+    _set_duration(msg, "total_high", d.total.high)
+    _set_duration(msg, "oldest_measurement_age", d.oldest_measurement_age_s)
+    _set_duration(msg, "newest_measurement_age", d.newest_measurement_age_s)
     return msg
 
 

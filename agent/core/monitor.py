@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 from migwatch.agent.backends.protocol import Backend, Ending, Observation
-from migwatch.agent.core.hub import Hub
+from migwatch.agent.core.hub import Filter, Hub
 from migwatch.agent.core.store import FinalStore
 from migwatch.agent.core.tracker import Tracker, track_key
 from migwatch.agent.errors import ControlError, ControlRefused, MigrationGone
@@ -134,6 +135,26 @@ class Monitor:
 
     async def describe(self, domain: str) -> DomainFacts:
         return await self.backend.describe(domain)
+
+    async def guests(
+        self, named: Sequence[str] = (), *, skip_departed: bool = False
+    ) -> list[DomainFacts]:
+        """What a prediction needs of each guest to move: the ``named`` ones, or every guest
+        running on the host. A named guest that is not here raises MigrationGone, unless
+        ``skip_departed`` says it has left: then it is skipped."""
+        found = []
+        for domain in named or await self.backend.guests():
+            try:
+                found.append(await self.backend.describe(domain))
+            except MigrationGone:
+                if named and not skip_departed:
+                    raise
+                # It left between the listing (or the previous plan) and now: nothing to move.
+        return found
+
+    def outgoing(self) -> list[Migration]:
+        """The migrations leaving this host now, as last published."""
+        return [m for m in self.hub.matching(Filter()) if m.direction is Direction.OUTGOING]
 
     async def abort(self, migration_id: str) -> Migration:
         m = self.controllable(migration_id)

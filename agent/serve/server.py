@@ -63,6 +63,7 @@ def make_backend(config: AgentConfig) -> Backend:
                 interval_s=config.sample_interval_s,
                 speed=config.simulated_speed,
                 repeat=config.simulated_repeat,
+                drain=config.simulated_drain,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc

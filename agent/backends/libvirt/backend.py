@@ -303,3 +303,14 @@ class LibvirtBackend:
             resident_bytes=found.resident_bytes,
             resident_overhead_bytes=self._overhead.value(),
         )
+
+    async def guests(self) -> tuple[str, ...]:
+        conn = self._conn
+        if conn is None:
+            raise unreachable(self._uri)
+        try:
+            active = await asyncio.to_thread(scan.active_domains, conn)
+        except libvirt.libvirtError as exc:
+            raise map_control_error(exc, "listing the guests") from exc
+        # An incoming end is a guest arriving, not one to move away.
+        return tuple(uuid for uuid in active if uuid not in self._incoming.jobs)

@@ -119,6 +119,13 @@ def idle_domains(conn: Any) -> dict[str, int]:
     return idle
 
 
+def active_domains(conn: Any) -> list[str]:
+    """UUIDs of the active domains (running or paused), job or not."""
+    return [
+        dom.UUIDString() for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    ]
+
+
 def describe(conn: Any, domain: str) -> Described:
     """A running domain by UUID or name; raises libvirtError when there is none."""
     try:

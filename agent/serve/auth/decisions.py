@@ -26,7 +26,9 @@ OPEN_SERVICES = frozenset(
     }
 )
 # Methods without side effects: the viewer role may call them.
-READ_METHODS = frozenset({"WatchMigrations", "ListMigrations", "GetMigration", "EstimateMigration"})
+READ_METHODS = frozenset(
+    {"WatchMigrations", "ListMigrations", "GetMigration", "EstimateMigration", "EstimateEvacuation"}
+)
 
 
 class Verdict(enum.Enum):

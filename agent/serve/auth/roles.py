@@ -8,7 +8,7 @@ import enum
 class Role(enum.IntEnum):
     """What a caller may do; a higher role implies the lower ones."""
 
-    VIEWER = 1  # WatchMigrations, ListMigrations, GetMigration, EstimateMigration
+    VIEWER = 1  # Watch/List/GetMigration(s), EstimateMigration, EstimateEvacuation
     OPERATOR = 2  # also AbortMigration, ForceCompleteMigration, UpdateMigrationLimits
 
     @property

@@ -375,3 +375,93 @@ class EstimateMigrationResponse(_message.Message):
     measurement_age: _duration_pb2.Duration
     basis: EtaBasis
     def __init__(self, domain_uuid: _Optional[str] = ..., domain_name: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration_low: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration_high: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., convergence: _Optional[_Union[Convergence, str]] = ..., reason: _Optional[str] = ..., recommendations: _Optional[_Iterable[_Union[Recommendation, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dirty_rate_bytes_per_second: _Optional[int] = ..., hot_set_bytes: _Optional[int] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., measurement_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., basis: _Optional[_Union[EtaBasis, str]] = ...) -> None: ...
+
+class EstimateEvacuationRequest(_message.Message):
+    __slots__ = ("domains", "concurrency", "bandwidth", "max_downtime", "auto_converge", "post_copy", "link_bandwidth", "allow_departed")
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOWNTIME_FIELD_NUMBER: _ClassVar[int]
+    AUTO_CONVERGE_FIELD_NUMBER: _ClassVar[int]
+    POST_COPY_FIELD_NUMBER: _ClassVar[int]
+    LINK_BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_DEPARTED_FIELD_NUMBER: _ClassVar[int]
+    domains: _containers.RepeatedScalarFieldContainer[str]
+    concurrency: int
+    bandwidth: int
+    max_downtime: _duration_pb2.Duration
+    auto_converge: bool
+    post_copy: bool
+    link_bandwidth: int
+    allow_departed: bool
+    def __init__(self, domains: _Optional[_Iterable[str]] = ..., concurrency: _Optional[int] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., auto_converge: _Optional[bool] = ..., post_copy: _Optional[bool] = ..., link_bandwidth: _Optional[int] = ..., allow_departed: _Optional[bool] = ...) -> None: ...
+
+class EvacuationEntry(_message.Message):
+    __slots__ = ("domain_uuid", "domain_name", "in_flight", "planned", "start_offset", "duration", "duration_low", "duration_high", "convergence", "reason", "recommendations", "basis", "measurement_age", "bandwidth", "order", "post_copy_applied")
+    DOMAIN_UUID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_NAME_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_LOW_FIELD_NUMBER: _ClassVar[int]
+    DURATION_HIGH_FIELD_NUMBER: _ClassVar[int]
+    CONVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATIONS_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENT_AGE_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    POST_COPY_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    domain_uuid: str
+    domain_name: str
+    in_flight: bool
+    planned: bool
+    start_offset: _duration_pb2.Duration
+    duration: _duration_pb2.Duration
+    duration_low: _duration_pb2.Duration
+    duration_high: _duration_pb2.Duration
+    convergence: Convergence
+    reason: str
+    recommendations: _containers.RepeatedCompositeFieldContainer[Recommendation]
+    basis: EtaBasis
+    measurement_age: _duration_pb2.Duration
+    bandwidth: int
+    order: int
+    post_copy_applied: bool
+    def __init__(self, domain_uuid: _Optional[str] = ..., domain_name: _Optional[str] = ..., in_flight: _Optional[bool] = ..., planned: _Optional[bool] = ..., start_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration_low: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration_high: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., convergence: _Optional[_Union[Convergence, str]] = ..., reason: _Optional[str] = ..., recommendations: _Optional[_Iterable[_Union[Recommendation, _Mapping]]] = ..., basis: _Optional[_Union[EtaBasis, str]] = ..., measurement_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bandwidth: _Optional[int] = ..., order: _Optional[int] = ..., post_copy_applied: _Optional[bool] = ...) -> None: ...
+
+class EstimateEvacuationResponse(_message.Message):
+    __slots__ = ("host", "total", "total_low", "total_high", "empties", "entries", "order", "blocking_domains", "unmeasured_domains", "oldest_measurement_age", "newest_measurement_age", "concurrency", "link_bandwidth", "order_given", "band_method")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_LOW_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_HIGH_FIELD_NUMBER: _ClassVar[int]
+    EMPTIES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    UNMEASURED_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_MEASUREMENT_AGE_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_MEASUREMENT_AGE_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LINK_BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_GIVEN_FIELD_NUMBER: _ClassVar[int]
+    BAND_METHOD_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    total: _duration_pb2.Duration
+    total_low: _duration_pb2.Duration
+    total_high: _duration_pb2.Duration
+    empties: bool
+    entries: _containers.RepeatedCompositeFieldContainer[EvacuationEntry]
+    order: _containers.RepeatedScalarFieldContainer[str]
+    blocking_domains: _containers.RepeatedScalarFieldContainer[str]
+    unmeasured_domains: _containers.RepeatedScalarFieldContainer[str]
+    oldest_measurement_age: _duration_pb2.Duration
+    newest_measurement_age: _duration_pb2.Duration
+    concurrency: int
+    link_bandwidth: int
+    order_given: bool
+    band_method: str
+    def __init__(self, host: _Optional[str] = ..., total: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_low: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_high: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., empties: _Optional[bool] = ..., entries: _Optional[_Iterable[_Union[EvacuationEntry, _Mapping]]] = ..., order: _Optional[_Iterable[str]] = ..., blocking_domains: _Optional[_Iterable[str]] = ..., unmeasured_domains: _Optional[_Iterable[str]] = ..., oldest_measurement_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., newest_measurement_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., concurrency: _Optional[int] = ..., link_bandwidth: _Optional[int] = ..., order_given: _Optional[bool] = ..., band_method: _Optional[str] = ...) -> None: ...

@@ -70,6 +70,11 @@ class MigrationServiceStub:
                 request_serializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationRequest.SerializeToString,
                 response_deserializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationResponse.FromString,
                 _registered_method=True)
+        self.EstimateEvacuation = channel.unary_unary(
+                '/migwatch.v1.MigrationService/EstimateEvacuation',
+                request_serializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateEvacuationRequest.SerializeToString,
+                response_deserializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateEvacuationResponse.FromString,
+                _registered_method=True)
 
 
 class MigrationServiceServicer:
@@ -133,6 +138,17 @@ class MigrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EstimateEvacuation(self, request, context):
+        """EstimateEvacuation predicts how long until this host is empty: every running
+        guest (or a subset) migrated away, `concurrency` at a time, in the order that
+        empties the host soonest unless one is given. Migrations already in flight are
+        counted with their live ETA; guests that would not converge are named with their
+        remedy. Calling it again mid-drain re-plans from what is left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MigrationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +186,11 @@ def add_MigrationServiceServicer_to_server(servicer, server):
                     servicer.EstimateMigration,
                     request_deserializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationRequest.FromString,
                     response_serializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationResponse.SerializeToString,
+            ),
+            'EstimateEvacuation': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateEvacuation,
+                    request_deserializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateEvacuationRequest.FromString,
+                    response_serializer=migwatch_dot_v1_dot_migwatch__pb2.EstimateEvacuationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +383,33 @@ class MigrationService:
             '/migwatch.v1.MigrationService/EstimateMigration',
             migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationRequest.SerializeToString,
             migwatch_dot_v1_dot_migwatch__pb2.EstimateMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateEvacuation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/migwatch.v1.MigrationService/EstimateEvacuation',
+            migwatch_dot_v1_dot_migwatch__pb2.EstimateEvacuationRequest.SerializeToString,
+            migwatch_dot_v1_dot_migwatch__pb2.EstimateEvacuationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,13 @@ class MigrationServiceStub:
     if not, the limits that would make it converge. It leans on the agent's
     latest background dirty-rate measurement of the guest, and says how old it is.
     """
+    EstimateEvacuation: _grpc.UnaryUnaryMultiCallable[_migwatch_pb2.EstimateEvacuationRequest, _migwatch_pb2.EstimateEvacuationResponse]
+    """EstimateEvacuation predicts how long until this host is empty: every running
+    guest (or a subset) migrated away, `concurrency` at a time, in the order that
+    empties the host soonest unless one is given. Migrations already in flight are
+    counted with their live ETA; guests that would not converge are named with their
+    remedy. Calling it again mid-drain re-plans from what is left.
+    """
 
 @_typing.type_check_only
 class MigrationServiceAsyncStub(MigrationServiceStub):
@@ -97,6 +104,13 @@ class MigrationServiceAsyncStub(MigrationServiceStub):
     before it starts: its duration with a band, whether it will converge, and
     if not, the limits that would make it converge. It leans on the agent's
     latest background dirty-rate measurement of the guest, and says how old it is.
+    """
+    EstimateEvacuation: _aio.UnaryUnaryMultiCallable[_migwatch_pb2.EstimateEvacuationRequest, _migwatch_pb2.EstimateEvacuationResponse]  # type: ignore[assignment]
+    """EstimateEvacuation predicts how long until this host is empty: every running
+    guest (or a subset) migrated away, `concurrency` at a time, in the order that
+    empties the host soonest unless one is given. Migrations already in flight are
+    counted with their live ETA; guests that would not converge are named with their
+    remedy. Calling it again mid-drain re-plans from what is left.
     """
 
 class MigrationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +181,19 @@ class MigrationServiceServicer(metaclass=_abc_1.ABCMeta):
         before it starts: its duration with a band, whether it will converge, and
         if not, the limits that would make it converge. It leans on the agent's
         latest background dirty-rate measurement of the guest, and says how old it is.
+        """
+
+    @_abc_1.abstractmethod
+    def EstimateEvacuation(
+        self,
+        request: _migwatch_pb2.EstimateEvacuationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_migwatch_pb2.EstimateEvacuationResponse, _abc.Awaitable[_migwatch_pb2.EstimateEvacuationResponse]]:
+        """EstimateEvacuation predicts how long until this host is empty: every running
+        guest (or a subset) migrated away, `concurrency` at a time, in the order that
+        empties the host soonest unless one is given. Migrations already in flight are
+        counted with their live ETA; guests that would not converge are named with their
+        remedy. Calling it again mid-drain re-plans from what is left.
         """
 
 def add_MigrationServiceServicer_to_server(servicer: MigrationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
