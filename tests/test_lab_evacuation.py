@@ -40,7 +40,7 @@ BANDWIDTH_MIB_S = 40  # per migration, as nova's live_migration_bandwidth would 
 GUESTS: dict[str, dict[str, int]] = {
     "ev-calm": {"mem_mib": 384, "fill_mib": 256, "ws_mib": 32, "rate": 4},
     "ev-mid": {"mem_mib": 512, "fill_mib": 384, "ws_mib": 64, "rate": 12},
-    "ev-busy": {"mem_mib": 384, "fill_mib": 320, "ws_mib": 128, "rate": 24},
+    "ev-busy": {"mem_mib": 512, "fill_mib": 320, "ws_mib": 128, "rate": 24},  # 384 MiB: OOM
 }
 # Short pre-flight ladders, re-measured often: the guests arrive on B mid-test.
 AGENT_FLAGS = ("--preflight-interval", "10", "--preflight-periods", "1,2,4")
