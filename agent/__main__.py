@@ -162,6 +162,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="S",
         help="a migration expected to take longer than this is 'slow' (default 600)",
     )
+    g = p.add_argument_group("notifications on OpenStack's bus (docs/NOTIFICATIONS.md)")
+    g.add_argument(
+        "--notify-url",
+        metavar="URL",
+        help="publish start, progress and end of each migration with oslo.messaging, "
+        "e.g. rabbit://user:pass@rabbit-host:5672/ (default: off; needs 'migwatch[notify]')",
+    )
+    g.add_argument(
+        "--notify-topic",
+        metavar="TOPIC",
+        help="notification topic (default migwatch_notifications)",
+    )
+    g.add_argument(
+        "--notify-interval",
+        dest="notify_interval_s",
+        type=float,
+        metavar="S",
+        help="progress of a migration at most every S seconds, and at once on a change of "
+        "phase or verdict (default 10)",
+    )
     g = p.add_argument_group("security (docs/SECURITY.md)")
     g.add_argument("--tls-cert", metavar="FILE", help="PEM server certificate (chain); serve TLS")
     g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
@@ -262,6 +282,14 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Their debug output is per fd event: unreadable next to ours.
+    # oslo.messaging logs every failed publish with a traceback; the bus publisher logs
+    # one line per outage instead.
+    logging.getLogger("oslo_messaging").setLevel(
+        logging.DEBUG if config.log_level == "debug" else logging.CRITICAL
+    )
+    # Their start-up chatter ("Loading backend", a driver not found): ours says it in one line.
+    for chatty in ("oslo_service", "stevedore"):
+        logging.getLogger(chatty).setLevel(max(logging.ERROR, logging.getLogger().level))
     for noisy in ("virEventAsyncIOImpl", "grpc._cython.cygrpc", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     try:

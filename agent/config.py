@@ -77,6 +77,12 @@ class AgentConfig:
     slow_budget_s: float = 600.0
     grace_s: float = 2.0
     state_dir: str = ""  # sqlite store of finished migrations; empty: in memory only
+    # Notifications on OpenStack's bus (agent/notify/): an oslo.messaging transport URL
+    # (rabbit://user:pass@host:5672/); empty: off. Progress at most every notify_interval_s
+    # per migration, because per-sample progress overloaded RabbitMQ in nova (bug 2091138).
+    notify_url: str = ""
+    notify_topic: str = "migwatch_notifications"
+    notify_interval_s: float = 10.0
     # security (serve/auth/, docs/SECURITY.md)
     tls_cert: str = ""  # PEM server certificate (chain); with tls_key: serve TLS
     tls_key: str = ""
@@ -121,6 +127,17 @@ class AgentConfig:
             )
         if self.max_subscribers < 1:
             raise ConfigError("max_subscribers must be at least 1")
+        if self.notify_url and "://" not in self.notify_url:
+            raise ConfigError(
+                f"notify_url {self.notify_url!r} is not a transport URL, e.g. "
+                "rabbit://user:pass@rabbit-host:5672/"
+            )
+        if not 0.1 <= self.notify_interval_s <= 3600:
+            raise ConfigError(
+                f"notify_interval_s {self.notify_interval_s} must be 0.1 to 3600 seconds"
+            )
+        if not self.notify_topic:
+            raise ConfigError("notify_topic must not be empty")
         self._validate_security(listens)
         return self
 

@@ -9,3 +9,9 @@ bench-eta: venv
 ## bench-evacuation: the evacuation band's coverage on pretend hosts of recorded migrations
 bench-evacuation: venv
 	$(PY) -m bench.evacuation
+
+.PHONY: bench-fleet
+## bench-fleet: one client over gRPC vs N agents (the knee), 1,000 publishers on a private
+## RabbitMQ, hub vs bare gRPC (~10 min)
+bench-fleet: venv
+	$(PY) -m bench.fleet

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import uuid
@@ -22,14 +23,17 @@ from rich.text import Text
 
 from . import render
 from .auth import ENV_CONFIG, load_client_auth
+from .bus import DEFAULT_TOPIC, watch_bus
 from .drain import DrainTracker
 from .errors import MigwatchError
 from .fleet import Fleet
 from .model import FleetSnapshot, Migration
+from .notifications import format_bus_event, format_bus_event_jsonable
 from .targets import DEFAULT_TARGET, ENV_VAR, resolve_targets
 from .units import parse_bandwidth, parse_duration
 
 PROG = "migwatch"
+NOTIFY_ENV = "MIGWATCH_NOTIFY_URL"
 _REFRESH_S = 0.25  # the live table redraws at most this often...
 _TICK_S = 1.0  # ...and at least this often, so staleness shows without updates
 
@@ -259,6 +263,36 @@ def build_parser() -> argparse.ArgumentParser:
                 default="5s",
                 help="re-plan this often (default 5s)",
             )
+    b = add(
+        "listen",
+        "print the agents' notifications from OpenStack's bus (oslo.messaging) as they "
+        "arrive: one line per event, --json, or --fleet for the live table fed from the bus",
+        _cmd_listen,
+    )
+    b.add_argument(
+        "--notify-url",
+        metavar="URL",
+        default=os.environ.get(NOTIFY_ENV),
+        help=f"oslo.messaging transport URL, e.g. rabbit://user:pass@rabbit:5672/ "
+        f"(default ${NOTIFY_ENV})",
+    )
+    b.add_argument(
+        "--notify-topic",
+        metavar="TOPIC",
+        default=DEFAULT_TOPIC,
+        help=f"the agents' --notify-topic (default {DEFAULT_TOPIC})",
+    )
+    b.add_argument(
+        "--pool",
+        metavar="NAME",
+        help="consume the named queue shared by every listener of that pool and kept by the "
+        "broker while nobody listens (default: a private queue, deleted on exit)",
+    )
+    b.add_argument(
+        "--fleet",
+        action="store_true",
+        help="show the live fleet table (as 'watch'), fed from the bus",
+    )
     return parser
 
 
@@ -345,6 +379,35 @@ async def _cmd_watch(args: argparse.Namespace) -> int:
                 if loop.time() - drawn >= _REFRESH_S:
                     live.update(render.format_fleet(fleet.snapshot()), refresh=True)
                     drawn = loop.time()
+
+
+async def _cmd_listen(args: argparse.Namespace) -> int:
+    if not args.notify_url:
+        raise UsageError(f"listen needs --notify-url URL (or ${NOTIFY_ENV})")
+    # A URL naming no driver is our one-line error, not stevedore's warning as well.
+    logging.getLogger("stevedore").setLevel(logging.ERROR)
+    async with watch_bus(args.notify_url, args.notify_topic, pool=args.pool) as bus:
+        if args.json:
+            async for event, _ in bus:
+                print_json(format_bus_event_jsonable(event))
+        elif not args.fleet:
+            async for event, _ in bus:
+                print_line(format_bus_event(event))
+        else:
+            loop = asyncio.get_running_loop()
+            with Live(render.format_fleet(bus.snapshot()), auto_refresh=False) as live:
+                stream = aiter(bus)
+                drawn = 0.0
+                while True:
+                    try:
+                        async with asyncio.timeout(_TICK_S):
+                            await anext(stream)
+                    except TimeoutError:
+                        pass
+                    if loop.time() - drawn >= _REFRESH_S:
+                        live.update(render.format_fleet(bus.snapshot()), refresh=True)
+                        drawn = loop.time()
+    return 0
 
 
 async def _cmd_list(args: argparse.Namespace) -> int:

@@ -168,6 +168,11 @@ class FleetState:
 
     # -- feeding --------------------------------------------------------------
 
+    def add_agent(self, target: str) -> None:
+        """Follow a target not given at construction (a host first heard of on the bus)."""
+        if target not in self._books:
+            self._books[target] = _Book(AgentState(target=target))
+
     def connecting(self, target: str) -> None:
         """A new connection to ``target`` starts; a snapshot will follow."""
         book = self._books[target]

@@ -23,15 +23,18 @@ and kills whatever is still running after the test.
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -43,6 +46,8 @@ from migwatch.v1 import migwatch_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from migwatch.agent.serve.server import Agent
+
+    from lab.bus import Broker
 
 FAST_SCENARIOS = ("converging", "not-converging")
 
@@ -177,3 +182,83 @@ def spawn_agent(tmp_path: Path) -> Iterator[SpawnAgent]:
         if agent.proc.poll() is None:
             agent.proc.send_signal(signal.SIGKILL)
         agent.proc.wait(timeout=10)
+
+
+# -- a private RabbitMQ broker (lab/bus.py) ------------------------------------------------
+@pytest.fixture(scope="session")
+def bus_broker() -> Iterator[Broker]:
+    """One private rabbitmq-server for the session (installed if missing; ~6 s to start),
+    on 127.0.0.1 ports of its own; always stopped, on failure too."""
+    from lab.bus import Broker
+
+    broker = Broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class BusListener:
+    """oslo.messaging's own notification listener (threading executor) on one topic: what
+    any OpenStack consumer would receive. ``events`` holds (received_at, publisher_id,
+    event_type, payload)."""
+
+    def __init__(self, url: str, topic: str) -> None:
+        self.topic = topic
+        from migwatch.agent.notify.publisher import import_oslo_messaging
+        from oslo_config import cfg
+
+        om = import_oslo_messaging()
+        self.events: list[tuple[float, str, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        conf = cfg.ConfigOpts()
+        conf([], default_config_files=[], default_config_dirs=[])
+        self._transport = om.get_notification_transport(conf, url=url)
+        listener = self
+
+        class Endpoint:
+            def info(
+                self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, metadata: Any
+            ) -> None:
+                with listener._lock:
+                    listener.events.append((time.time(), publisher_id, event_type, payload))
+
+        self._listener = om.get_notification_listener(
+            self._transport, [om.Target(topic=topic)], [Endpoint()], executor="threading"
+        )
+        self._listener.start()
+
+    def snapshot(self) -> list[tuple[float, str, str, dict[str, Any]]]:
+        with self._lock:
+            return list(self.events)
+
+    def of(self, event_type: str) -> list[dict[str, Any]]:
+        """The ``migwatch_object.data`` of every event of that type, in arrival order."""
+        return [p["migwatch_object.data"] for _, _, e, p in self.snapshot() if e == event_type]
+
+    def close(self) -> None:
+        self._listener.stop()
+        self._listener.wait()
+        self._transport.cleanup()
+
+
+@pytest.fixture
+def collect_bus_garbage() -> Iterator[None]:
+    """When the broker dies, oslo.messaging drops the connection's socket in a reference
+    cycle; collect it after the test that did that, where it is expected, instead of letting
+    its ResourceWarning fail whichever later test the collector happens to run in."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+@pytest.fixture
+def bus_listener(bus_broker: Broker, request: pytest.FixtureRequest) -> Iterator[BusListener]:
+    """A listener on a topic of this test's own (a session broker keeps other tests' queues)."""
+    topic = f"mwtest_{request.node.name[:40]}_{time.monotonic_ns()}"
+    listener = BusListener(bus_broker.url, topic)
+    try:
+        yield listener
+    finally:
+        listener.close()

@@ -127,6 +127,21 @@ def test_unknown_scenario_is_a_one_line_error() -> None:
     assert_user_error(run_agent("--scenario", "bogus"), "'bogus'", "converging")
 
 
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [("rabbit-host:5672", "is not a transport URL"), ("nosuchdriver://h:1/", "nosuchdriver")],
+)
+def test_bad_notify_url_is_a_one_line_error(url: str, needle: str) -> None:
+    """A --notify-url that is no transport URL, or names no oslo.messaging driver, exits 1
+    with one line (nothing waits for a broker)."""
+    assert_user_error(run_agent("--notify-url", url, "--listen", "127.0.0.1:0"), needle)
+
+
+def test_bad_notify_interval_is_a_one_line_error() -> None:
+    """--notify-interval outside 0.1-3600 s exits 1 naming the range."""
+    assert_user_error(run_agent("--notify-interval", "0"), "0.1 to 3600")
+
+
 def test_config_file_is_honoured_and_flags_override_it(
     tmp_path: Path, spawn_agent: SpawnAgent, unused_port: int
 ) -> None:

@@ -28,6 +28,9 @@ from migwatch.agent.core.store import FinalStore
 from migwatch.agent.core.tracker import Tracker
 from migwatch.agent.estimate.estimator import EstimatorConfig
 from migwatch.agent.model import Migration
+from migwatch.agent.notify.metrics import NotifyCollector
+from migwatch.agent.notify.policy import HostReport
+from migwatch.agent.notify.publisher import BusConfig, BusPublisher, BusUnavailable, redact
 from migwatch.agent.serve.auth import load_security
 from migwatch.agent.serve.metrics import AgentView, MetricsServer
 from migwatch.agent.serve.service import SERVICE_NAME
@@ -153,6 +156,10 @@ class Agent:
         )
         self.port = 0
         self.metrics: MetricsServer | None = None
+        self.bus: BusPublisher | None = None
+        self._bus_task: asyncio.Task[None] | None = None
+        if config.notify_url:
+            self.bus = self._make_bus()
         self._backend_task: asyncio.Task[None] | None = None
         self._stopped = False
         self._settle_task: asyncio.Task[None] | None = None
@@ -170,6 +177,9 @@ class Agent:
         if self.config.metrics_listen:  # before serving: a port in use fails the start cleanly
             self.metrics = self._start_metrics()
         await self.server.start()
+        if self.bus is not None:  # before the backend: its first records are announced
+            self._bus_task = asyncio.create_task(self.bus.run(), name="notify")
+            self._bus_task.add_done_callback(_log_crash)
         self._backend_task = asyncio.create_task(self._run_backend(), name="backend")
         if self._orphans:
             self._settle_task = asyncio.create_task(
@@ -197,6 +207,28 @@ class Agent:
             )
         return self.port
 
+    def _make_bus(self) -> BusPublisher:
+        def host_report() -> HostReport:
+            state, message = self.hub.status
+            return HostReport(
+                self.backend.host, self.backend.name, state, message, migwatch.__version__
+            )
+
+        config = BusConfig(
+            self.config.notify_url, self.config.notify_topic, self.config.notify_interval_s
+        )
+        try:
+            bus = BusPublisher(config, self.hub, host_report)
+        except BusUnavailable as exc:
+            raise ConfigError(str(exc)) from exc
+        log.info(
+            "notifications on %s, topic %s, progress at most every %g s",
+            redact(config.url),
+            config.topic,
+            config.interval_s,
+        )
+        return bus
+
     def _start_metrics(self) -> MetricsServer:
         host, _, port = self.config.metrics_listen.rpartition(":")
         view = AgentView(
@@ -217,6 +249,8 @@ class Agent:
             raise ConfigError(
                 f"cannot serve metrics on {self.config.metrics_listen}: {exc.strerror or exc}"
             ) from exc
+        if self.bus is not None:
+            server.registry.register(NotifyCollector(self.bus))
         log.info(
             "Prometheus metrics on %s://%s:%d/metrics",
             "https" if self.config.tls_cert else "http",
@@ -251,6 +285,9 @@ class Agent:
         if self._backend_task is not None:
             await stop_task(self._backend_task)
         await self.backend.close()
+        if self.bus is not None and self._bus_task is not None:
+            await stop_task(self._bus_task)
+            await self.bus.close(self.config.grace_s)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
         if self.store is not None:
@@ -261,6 +298,12 @@ class Agent:
         if self._backend_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._backend_task)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    # A bug in the bus publisher stops notifications, never the agent: say so loudly.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the notification publisher stopped", exc_info=task.exception())
 
 
 @contextlib.asynccontextmanager
