@@ -127,6 +127,10 @@ class Limits:
     max_bandwidth_bps: int | None = None  # None: unlimited
     postcopy_allowed: bool = False  # started with the post-copy flag
     postcopy_bandwidth_bps: int | None = None  # `bandwidth.postcopy`; None: same as pre-copy
+    # The auto-converge capability is on: declared by the host's migration policy
+    # (``--migration-policy auto-converge``) or read by a backend that can (QMP); libvirt's
+    # job stats say it only once a throttle is reported (``JobSample.auto_converge_throttle``).
+    auto_converge: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,13 @@ class DirtyModel:
     measured: bool  # rate comes from a measurement (not the DEFAULT assumption)
     # Every reading was capped by the hot set: the true rate is higher by an unknown amount.
     capped: bool = False
+    # The migration's own highest recent reading (``None`` before the first boundary): what
+    # the verdict judges by once the migration has measured, even when the ETA still leans
+    # on a pre-flight rate that says the reading may be capped.
+    live_rate: float | None = None
+    # The live reading is known not to be capped by the hot set (two passes of different
+    # lengths agree, or the pre-flight does): without it one pass's rate is a lower bound.
+    confirmed: bool = False
 
 
 def prior_model(
@@ -238,6 +245,7 @@ def dirty_model(
             hot_low=hot_low,
             basis=EtaBasis.PREFLIGHT,
             measured=True,
+            live_rate=live,
         )
     # A live reading counts every dirtied page of its pass: once it is known to be uncapped
     # it is the rate, and the pre-flight's sampling noise has nothing to add.
@@ -257,4 +265,6 @@ def dirty_model(
         basis=EtaBasis.LIVE,
         measured=True,
         capped=hot is not None and top.volume >= (1.0 - tol) * hot,
+        live_rate=live,
+        confirmed=confirmed,
     )

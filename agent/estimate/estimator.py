@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from migwatch.agent.estimate.advice import mib, recommendations, secs, verdict
+from migwatch.agent.estimate.advice import NOT_FALLING, mib, recommendations, secs, verdict
 from migwatch.agent.estimate.dirtyfit import (
     DirtyFit,
     DirtyModel,
@@ -50,6 +50,7 @@ from migwatch.agent.estimate.passmodel import (
     resident_bound,
 )
 from migwatch.agent.estimate.prediction import predict
+from migwatch.agent.estimate.steady import SteadyVerdict
 from migwatch.agent.model import (
     MIB,
     Convergence,
@@ -123,6 +124,9 @@ class MigrationEstimator:
         self._iteration = 0
         self._obs: list[PassObservation] = []
         self._boundaries: list[float] = []  # remaining at the start of passes >= 2
+        self._boundary_times: list[float] = []  # job time at each of those starts
+        self._steady = SteadyVerdict(config.reversal_boundaries)
+        self._prev_limits: Limits | None = None
         self._disk_origin: tuple[float, int] | None = None  # (elapsed, disk_processed)
         self._throttle: int | None = None  # auto-converge's CPU throttle (%), once seen
         self._boundary_throttles: list[int] = []  # the throttle at each pass boundary
@@ -222,6 +226,7 @@ class MigrationEstimator:
             )
         start_remaining = sample.memory_remaining + bw * (sample.elapsed_s - end)
         self._boundaries.append(float(start_remaining))
+        self._boundary_times.append(end)
         self._boundary_throttles.append(sample.auto_converge_throttle or 0)
         self._pass_start = end
         self._iteration = it
@@ -238,10 +243,14 @@ class MigrationEstimator:
             full, rate=last, rate_low=min(full.rate_low, last), rate_high=max(full.rate_high, last)
         )
 
-    def _auto_converge(self) -> AutoConverge | None:
-        """QEMU's throttle as the pass model follows it, once libvirt has reported one."""
+    def _auto_converge(self, limits: Limits) -> AutoConverge | None:
+        """QEMU's throttle as the pass model follows it, once libvirt has reported one, or
+        before QEMU has throttled when the capability is known to be on (declared by the
+        host's migration policy, or read by the QMP backend)."""
         if not self._throttle:
-            return None
+            if not limits.auto_converge:
+                return None
+            return AutoConverge(0.0, high=self._high_count(), measured_at=0.0)
         return AutoConverge(
             self._throttle / 100.0,
             high=self._high_count(),
@@ -306,7 +315,15 @@ class MigrationEstimator:
         phase = running_phase(sample, held)
         self._update_rate(phase, sample, limits)
         if sample.auto_converge_throttle is not None:
+            if sample.auto_converge_throttle and not self._throttle:
+                self._steady.new_facts()  # QEMU acts: not a wobble of the readings
             self._throttle = sample.auto_converge_throttle
+        if self._prev_limits is not None and (
+            limits.max_bandwidth_bps != self._prev_limits.max_bandwidth_bps
+            or limits.max_downtime_s != self._prev_limits.max_downtime_s
+        ):
+            self._steady.new_facts()  # an operator changed the migration
+        self._prev_limits = limits
         bw = self._effective_bandwidth(limits)
         if phase == Phase.PRECOPY:
             self._track_passes(sample, limits, bw or float(sample.memory_bps))
@@ -416,8 +433,8 @@ class MigrationEstimator:
         in_pass1 = self._iteration <= 1
         memory = float(sample.memory_total or self._memory_hint or 0)
         # libvirt reports a throttle only once QEMU has throttled: only then is
-        # auto-converge known to be on.
-        ac = self._auto_converge() if not in_pass1 else None
+        # auto-converge known to be on, unless it was declared (policy) or read (QMP).
+        ac = self._auto_converge(limits) if not in_pass1 or limits.auto_converge else None
         model = self._dirty_model(bw, memory, throttled=ac is not None)
         drain, drain_fast, drain_slow = self._pass1_drain(sample) if in_pass1 else (1.0, 1.0, 1.0)
         start = self._pass_start if self._pass_start is not None else sample.elapsed_s
@@ -436,9 +453,18 @@ class MigrationEstimator:
             auto_converge=ac,
         )
         eta = eta_band(sit, cfg)
-        conv, reason = verdict(
-            sit=sit, eta=eta, boundaries=self._boundaries, in_pass1=in_pass1, cfg=cfg
+        raw, raw_reason = verdict(
+            sit=sit,
+            eta=eta,
+            boundaries=self._boundaries,
+            in_pass1=in_pass1,
+            cfg=cfg,
+            boundary_times=self._boundary_times,
         )
+        shown = self._steady.update(
+            raw, raw_reason, self._iteration, against_converging=raw_reason.startswith(NOT_FALLING)
+        )
+        conv, reason = shown.convergence, shown.reason
         if conv in (Convergence.NOT_CONVERGING, Convergence.STALLED):
             eta = EtaBand(eta.plan, None, None, None)
         # What will be pending at the next sync: the last boundary's remaining, or in

@@ -34,6 +34,13 @@ class EstimatorConfig:
     # STALLED needs the boundary remaining above this multiple of the switch-over
     # threshold: near the threshold the short tail passes hover by design.
     stall_margin: float = 2.0
+    # STALLED also needs the flat window to span this much job time: the final burst of a
+    # hard convergence is several short passes whose remaining hovers for a second or two
+    # before the switch-over; a stall that needs an operator lasts far longer.
+    stall_min_s: float = 5.0
+    # Pass boundaries over which a per-sample verdict must disagree with the one shown
+    # before the first reversal (``steady.SteadyVerdict``); each later one needs twice.
+    reversal_boundaries: int = 1
     # DEFAULT basis (pass 1, nothing measured): assumed dirty rate as a fraction of the
     # bandwidth, and the upper edge of the band. A guest that is expected to migrate at
     # all dirties well below the link; the band, not the central value, carries the doubt.
