@@ -254,7 +254,7 @@ def test_stalled_when_boundaries_stop_falling() -> None:
     first = verdicts.index(Convergence.STALLED)
     assert samples[first].iteration == 4  # three boundaries after pass 1
     assert "left after each pass for 5.0 s" in estimates[first].reason
-    flat = [e for s, e in zip(samples, estimates) if s.iteration == 4][0]
+    flat = next(e for s, e in zip(samples, estimates) if s.iteration == 4)
     assert flat.convergence is Convergence.UNKNOWN and "not falling" in flat.reason
 
 

@@ -36,6 +36,7 @@ from migwatch.agent.estimate.dirtyfit import (
     fit_preflight,
     preflight_dirty_model,
 )
+from migwatch.agent.estimate.drift import EndDrift
 from migwatch.agent.estimate.etaband import EtaBand, Situation, eta_band
 from migwatch.agent.estimate.etaconfig import DEFAULT_CONFIG, EstimatorConfig
 from migwatch.agent.estimate.passmodel import (
@@ -127,6 +128,11 @@ class MigrationEstimator:
         self._boundary_times: list[float] = []  # job time at each of those starts
         self._steady = SteadyVerdict(config.reversal_boundaries)
         self._prev_limits: Limits | None = None
+        self._drift = EndDrift(
+            window_s=config.drift_window_s,
+            min_span_s=config.drift_min_span_s,
+            max_slope=config.drift_max_slope,
+        )
         self._disk_origin: tuple[float, int] | None = None  # (elapsed, disk_processed)
         self._throttle: int | None = None  # auto-converge's CPU throttle (%), once seen
         self._boundary_throttles: list[int] = []  # the throttle at each pass boundary
@@ -294,6 +300,7 @@ class MigrationEstimator:
                 memory_processed=float(sample.memory_processed),
                 bound=bound,
                 memory_total=float(sample.memory_total),
+                loose_share=self._cfg.resident_loose_share,
             )
         d = pass1_drain(
             memory_total=float(sample.memory_total),
@@ -323,6 +330,7 @@ class MigrationEstimator:
             or limits.max_downtime_s != self._prev_limits.max_downtime_s
         ):
             self._steady.new_facts()  # an operator changed the migration
+            self._drift.reset()
         self._prev_limits = limits
         bw = self._effective_bandwidth(limits)
         if phase == Phase.PRECOPY:
@@ -338,6 +346,14 @@ class MigrationEstimator:
             est = Estimate(reason="setting up: nothing sent yet")
         self._last = est
         return est
+
+    def _ceiling(self, bw: float, limits: Limits) -> float | None:
+        """The band's fast-edge transfer rate: the bandwidth limit when the migration sends
+        at under ``starved_ratio`` of it (``Situation.bandwidth_ceiling``)."""
+        cap = limits.max_bandwidth_bps
+        if cap is None or bw >= self._cfg.starved_ratio * cap:
+            return None
+        return float(cap)
 
     def _effective_bandwidth(self, limits: Limits) -> float:
         rate = self._rate or 0.0
@@ -451,8 +467,14 @@ class MigrationEstimator:
             max_downtime_s=limits.max_downtime_s,
             elapsed_s=sample.elapsed_s,
             auto_converge=ac,
+            bandwidth_ceiling=self._ceiling(bw, limits),
         )
         eta = eta_band(sit, cfg)
+        drift_note = ""
+        if in_pass1 or eta.eta is None:
+            self._drift.reset()  # only the migration's own measured passes drift
+        elif cfg.drift_max_slope > 0:
+            eta, drift_note = self._follow_drift(eta, sample.elapsed_s)
         raw, raw_reason = verdict(
             sit=sit,
             eta=eta,
@@ -489,8 +511,25 @@ class MigrationEstimator:
             eta_high_s=eta.high,
             projected_remaining_bytes=eta.plan.bytes if eta.eta is not None else None,
             convergence=conv,
-            reason=reason,
+            reason=reason + (drift_note if eta.eta is not None else ""),
             recommendations=recs,
             basis=model.basis if eta.eta is not None else EtaBasis.UNKNOWN,
         )
         return est if eta.eta is None or eta.eta >= 0 else replace(est, eta_s=0.0)
+
+    def _follow_drift(self, eta: EtaBand, elapsed_s: float) -> tuple[EtaBand, str]:
+        """The band widened for a predicted end that keeps moving (``drift``), and a note
+        that says so. The central value stays the model's: on the lab's traces following
+        the drift made it worse (a pass boundary's jump on new evidence reads as drift)."""
+        assert eta.eta is not None
+        d = self._drift.add(elapsed_s, eta.eta)
+        if abs(d.slope) < 0.05:
+            return eta, ""
+        low = None if eta.low is None else max(min(eta.low, d.eta), 0.0)
+        high = None if eta.high is None else max(eta.high, d.eta)
+        way = "receding" if d.receding else "coming closer"
+        note = (
+            f"; the predicted end is {way} (~{abs(d.slope):.2f} s per second): band widened"
+            f" to {secs(d.eta)}, where it ends if that goes on"
+        )
+        return EtaBand(eta.plan, eta.eta, low, high), note

@@ -40,6 +40,10 @@ class Situation:
     drain_slow: float = 1.0
     # QEMU is throttling the guest (auto-converge): the passes follow its throttle ladder.
     auto_converge: AutoConverge | None = None
+    # The most the transfer rate may reach (band's fast edge): the bandwidth limit when the
+    # migration sends well below it (the sender starved of CPU, not the link, sets the pace
+    # now, and that can end at any time); None: the rate's own wobble.
+    bandwidth_ceiling: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,7 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
         cfg,
         rate=m.rate_low,
         hot=m.hot if m.hot is not None else m.hot_low or None,
-        bandwidth=sit.bandwidth * (1.0 + spread),
+        bandwidth=max(sit.bandwidth * (1.0 + spread), sit.bandwidth_ceiling or 0.0),
         drain=sit.drain_fast,
         fast=True,
     )
@@ -105,6 +109,13 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
         bandwidth=sit.bandwidth * max(1.0 - spread, 0.1),
         drain=sit.drain_slow,
     )
+    if not slow.converges and not m.measured:
+        # Nothing measured yet: the slow edge's assumed dirty rate (a share of the bandwidth)
+        # is a guess, and so is its combination with the slowest wobble of the rate; the
+        # band stays finite at the assumed rate over the rate seen (an open band is no band).
+        slow = plan_at(
+            sit, cfg, rate=m.rate_high, hot=m.hot, bandwidth=sit.bandwidth, drain=sit.drain_slow
+        )
     eta = sit.before_memory_s + central.time_s
     margin = cfg.band_floor_s + cfg.band_floor_rel * eta
     low = min(sit.before_memory_s + fast.time_s, eta - margin)

@@ -65,6 +65,15 @@ class EstimatorConfig:
     # The band's slow edge uses 0 (rss as a hard bound), the fast edge twice this.
     # Much smaller under KVM (no code cache): set it per host.
     resident_overhead_bytes: int = 170 * MIB
+    # Resident memory can be a loose bound (transparent huge pages: one touched 4 KiB page
+    # makes 2 MiB resident): the band's fast edge allows this share of RAM to be never
+    # written whatever rss says, until pass 1's walk shows otherwise
+    # (``passmodel.pass1_drains_resident``).
+    resident_loose_share: float = 0.3
+    # A migration sending at under this share of its bandwidth limit is not held back by
+    # the link (a TCG guest under load starves QEMU's migration thread of CPU): its rate can
+    # jump to the limit at any time, so the band's fast edge assumes the limit.
+    starved_ratio: float = 0.7
     # Pre-flight page-sampling noise when the guest's RAM is not known, as MiB of distinct
     # pages per reading (lab: sd 10.7 MiB/s at 1 s, 7.7 at 2 s, 2.7 at 4 s on a 1 GiB guest).
     # With the RAM known the fit uses the binomial noise of QEMU's 512 sampled pages per GiB
@@ -77,6 +86,13 @@ class EstimatorConfig:
     # and bandwidth is never exactly constant.
     band_floor_s: float = 0.5
     band_floor_rel: float = 0.05
+    # A predicted end that keeps moving (``drift.EndDrift``) after pass 1: the history kept
+    # (s of job time), the span it needs before it is trusted, and the largest slope it may
+    # take (0: off). A pass boundary makes the predicted end jump on new evidence; the span
+    # keeps one such jump from reading as drift.
+    drift_window_s: float = 20.0
+    drift_min_span_s: float = 4.0
+    drift_max_slope: float = 0.5
     # Beyond budget_s x this the plan counts as never finishing.
     horizon_factor: float = 10.0
     # The largest max downtime and bandwidth (x the rate now seen) a recommendation may
