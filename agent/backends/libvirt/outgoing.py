@@ -224,6 +224,7 @@ class OutgoingJobs:
             watch.task.cancel()
 
     def _learn_overhead(self, info: MigrationInfo, params: Mapping[str, Any]) -> None:
+        loose = self._overhead.loose_readings
         reading = self._overhead.learn(
             resident_bytes=info.resident_bytes,
             memory_total=int(params.get("memory_total", 0) or 0),
@@ -235,6 +236,11 @@ class OutgoingJobs:
                 "QEMU resident overhead from the migration of %s: %.0f MiB (now using %.0f"
                 " MiB, median of %d)", info.domain_name, reading / MIB,
                 (self._overhead.value() or 0) / MIB, self._overhead.readings,
+            )  # fmt: skip
+        elif self._overhead.loose_readings > loose:
+            log.info(
+                "resident memory of %s over-stated its non-zero RAM (huge pages?): not"
+                " learned as QEMU's overhead", info.domain_name,
             )  # fmt: skip
 
     def _publish(self, watch: Outgoing, update: Update | None) -> None:
