@@ -536,3 +536,24 @@ def test_auto_converge_is_followed_once_libvirt_shows_the_throttle() -> None:
     assert abs(elapsed + first.eta_s - true) / true < 0.15
     assert first.eta_low_s is not None and first.eta_high_s is not None
     assert first.eta_low_s <= true - elapsed <= first.eta_high_s
+
+
+def test_declared_auto_converge_is_never_flagged_on_ac_close() -> None:
+    """ac-close with auto-converge declared (the recording's flags, as --migration-policy
+    auto-converge would): no sample is NOT_CONVERGING or STALLED, pass 1 included, though the
+    guest dirties faster than the link until QEMU's throttle bites."""
+    trace = read_trace(AC_TRACE)
+    est = MigrationEstimator(
+        EstimatorConfig(),
+        preflight_of(trace),
+        memory_bytes=memory_size_hint(trace),
+        resident_bytes=resident_of(trace),
+    )
+    verdicts = [
+        est.observe(step.sample, step.limits, postcopy=step.postcopy).convergence
+        for step in source_steps(trace)
+    ]
+    assert all(step.limits.auto_converge for step in source_steps(trace))
+    assert Convergence.NOT_CONVERGING not in verdicts
+    assert Convergence.STALLED not in verdicts
+    assert verdicts[-1] is Convergence.CONVERGING

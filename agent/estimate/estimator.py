@@ -245,8 +245,15 @@ class MigrationEstimator:
         # earlier passes still tell the hot set.
         full = dirty_model(self._obs, None, bw, self._hot_ceiling(memory), self._cfg)
         last = self._obs[-1].dirty_bps
+        # A pass can dirty at most the guest's RAM (or what it ever wrote): without that cap
+        # a rate above the link grows each pass without bound while QEMU climbs its ladder.
+        hot = full.hot if full.hot is not None else self._hot_ceiling(memory)
         return replace(
-            full, rate=last, rate_low=min(full.rate_low, last), rate_high=max(full.rate_high, last)
+            full,
+            rate=last,
+            rate_low=min(full.rate_low, last),
+            rate_high=max(full.rate_high, last),
+            hot=hot,
         )
 
     def _auto_converge(self, limits: Limits) -> AutoConverge | None:

@@ -19,7 +19,9 @@ verdict and changes it only on evidence that outweighs the last change:
   a flag still comes within a pass of the evidence.
 * "Not falling" (the remaining at the pass boundaries has not fallen for several passes,
   too short a while to call a stall) is UNKNOWN, but a CONVERGING shown gives way to it at
-  once: whatever one pass's rates say, such a migration is not shown as converging.
+  once: whatever one pass's rates say, such a migration is not shown as converging. It
+  counts as a reversal and sides with the flags: a STALLED after it is free, a CONVERGING
+  after it needs the evidence any reversal needs.
 * A new fact is not a wobble: when the situation itself changes (QEMU reports its first
   auto-converge throttle, an operator changes the bandwidth or the max downtime), the
   caller says so (``new_facts``) and the next change is free: it follows the new facts at
@@ -71,6 +73,7 @@ class SteadyVerdict:
         self._streak_from: int | None = None  # the iteration at which disagreement began
         self._streak_class: str | None = None
         self._free = False  # the next change follows new facts (``new_facts``)
+        self._demoted = False  # UNKNOWN shown because the remaining stopped falling
 
     def new_facts(self) -> None:
         """The situation changed (a throttle, a new limit): the next change is free."""
@@ -79,7 +82,7 @@ class SteadyVerdict:
     @property
     def needed(self) -> int:
         """Boundaries of unbroken disagreement the next reversal needs."""
-        return self._first * 2**self.reversals
+        return self._first << self.reversals
 
     def update(
         self, raw: Convergence, reason: str, iteration: int, *, against_converging: bool = False
@@ -88,20 +91,26 @@ class SteadyVerdict:
 
         ``against_converging``: an UNKNOWN that is evidence against CONVERGING (the
         remaining stopped falling): a CONVERGING shown gives way to it at once."""
-        shown_cls, raw_cls = verdict_class(self.shown), verdict_class(raw)
+        # "Not falling" sides with the flags: going on to one is no reversal, going back to
+        # CONVERGING is one.
+        shown_cls = "flagged" if self._demoted else verdict_class(self.shown)
+        raw_cls = verdict_class(raw)
         if (
             raw_cls == shown_cls
-            or self.shown is Convergence.UNKNOWN
+            or (self.shown is Convergence.UNKNOWN and not self._demoted)
             or (self._free and raw is not Convergence.UNKNOWN)
         ):
             self._free = self._free and raw_cls == shown_cls
+            self._demoted = False
             self.shown, self._reason = raw, reason
             self._streak_from = self._streak_class = None
             return Shown(raw, reason, held=False)
         if raw is Convergence.UNKNOWN:
             if against_converging and self.shown is Convergence.CONVERGING:
-                # The remaining has stopped falling: whatever the rates say, not converging
-                # (not the opposite claim either: the next decided verdict is free).
+                # The remaining has stopped falling: whatever the rates say, not converging.
+                # It takes back what was shown, so it counts as a reversal.
+                self.reversals += 1
+                self._demoted = True
                 self.shown, self._reason = raw, reason
                 self._streak_from = self._streak_class = None
                 return Shown(raw, reason, held=False)
@@ -113,6 +122,7 @@ class SteadyVerdict:
         streak = iteration - self._streak_from
         if streak >= self.needed:
             self.reversals += 1
+            self._demoted = False
             self.shown, self._reason = raw, reason
             self._streak_from = self._streak_class = None
             return Shown(raw, reason, held=False)

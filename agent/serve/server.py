@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from migwatch.agent.backends.protocol import Backend
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.backends.trace import TraceError, read_trace
-from migwatch.agent.config import AgentConfig, ConfigError, is_loopback
+from migwatch.agent.config import AgentConfig, ConfigError, is_loopback, policy_of
 from migwatch.agent.core.hub import Hub
 from migwatch.agent.core.monitor import Monitor
 from migwatch.agent.core.store import FinalStore
@@ -141,6 +141,7 @@ class Agent:
             self.backend.name,
             EstimatorConfig(budget_s=config.slow_budget_s),
             known,
+            policy_of(config),
         )
         self.monitor = Monitor(self.backend, self.tracker, self.hub, self.store)
         self.health = health.aio.HealthServicer()
