@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -57,7 +58,7 @@ def test_key_value_store_flapping_is_held() -> None:
     steps = [(S if k % 2 else C, 2 + k // 2) for k in range(280)]
     sv = SteadyVerdict()
     shown = [sv.update(raw, raw.name, it).convergence for raw, it in steps]
-    changes = sum(1 for a, b in zip(shown, shown[1:], strict=False) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(shown) if a != b)
     assert changes == 0 and sv.reversals == 0
 
 
