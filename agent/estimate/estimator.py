@@ -308,6 +308,7 @@ class MigrationEstimator:
                 bound=bound,
                 memory_total=float(sample.memory_total),
                 loose_share=self._cfg.resident_loose_share,
+                loose_weight=self._cfg.resident_loose_weight,
             )
         d = pass1_drain(
             memory_total=float(sample.memory_total),

@@ -69,7 +69,8 @@ class EstimatorConfig:
     # makes 2 MiB resident): the band's fast edge allows this share of RAM to be never
     # written whatever rss says, until pass 1's walk shows otherwise
     # (``passmodel.pass1_drains_resident``).
-    resident_loose_share: float = 0.3
+    resident_loose_share: float = 0.6
+    resident_loose_weight: float = 0.25
     # A migration sending at under this share of its bandwidth limit is not held back by
     # the link (a TCG guest under load starves QEMU's migration thread of CPU): its rate can
     # jump to the limit at any time, so the band's fast edge assumes the limit.

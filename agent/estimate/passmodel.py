@@ -342,6 +342,7 @@ def pass1_drains_resident(
     bound: ResidentBound,
     memory_total: float,
     loose_share: float = 0.0,
+    loose_weight: float = 0.0,
 ) -> tuple[float, float, float]:
     """(central, fast, slow) drain factors for the rest of pass 1 given ``bound``.
 
@@ -374,15 +375,14 @@ def pass1_drains_resident(
     def drain(normal_ahead: float) -> float:
         return drain_for(memory_remaining, max(memory_remaining - normal_ahead, 0.0))
 
-    central = ahead(bound.central)
+    # The never-written bytes if rss is as loose as ``loose_share`` allows.
+    loose_zero = max(bound.central, loose_share * memory_total)
+    central = ahead(bound.central + loose_weight * (loose_zero - bound.central))
     if walked > 0 and by_walk < central:
         central = (1.0 - w) * central + w * by_walk
     fast = ahead(bound.high)
     if loose_share > 0:
-        zero_seen = max(walked - processed, 0.0)
-        fast = min(
-            fast, max(memory_remaining - max(loose_share * memory_total - zero_seen, 0.0), 0.0)
-        )
+        fast = min(fast, ahead(loose_zero))
     if walked > 0:
         fast = min(fast, by_walk)
     return drain(central), drain(min(fast, central)), drain(max(ahead(bound.low), central))
