@@ -238,9 +238,10 @@ def verdict(
             f" {len(window)} passes (was {mib(window[0])}) for {secs(span)}; a stall if it"
             f" lasts {secs(cfg.stall_min_s)}"
         )
-    if len(boundaries) < 2 and not m.confirmed:
+    if len(boundaries) < 2:
         # One pass measured, and its reading may be capped by the hot set (a lower bound of
-        # the rate): calling it "converging" now would be the first verdict to reverse.
+        # the rate), or be the pre-flight's idle guest agreeing with a capped reading:
+        # calling it "converging" now would be the first verdict to reverse.
         return Convergence.UNKNOWN, (
             f"one pass measured: dirtied {mib(judged)} MiB/s against {mib(bw)} MiB/s (at"
             " least that, the hot set may cap a long pass); the next pass confirms"

@@ -342,7 +342,12 @@ class MigrationEstimator:
         self._prev_limits = limits
         bw = self._effective_bandwidth(limits)
         if phase == Phase.PRECOPY:
+            before = len(self._boundaries)
             self._track_passes(sample, limits, bw or float(sample.memory_bps))
+            if before == 0 and self._boundaries and self._steady.shown is not Convergence.UNKNOWN:
+                # A verdict from pass 1 stood on the pre-flight alone: it yields to the
+                # migration's own first measurement (not a reversal, a better witness).
+                self._steady = SteadyVerdict(self._cfg.reversal_boundaries)
         self._prev = sample
         if phase == Phase.POSTCOPY:
             est = self._postcopy(sample, bw)
