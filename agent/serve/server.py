@@ -83,7 +83,11 @@ def make_backend(config: AgentConfig) -> Backend:
             sample_interval_s=config.sample_interval_s,
             scan_interval_s=config.scan_interval_s,
             host_name=config.host_name,
-            recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
+            recorder=(
+                TraceRecorder(Path(config.record_dir), policy=policy_of(config))
+                if config.record_dir
+                else None
+            ),
             preflight_interval_s=config.preflight_interval_s,
             preflight_periods=config.preflight_periods_s,
             preflight_concurrency=config.preflight_concurrency,
