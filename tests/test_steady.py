@@ -182,3 +182,64 @@ def test_resident_drains_ordered(
         loose_share=loose,
     )
     assert 1.0 <= s <= c <= f
+
+
+def _verdict_at(rate_mib: float, boundaries: list[float], times: list[float]) -> Convergence:
+    from migwatch.agent.estimate.advice import verdict
+    from migwatch.agent.estimate.dirtyfit import DirtyModel
+    from migwatch.agent.estimate.etaband import Situation, eta_band
+    from migwatch.agent.model import EtaBasis
+
+    rate = rate_mib * MIB
+    model = DirtyModel(
+        rate=rate,
+        rate_low=rate,
+        rate_high=rate * 1.2,
+        hot=None,
+        hot_low=0.0,
+        basis=EtaBasis.LIVE,
+        measured=True,
+        live_rate=rate,
+        confirmed=True,
+    )
+    sit = Situation(
+        before_memory_s=0.0,
+        pass_left=boundaries[-1] * MIB,
+        pass_elapsed=0.5,
+        drain=1.0,
+        drain_fast=1.0,
+        bandwidth=100.0 * MIB,
+        bandwidth_spread=0.05,
+        model=model,
+        max_downtime_s=0.3,
+        elapsed_s=times[-1] + 0.5,
+    )
+    cfg = EstimatorConfig()
+    conv, _ = verdict(
+        sit=sit,
+        eta=eta_band(sit, cfg),
+        boundaries=[b * MIB for b in boundaries],
+        in_pass1=False,
+        cfg=cfg,
+        boundary_times=times,
+    )
+    return conv
+
+
+@pytest.mark.parametrize(
+    ("rate", "boundaries", "expected"),
+    [
+        # Keeping pace with the link, remaining flat: not converging.
+        (95.0, [500.0, 480.0, 490.0], Convergence.NOT_CONVERGING),
+        # The same reading while the remaining falls clearly: pre-copy is gaining.
+        (92.0, [500.0, 420.0, 360.0], Convergence.CONVERGING),
+        # Flat for under stall_min_s at a low rate: not CONVERGING, not yet STALLED.
+        (30.0, [200.0, 200.0, 200.0], Convergence.UNKNOWN),
+    ],
+)
+def test_one_reading_does_not_outweigh_the_boundaries(
+    rate: float, boundaries: list[float], expected: Convergence
+) -> None:
+    """The per-sample verdict weighs the remaining at the pass boundaries against the rate."""
+    times = [10.0 + k for k in range(len(boundaries))]
+    assert _verdict_at(rate, boundaries, times) is expected
