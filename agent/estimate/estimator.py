@@ -368,6 +368,12 @@ class MigrationEstimator:
             return None
         return float(cap)
 
+    def _pass1_rate(self, bw: float, limits: Limits) -> float:
+        """Pass 1's central transfer rate: the rate seen, leaning ``starved_lean`` of the way
+        to the limit when the migration sends well under it (``_ceiling``)."""
+        cap = self._ceiling(bw, limits)
+        return bw if cap is None else bw + self._cfg.starved_lean * (cap - bw)
+
     def _effective_bandwidth(self, limits: Limits) -> float:
         rate = self._rate or 0.0
         if limits.max_bandwidth_bps is not None and self._phase != Phase.POSTCOPY:
@@ -474,7 +480,7 @@ class MigrationEstimator:
             drain=drain,
             drain_fast=drain_fast,
             drain_slow=drain_slow,
-            bandwidth=bw,
+            bandwidth=self._pass1_rate(bw, limits) if in_pass1 else bw,
             bandwidth_spread=self._spread(),
             model=model,
             max_downtime_s=limits.max_downtime_s,

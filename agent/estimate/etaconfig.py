@@ -70,11 +70,17 @@ class EstimatorConfig:
     # written whatever rss says, until pass 1's walk shows otherwise
     # (``passmodel.pass1_drains_resident``).
     resident_loose_share: float = 0.6
+    # ... and the central value leans this far from rss's bound towards that (rp tuning
+    # traces: rss over-stated the non-zero bytes by 0-340 MiB of 1-2 GiB).
     resident_loose_weight: float = 0.25
     # A migration sending at under this share of its bandwidth limit is not held back by
     # the link (a TCG guest under load starves QEMU's migration thread of CPU): its rate can
     # jump to the limit at any time, so the band's fast edge assumes the limit.
     starved_ratio: float = 0.7
+    # ... and pass 1's central rate leans this far from the rate seen towards the limit (rp
+    # tuning traces: a loaded TCG guest's first pass sent at 40-55 MiB/s, then at the 90-120
+    # MiB/s limit for its last seconds).
+    starved_lean: float = 0.15
     # Pre-flight page-sampling noise when the guest's RAM is not known, as MiB of distinct
     # pages per reading (lab: sd 10.7 MiB/s at 1 s, 7.7 at 2 s, 2.7 at 4 s on a 1 GiB guest).
     # With the RAM known the fit uses the binomial noise of QEMU's 512 sampled pages per GiB
