@@ -8,7 +8,10 @@ one before it starts. They share the pieces, each in its own module:
 * ``dirtyfit``: the guest's dirty rate and hot set, from the pre-flight readings and the
   live pass boundaries;
 * ``etaband``: central ETA and band from those;
-* ``advice``: the verdict and the remedies.
+* ``advice``: the verdict and the remedies;
+* ``steady``: hysteresis over the per-sample verdict (what is shown changes only on
+  evidence that outweighs the last change);
+* ``drift``: a predicted end that keeps receding or approaching widens the band.
 
 What the estimate leans on (``EtaBasis``): DEFAULT (pass 1, nothing measured: an assumed
 dirty rate as a fraction of the bandwidth, with a wide band), PREFLIGHT (libvirt's
