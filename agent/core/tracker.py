@@ -82,6 +82,11 @@ class Tracker:
     def config(self) -> EstimatorConfig:
         return self._config
 
+    @property
+    def policy(self) -> MigrationPolicy:
+        """The host's declared migration policy (also for predictions)."""
+        return self._policy
+
     def config_for(self, resident_overhead_bytes: int | None) -> EstimatorConfig:
         """The estimator's configuration for a guest on a host whose QEMU overhead was
         learned (``MigrationInfo``/``DomainFacts.resident_overhead_bytes``): the one place
