@@ -243,3 +243,51 @@ def test_one_reading_does_not_outweigh_the_boundaries(
     """The per-sample verdict weighs the remaining at the pass boundaries against the rate."""
     times = [10.0 + k for k in range(len(boundaries))]
     assert _verdict_at(rate, boundaries, times) is expected
+
+
+def test_boundaries_falling_faster_than_the_reading_shorten_the_eta() -> None:
+    """Remaining at the pass boundaries halves each pass while the dirty-rate reading says
+    x0.9: the central ETA follows the boundaries (the slow edge keeps the reading)."""
+    from dataclasses import replace
+
+    from migwatch.agent.estimate.estimator import MigrationEstimator
+    from migwatch.agent.model import JobSample, Limits
+
+    samples = [
+        JobSample(
+            elapsed_s=0.5 * (i + 1),
+            memory_total=1024 * MIB,
+            memory_processed=25 * MIB * (i + 1),
+            memory_remaining=1024 * MIB - 25 * MIB * (i + 1),
+            memory_bps=50 * MIB,
+            iteration=1,
+        )
+        for i in range(40)
+    ]
+    t = samples[-1].elapsed_s
+    for it, start in ((2, 200), (3, 100), (4, 50)):
+        for k in range(max(start // 25, 1)):
+            t += 0.5
+            samples.append(
+                JobSample(
+                    elapsed_s=t,
+                    memory_total=1024 * MIB,
+                    memory_processed=1024 * MIB + int(t * 25 * MIB),
+                    memory_remaining=(start - 25 * k) * MIB,
+                    memory_bps=50 * MIB,
+                    dirty_pages_per_s=(45 * MIB) // 4096,
+                    iteration=it,
+                )
+            )
+    limits = Limits(max_bandwidth_bps=50 * MIB)
+
+    def last(cfg: EstimatorConfig) -> tuple[float, float | None]:
+        est = MigrationEstimator(cfg)
+        e = [est.observe(s, limits) for s in samples][-1]
+        assert e.eta_s is not None
+        return e.eta_s, e.eta_high_s
+
+    checked, checked_high = last(EstimatorConfig())
+    plain, plain_high = last(replace(EstimatorConfig(), boundary_ratio_weight=0.0))
+    assert checked < plain
+    assert checked_high == plain_high

@@ -259,6 +259,23 @@ class MigrationEstimator:
             hot=hot,
         )
 
+    def _boundary_checked(self, model: DirtyModel, bw: float) -> DirtyModel:
+        """The central dirty rate checked against what the passes did: the remaining at
+        consecutive pass boundaries falls by ``rate / bandwidth`` a pass when the model is
+        right, and by less when the hot set caps it. When the boundaries fall faster than
+        the model says (dirtied pages that go as zero pages, a workload that slowed, a short
+        pass that reads high), the central rate moves ``boundary_ratio_weight`` of the way to
+        the one the boundaries show; the slow edge keeps the model's."""
+        b = self._boundaries[-(self._cfg.pass_window + 1) :]
+        if len(b) < 2 or bw <= 0 or min(b) <= 0:
+            return model
+        seen = (b[-1] / b[0]) ** (1.0 / (len(b) - 1))  # geometric mean fall per pass
+        if seen >= model.rate / bw:
+            return model
+        w = self._cfg.boundary_ratio_weight
+        rate = model.rate + w * (seen * bw - model.rate)
+        return replace(model, rate=rate, rate_low=min(model.rate_low, rate))
+
     def _auto_converge(self, limits: Limits) -> AutoConverge | None:
         """QEMU's throttle as the pass model follows it, once libvirt has reported one, or
         before QEMU has throttled when the capability is known to be on (declared by the
@@ -474,6 +491,8 @@ class MigrationEstimator:
         # auto-converge known to be on, unless it was declared (policy) or read (QMP).
         ac = self._auto_converge(limits) if not in_pass1 or limits.auto_converge else None
         model = self._dirty_model(bw, memory, throttled=ac is not None)
+        if ac is None and cfg.boundary_ratio_weight > 0:
+            model = self._boundary_checked(model, bw)
         drain, drain_fast, drain_slow = self._pass1_drain(sample) if in_pass1 else (1.0, 1.0, 1.0)
         start = self._pass_start if self._pass_start is not None else sample.elapsed_s
         sit = Situation(

@@ -93,6 +93,10 @@ class EstimatorConfig:
     # and bandwidth is never exactly constant.
     band_floor_s: float = 0.5
     band_floor_rel: float = 0.05
+    # How far the central dirty rate moves towards the fall per pass that the remaining at
+    # the pass boundaries shows, when they fall faster than the model says
+    # (``MigrationEstimator._boundary_checked``; 0: off).
+    boundary_ratio_weight: float = 1.0
     # A predicted end that keeps moving (``drift.EndDrift``) after pass 1: the history kept
     # (s of job time), the span it needs before it is trusted, and the largest slope it may
     # take (0: off). A pass boundary makes the predicted end jump on new evidence; the span
