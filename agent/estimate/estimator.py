@@ -530,6 +530,11 @@ class MigrationEstimator:
         conv, reason = shown.convergence, shown.reason
         if conv in (Convergence.NOT_CONVERGING, Convergence.STALLED):
             eta = EtaBand(eta.plan, None, None, None)
+        elif eta.eta is None and shown.held and conv is not Convergence.UNKNOWN:
+            # Held against a reading whose plan never ends: at least this pass is left (the
+            # naive remaining / rate), and no upper edge.
+            least = float(sample.memory_remaining) / bw
+            eta = EtaBand(eta.plan, least, least, None)
         # What will be pending at the next sync: the last boundary's remaining, or in
         # pass 1 the hot set if one is known (else everything left).
         if self._boundaries:
@@ -550,7 +555,13 @@ class MigrationEstimator:
             eta_s=eta.eta,
             eta_low_s=eta.low,
             eta_high_s=eta.high,
-            projected_remaining_bytes=eta.plan.bytes if eta.eta is not None else None,
+            projected_remaining_bytes=(
+                None
+                if eta.eta is None
+                else eta.plan.bytes
+                if eta.plan.converges
+                else float(sample.memory_remaining)
+            ),
             convergence=conv,
             reason=reason + (drift_note if eta.eta is not None else ""),
             recommendations=recs,
