@@ -90,8 +90,8 @@ class TraceReport:
     abort_s: float | None = None  # when an operator aborted it (an ``abort`` action)
     # The checkpoints from 25 % with hindsight facts (eta_limits), completed traces only.
     hindsight: list[Checkpoint] = field(default_factory=list)
-    # "tuning", "held-out (shared)" or "held-out (rp)": see ``split_of``.
-    split: str = "tuning"
+    # "tuning (lab)", "tuning (rp)", "held-out (shared)" or "held-out (rp)": ``split_of``.
+    split: str = "tuning (lab)"
 
     @property
     def agent_run(self) -> Run:
@@ -253,7 +253,8 @@ def _predict(
     )
 
 
-TUNING = "tuning"
+TUNING = "tuning (lab)"
+TUNING_RP = "tuning (rp)"
 HELD_OUT_SHARED = "held-out (shared)"
 HELD_OUT_RP = "held-out (rp)"
 
@@ -262,7 +263,8 @@ def split_of(path: Path) -> str:
     """Which split a trace belongs to. ``shared/`` (the ten oldest recordings, from another
     lab, job stats only) is held out: the estimator is never tuned on it. In ``rp/`` (the
     real-program recordings) the split was fixed before recording, in ``rp/SPLIT.md``: a
-    table row whose split cell reads ``**held-out**``. Everything else is tuning."""
+    table row whose split cell reads ``**held-out**``; the rest of ``rp/`` is tuning (rp).
+    Everything else (the lab's synthetic guests) is tuning (lab)."""
     folder = path.parent.name
     if folder == "shared":
         return HELD_OUT_SHARED
@@ -271,7 +273,7 @@ def split_of(path: Path) -> str:
         for line in split_md.read_text().splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if cells and cells[0] == path.stem:
-                return HELD_OUT_RP if "held-out" in cells[-1] else TUNING
+                return HELD_OUT_RP if "held-out" in cells[-1] else TUNING_RP
         return HELD_OUT_RP  # not in the table: never tuned on
     return TUNING
 

@@ -97,7 +97,7 @@ def test_splits_are_reported_apart(
 ) -> None:
     """shared/ is held out; in rp/ SPLIT.md's table decides (a trace not in it is held out);
     every split gets its own block, with the naive baseline, in the table."""
-    from bench.eta_replay import HELD_OUT_RP, HELD_OUT_SHARED, TUNING, split_of
+    from bench.eta_replay import HELD_OUT_RP, HELD_OUT_SHARED, TUNING, TUNING_RP, split_of
 
     assert split_of(SHARED / "converge.jsonl") == HELD_OUT_SHARED
     assert split_of(SHARED.parent / "mw4-a.jsonl") == TUNING
@@ -107,7 +107,7 @@ def test_splits_are_reported_apart(
         "| label | kind | workload | split |\n|---|---|---|---|\n"
         "| rp-a | converge | redis | tuning |\n| rp-b | converge | sqlite | **held-out** |\n"
     )
-    assert split_of(rp / "rp-a.jsonl") == TUNING
+    assert split_of(rp / "rp-a.jsonl") == TUNING_RP
     assert split_of(rp / "rp-b.jsonl") == HELD_OUT_RP
     assert split_of(rp / "rp-new.jsonl") == HELD_OUT_RP
     reports, summary = results

@@ -237,9 +237,12 @@ def dirty_model(
         # The live reading may be capped (the long pass 1 mostly): it only says R >= live.
         # The pre-flight, taken over windows too short to be capped, says where above.
         sig = 2.0 * preflight.rate_sigma_bps
+        # How far the central value stays with the pre-flight: the idle guest it measured
+        # may not be the guest that is migrating (a load that started, or stopped).
+        rate = live + config.preflight_over_live * (preflight.rate_bps - live)
         return DirtyModel(
-            rate=preflight.rate_bps,
-            rate_low=max(live, preflight.rate_bps - sig),
+            rate=rate,
+            rate_low=min(live, max(live, preflight.rate_bps - sig)),
             rate_high=preflight.rate_bps + sig,
             hot=hot,
             hot_low=hot_low,

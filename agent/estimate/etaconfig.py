@@ -51,6 +51,10 @@ class EstimatorConfig:
     # edge assumes the true rate may be this much higher, and at least what the DEFAULT
     # band assumed in pass 1 (default_dirty_ratio_high x bandwidth).
     live_rate_headroom: float = 0.5
+    # When the first live reading is below the pre-flight rate and may be capped by the hot
+    # set, the central rate lies this far from the live reading towards the pre-flight's
+    # (1: the pre-flight's; the band spans both either way).
+    preflight_over_live: float = 0.5
     # The share of the guest's RAM that may never have been written (zero pages, sent
     # almost for free). The band's optimistic edge lets pass 1's never-written pages grow
     # to this share of all RAM; the central value uses the share seen so far, or none
