@@ -509,6 +509,11 @@ class MigrationEstimator:
             elapsed_s=sample.elapsed_s,
             auto_converge=ac,
             bandwidth_ceiling=self._ceiling(bw, limits),
+            pass_cap=(
+                max(math.ceil(cfg.more_passes_factor * self._iteration), cfg.more_passes_min)
+                if cfg.more_passes_factor > 0 and not in_pass1
+                else None
+            ),
         )
         eta = eta_band(sit, cfg)
         drift_note = ""

@@ -44,6 +44,9 @@ class Situation:
     # migration sends well below it (the sender starved of CPU, not the link, sets the pace
     # now, and that can end at any time); None: the rate's own wobble.
     bandwidth_ceiling: float | None = None
+    # The central plan counts at most this many more passes (``None``: no cap): see
+    # ``EstimatorConfig.more_passes_factor``.
+    pass_cap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ def plan_at(
     bandwidth: float,
     drain: float,
     fast: bool = False,
+    pass_cap: int | None = None,
 ) -> PassPlan:
     """The pass plan of ``sit`` with these inputs (``fast``: auto-converge's throttle slows
     the guest proportionally from now on, the band's fast edge)."""
@@ -82,6 +86,8 @@ def plan_at(
         check_interval_s=cfg.check_interval_s,
         horizon_s=cfg.budget_s * cfg.horizon_factor,
         auto_converge=ac,
+        pass_cap=pass_cap,
+        pass_cap_rho=cfg.more_passes_rho,
     )
 
 
@@ -89,7 +95,15 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
     """The central ETA and its band (see the module docstring)."""
     m = sit.model
     spread = sit.bandwidth_spread
-    central = plan_at(sit, cfg, rate=m.rate, hot=m.hot, bandwidth=sit.bandwidth, drain=sit.drain)
+    central = plan_at(
+        sit,
+        cfg,
+        rate=m.rate,
+        hot=m.hot,
+        bandwidth=sit.bandwidth,
+        drain=sit.drain,
+        pass_cap=sit.pass_cap,
+    )
     if not central.converges:
         return EtaBand(central, None, None, None)
     fast = plan_at(

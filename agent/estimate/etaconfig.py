@@ -101,6 +101,16 @@ class EstimatorConfig:
     # the pass boundaries shows, when they fall faster than the model says
     # (``MigrationEstimator._boundary_checked``; 0: off).
     boundary_ratio_weight: float = 1.0
+    # The central plan counts at most this many times the passes so far as still to come
+    # (at least more_passes_min), the band's slow edge all the arithmetic says: near a rate
+    # of one, the geometric tail's length swings with every percent of the rate, and a
+    # migration that has needed n passes rarely needs many times n more before its
+    # workload or QEMU's checks change the picture (0: off).
+    more_passes_factor: float = 1.0
+    more_passes_min: int = 3
+    # ... only where the central fall per pass (dirty rate / bandwidth) is at least this:
+    # below it the tail is short and well determined.
+    more_passes_rho: float = 0.85
     # A predicted end that keeps moving (``drift.EndDrift``) after pass 1: the history kept
     # (s of job time), the span it needs before it is trusted, and the largest slope it may
     # take (0: off). A pass boundary makes the predicted end jump on new evidence; the span

@@ -96,6 +96,8 @@ def plan_passes(
     horizon_s: float = math.inf,
     max_passes: int = 1_000_000,
     auto_converge: AutoConverge | None = None,
+    pass_cap: int | None = None,
+    pass_cap_rho: float = 0.0,
 ) -> PassPlan:
     """Simulate the remaining pre-copy passes (see the module docstring).
 
@@ -107,6 +109,10 @@ def plan_passes(
         hot_set_bytes: cap on the distinct bytes one pass can dirty (``None``: no cap).
         auto_converge: QEMU is throttling the guest (``dirty_rate_bps`` is its rate at the
             throttle in force now): the passes are then followed one by one.
+        pass_cap: at most this many more passes of the geometric fall are counted, the
+            switch-over assumed after them (``None``: as many as the arithmetic says), when
+            the fall per pass is at least ``pass_cap_rho`` (there the tail's length swings
+            with every percent of the dirty rate).
     """
     if bandwidth_bps <= 0:
         return NEVER
@@ -160,6 +166,8 @@ def plan_passes(
             n = max(1, math.ceil(math.log(enough / excess) / math.log(rho)))
         if n > max_passes:
             return NEVER
+        if pass_cap is not None and rho >= pass_cap_rho:
+            n = max(min(n, pass_cap - passes), 1)
         total = excess * (1.0 - rho**n) / (1.0 - rho)
         passes += n
         time += total / bandwidth_bps
