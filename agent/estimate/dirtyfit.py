@@ -141,6 +141,11 @@ class DirtyModel:
     # The live reading is known not to be capped by the hot set (two passes of different
     # lengths agree, or the pre-flight does): without it one pass's rate is a lower bound.
     confirmed: bool = False
+    # The band's slow edge leaves the hot set uncapped and dirties at least this (B/s):
+    # before the first boundary a pre-flight of the idle guest may not be the guest that
+    # migrates (a load that starts with the migration), so its hot set and rate bound the
+    # central value, not the slow edge. 0: the model's own edges.
+    slow_floor: float = 0.0
 
 
 def prior_model(
@@ -163,6 +168,7 @@ def prior_model(
         rate_low=max(0.0, preflight.rate_bps - sig),
         rate_high=preflight.rate_bps + sig,
         hot=prior_hot_set(preflight, memory_total),
+        slow_floor=config.preflight_doubt * bandwidth_bps,
         hot_low=preflight.hot_low_bytes,
         basis=EtaBasis.PREFLIGHT,
         measured=True,
@@ -242,7 +248,7 @@ def dirty_model(
         rate = live + config.preflight_over_live * (preflight.rate_bps - live)
         return DirtyModel(
             rate=rate,
-            rate_low=min(live, max(live, preflight.rate_bps - sig)),
+            rate_low=live,  # the reading is a lower bound; the central value may be near it
             rate_high=preflight.rate_bps + sig,
             hot=hot,
             hot_low=hot_low,

@@ -115,20 +115,26 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
         drain=sit.drain_fast,
         fast=True,
     )
+    doubt = m.slow_floor > 0
     slow = plan_at(
         sit,
         cfg,
-        rate=m.rate_high,
-        hot=m.hot,
+        rate=max(m.rate_high, m.slow_floor),
+        hot=None if doubt else m.hot,
         bandwidth=sit.bandwidth * max(1.0 - spread, 0.1),
         drain=sit.drain_slow,
     )
-    if not slow.converges and not m.measured:
+    if not slow.converges and (not m.measured or doubt):
         # Nothing measured yet: the slow edge's assumed dirty rate (a share of the bandwidth)
         # is a guess, and so is its combination with the slowest wobble of the rate; the
         # band stays finite at the assumed rate over the rate seen (an open band is no band).
         slow = plan_at(
-            sit, cfg, rate=m.rate_high, hot=m.hot, bandwidth=sit.bandwidth, drain=sit.drain_slow
+            sit,
+            cfg,
+            rate=max(m.rate_high, m.slow_floor),
+            hot=None if doubt else m.hot,
+            bandwidth=sit.bandwidth,
+            drain=sit.drain_slow,
         )
     eta = sit.before_memory_s + central.time_s
     margin = cfg.band_floor_s + cfg.band_floor_rel * eta

@@ -51,6 +51,9 @@ class EstimatorConfig:
     # edge assumes the true rate may be this much higher, and at least what the DEFAULT
     # band assumed in pass 1 (default_dirty_ratio_high x bandwidth).
     live_rate_headroom: float = 0.5
+    # Before the first boundary, the band's slow edge with a pre-flight dirties at least
+    # this share of the bandwidth with no hot-set cap (``DirtyModel.slow_floor``; 0: off).
+    preflight_doubt: float = 0.3
     # When the first live reading is below the pre-flight rate and may be capped by the hot
     # set, the central rate lies this far from the live reading towards the pre-flight's
     # (1: the pre-flight's; the band spans both either way).
