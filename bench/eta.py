@@ -1,7 +1,8 @@
 """ETA / band / verdict benchmark over recorded migration traces.
 
-Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces`` and
-``bench/traces/shared``, the project's first ten recordings).
+Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces``,
+``bench/traces/rp``, the real-program recordings, and ``bench/traces/shared``, the
+project's first ten recordings; the splits are reported apart, ``eta_replay.split_of``).
 
 Every trace is replayed (``bench.eta_replay``) through ``MigrationEstimator`` exactly as the
 agent's replay backend and tracker feed it (``estimates``): the source's running samples
@@ -48,7 +49,10 @@ from bench.eta_replay import (
 __all__ = ["agent_estimator_config", "estimates", "format_table", "main", "run", "summarize"]
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DIRS = (
+#: The lab's synthetic recordings and the ten shared ones (what bench.evacuation pools).
+DEFAULT_DIRS = (REPO / "bench" / "traces", REPO / "bench" / "traces" / "shared")
+#: What ``make bench-eta`` scores: those and the real-program recordings (``rp/SPLIT.md``).
+ETA_DIRS = (
     REPO / "bench" / "traces",
     REPO / "bench" / "traces" / "rp",
     REPO / "bench" / "traces" / "shared",
@@ -559,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ignore the traces' memstats lines (resident memory unknown)",
     )
     args = parser.parse_args(argv)
-    dirs = args.dirs or [str(d) for d in DEFAULT_DIRS]
+    dirs = args.dirs or [str(d) for d in ETA_DIRS]
     try:
         reports, summary = run(dirs, use_resident=not args.no_resident)
     except (TraceError, OSError) as exc:
