@@ -92,6 +92,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default 1,2,4,8,16: short ones give the rate, long ones the hot set)",
     )
     g.add_argument(
+        "--scan-interval",
+        dest="scan_interval_s",
+        type=float,
+        metavar="S",
+        help="look for new migration jobs every S seconds (default 1; an iteration event"
+        " also triggers a scan)",
+    )
+    g.add_argument(
+        "--migration-policy",
+        type=_words,
+        metavar="auto-converge,post-copy",
+        help="what the control plane permits for migrations from this host (nova's"
+        " live_migration_permit_auto_converge / _post_copy): a guest auto-converge will"
+        " throttle is then not called NOT_CONVERGING before QEMU throttles it",
+    )
+    g.add_argument(
         "--preflight-concurrency",
         type=int,
         metavar="N",
@@ -228,10 +244,21 @@ def _periods(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def load_config(args: argparse.Namespace) -> AgentConfig:
     file_values: dict[str, Any] = load_toml(args.config) if args.config else {}
     overrides = {k: v for k, v in vars(args).items() if k != "config"}
-    for key in ("traces", "simulated_scenarios", "operators", "viewers", "preflight_periods_s"):
+    for key in (
+        "traces",
+        "simulated_scenarios",
+        "operators",
+        "viewers",
+        "preflight_periods_s",
+        "migration_policy",
+    ):
         if overrides.get(key) is not None:
             overrides[key] = tuple(overrides[key])
     return build(file_values, overrides)

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migwatch.agent.model import MigrationPolicy
+
 BACKENDS = ("simulated", "libvirt", "replay")
 # The [roles] table of the TOML file: its keys are these fields.
 ROLE_KEYS = ("operators", "viewers")
@@ -38,6 +40,10 @@ ROLE_KEYS = ("operators", "viewers")
 
 class ConfigError(Exception):
     """A setting is wrong; the message says which and how to fix it."""
+
+
+#: ``--migration-policy`` values.
+POLICIES = ("auto-converge", "post-copy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +56,9 @@ class AgentConfig:
     # libvirt
     libvirt_uri: str = "qemu:///system"
     sample_interval_s: float = 0.5
-    scan_interval_s: float = 2.0
+    # Seconds between scans for new jobs: bounds how late a migration is found (the scan
+    # never waits on a pre-flight measurement; an iteration event wakes it at once).
+    scan_interval_s: float = 1.0
     record_dir: str = ""  # write a trace per migration here (TRACE_FORMAT.md)
     # Seconds between pre-flight dirty-rate measurements of each idle guest; 0: off.
     preflight_interval_s: float = 120.0
@@ -61,6 +69,11 @@ class AgentConfig:
     # Guests measured at once. QEMU samples in its own thread and the agent only starts and
     # reads each measurement, so this bounds the guests' (small) hashing cost, not ours.
     preflight_concurrency: int = 4
+    # What the control plane permits for migrations from this host ("auto-converge",
+    # "post-copy"; nova's live_migration_permit_auto_converge / _post_copy): libvirt's job
+    # stats show auto-converge only once QEMU throttles, so without this a guest that
+    # auto-converge will slow is called NOT_CONVERGING until then.
+    migration_policy: tuple[str, ...] = ()
     # replay
     traces: tuple[str, ...] = ()
     speed: float = 1.0
@@ -103,6 +116,8 @@ class AgentConfig:
             raise ConfigError(
                 f"sample_interval_s {self.sample_interval_s} must be 0.05 to 60 seconds"
             )
+        if not 0.1 <= self.scan_interval_s <= 60:
+            raise ConfigError(f"scan_interval_s {self.scan_interval_s} must be 0.1 to 60 seconds")
         if self.speed <= 0 or self.simulated_speed <= 0:
             raise ConfigError("speed must be greater than 0")
         if not 0 <= self.simulated_drain <= 64:
@@ -116,6 +131,12 @@ class AgentConfig:
             raise ConfigError(
                 f"preflight_periods_s {list(periods)} must be whole seconds from 1 to 60, "
                 "e.g. --preflight-periods 1,2,4,8,16"
+            )
+        unknown = sorted(set(self.migration_policy) - set(POLICIES))
+        if unknown:
+            raise ConfigError(
+                f"migration_policy {', '.join(unknown)} is unknown: choose from"
+                f" {', '.join(POLICIES)}, e.g. --migration-policy auto-converge,post-copy"
             )
         if self.preflight_concurrency < 1:
             raise ConfigError("preflight_concurrency must be at least 1 (guests measured at once)")
@@ -156,6 +177,14 @@ class AgentConfig:
                     "--tls-cert and --tls-key (docs/SECURITY.md), or --insecure to serve "
                     "plaintext anyway"
                 )
+
+
+def policy_of(config: AgentConfig) -> MigrationPolicy:
+    """The declared migration policy of ``config`` (validated)."""
+    return MigrationPolicy(
+        auto_converge="auto-converge" in config.migration_policy,
+        post_copy="post-copy" in config.migration_policy,
+    )
 
 
 def _host_of(setting: str, value: str, example: str) -> str:

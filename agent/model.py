@@ -14,7 +14,7 @@ derived and ints where libvirt counts. ``None`` means "not known", never zero.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: Bytes in a mebibyte: libvirt's MiB/s limits, QEMU's dirty-rate readings, and our messages.
 MIB = 1 << 20
@@ -127,6 +127,33 @@ class Limits:
     max_bandwidth_bps: int | None = None  # None: unlimited
     postcopy_allowed: bool = False  # started with the post-copy flag
     postcopy_bandwidth_bps: int | None = None  # `bandwidth.postcopy`; None: same as pre-copy
+    # The auto-converge capability is on: declared by the host's migration policy
+    # (``--migration-policy auto-converge``) or read by a backend that can (QMP); libvirt's
+    # job stats say it only once a throttle is reported (``JobSample.auto_converge_throttle``).
+    auto_converge: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationPolicy:
+    """What the control plane permits for migrations from this host (``--migration-policy``),
+    as nova's ``live_migration_permit_auto_converge`` / ``live_migration_permit_post_copy``:
+    the job statistics do not say which flags a migration was started with (libvirt shows
+    auto-converge only once QEMU throttles), so the host declares them."""
+
+    auto_converge: bool = False  # migrations are started with VIR_MIGRATE_AUTO_CONVERGE
+    post_copy: bool = False  # ... with VIR_MIGRATE_POSTCOPY (post-copy may be switched to)
+
+    def apply(self, limits: Limits) -> Limits:
+        """``limits`` with what this policy declares (never takes away what the backend saw)."""
+        if not (self.auto_converge and not limits.auto_converge) and not (
+            self.post_copy and not limits.postcopy_allowed
+        ):
+            return limits
+        return replace(
+            limits,
+            auto_converge=limits.auto_converge or self.auto_converge,
+            postcopy_allowed=limits.postcopy_allowed or self.post_copy,
+        )
 
 
 @dataclass(frozen=True, slots=True)

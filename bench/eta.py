@@ -1,7 +1,8 @@
 """ETA / band / verdict benchmark over recorded migration traces.
 
-Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces`` and
-``bench/traces/shared``, the project's first ten recordings).
+Usage: ``python -m bench.eta [--json] [DIR ...]`` (default: ``bench/traces``,
+``bench/traces/rp``, the real-program recordings, and ``bench/traces/shared``, the
+project's first ten recordings; the splits are reported apart, ``eta_replay.split_of``).
 
 Every trace is replayed (``bench.eta_replay``) through ``MigrationEstimator`` exactly as the
 agent's replay backend and tracker feed it (``estimates``): the source's running samples
@@ -48,7 +49,14 @@ from bench.eta_replay import (
 __all__ = ["agent_estimator_config", "estimates", "format_table", "main", "run", "summarize"]
 
 REPO = Path(__file__).resolve().parent.parent
+#: The lab's synthetic recordings and the ten shared ones (what bench.evacuation pools).
 DEFAULT_DIRS = (REPO / "bench" / "traces", REPO / "bench" / "traces" / "shared")
+#: What ``make bench-eta`` scores: those and the real-program recordings (``rp/SPLIT.md``).
+ETA_DIRS = (
+    REPO / "bench" / "traces",
+    REPO / "bench" / "traces" / "rp",
+    REPO / "bench" / "traces" / "shared",
+)
 TARGET_ERR = 0.10  # p90 ETA error from 25 % elapsed
 TARGET_BAND = 0.80  # share of true durations inside the band
 TARGET_FLAG_ITERS = 3
@@ -206,6 +214,8 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
             )
             out["predict_agent_traces_without_auto_converge"] = len(plain)
     out["limits"] = _limits(selfc, pre)
+    splits = split_summary(reports)
+    out["splits"] = splits
     targets: dict[str, bool | None] = {}
     # The ETA targets on every trace, with the pre-flight prior, and on the traces that
     # carry all the libvirt agent measures.
@@ -227,8 +237,106 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
     ap = out.get("predict_agent_p90")
     if isinstance(ap, float):
         targets["preflight_p90_le_15pct_agent_inputs"] = ap <= TARGET_PREFLIGHT
+    targets.update(split_targets(splits))
     out["targets"] = targets
     return out
+
+
+def split_targets(splits: Mapping[str, Mapping[str, object]]) -> dict[str, bool | None]:
+    """Issue 12's targets on each held-out split (the p90 only on the real-program one)."""
+    out: dict[str, bool | None] = {}
+    for split, b in splits.items():
+        if not split.startswith("held-out"):
+            continue
+        tag = split.replace("held-out (", "heldout_").rstrip(")")
+        p90, cov = b.get("p90_from_25"), b.get("coverage_from_25")
+        if tag == "heldout_rp":
+            out[f"{tag}_p90_from_25_le_20pct"] = isinstance(p90, float) and p90 <= 0.20
+        out[f"{tag}_coverage_ge_85pct"] = isinstance(cov, float) and cov >= 0.85
+        worse = False
+        for k in ("50%", "75%"):
+            est, naive = b.get(f"p90@{k}"), b.get(f"naive_p90@{k}")
+            if isinstance(est, float) and isinstance(naive, float) and est > naive:
+                worse = True
+        out[f"{tag}_never_worse_than_naive_50_75"] = not worse
+        out[f"{tag}_no_false_flags"] = b.get("false_flags") == 0
+        rev = b.get("max_reversals")
+        out[f"{tag}_reversals_le_3"] = isinstance(rev, int) and rev <= 3
+        out[f"{tag}_aborts_flagged"] = b.get("aborted_flagged_before") == b.get("aborted")
+    return out
+
+
+def split_summary(reports: Sequence[TraceReport]) -> dict[str, dict[str, object]]:
+    """Per split (``eta_replay.split_of``), the replay as the agent runs it (with the trace's
+    pre-flight when it has one) against the naive remaining / rate on the same samples:
+    p90 error from 25 % elapsed, band coverage from 25 %, p90 at 50 % and 75 % counting only
+    checkpoints after pass 1 (once the migration has spoken), false flags, verdict
+    reversals, and whether every aborted migration was flagged before its abort."""
+    out: dict[str, dict[str, object]] = {}
+    later = [f"{int(f * 100)}%" for f in CHECKPOINTS if f >= 0.25]
+    for split in sorted({r.split for r in reports}):
+        mine = [r for r in reports if r.split == split]
+        selfc = [r for r in mine if r.self_converging]
+        runs = [r.agent_run for r in selfc]
+        block: dict[str, object] = {"traces": len(mine), "self_converging": len(selfc)}
+        block["p90_from_25"] = _pct([run.errors.get(k) for run in runs for k in later], 0.9)
+        block["naive_p90_from_25"] = _pct([run.naive.get(k) for run in runs for k in later], 0.9)
+        inside = [run.inside.get(k, False) for run in runs for k in later]
+        block["coverage_from_25"] = sum(inside) / len(inside) if inside else None
+        for k in ("50%", "75%"):
+            spoke = [run for run in runs if run.cp_iteration.get(k, 0) >= 2]
+            block[f"after_pass1_checkpoints@{k}"] = len(spoke)
+            block[f"p90@{k}"] = _pct([run.errors.get(k) for run in spoke], 0.9)
+            block[f"naive_p90@{k}"] = _pct([run.naive.get(k) for run in spoke], 0.9)
+        clean = [
+            r for r in mine if r.outcome == "completed" and not r.intervened and not r.auto_converge
+        ]
+        block["false_flags"] = sum(1 for r in clean if r.agent_run.flags)
+        block["naive_false_flags"] = sum(1 for r in clean if r.live.naive_flags)
+        block["max_reversals"] = max((r.agent_run.reversals for r in mine), default=0)
+        worst = max(mine, key=lambda r: r.agent_run.reversals, default=None)
+        block["max_reversals_trace"] = worst.name if worst is not None else None
+        aborted = [r for r in mine if r.outcome == "aborted" and r.abort_s is not None]
+        block["aborted"] = len(aborted)
+        block["aborted_flagged_before"] = sum(
+            1
+            for r in aborted
+            if r.agent_run.flag_s is not None
+            and r.abort_s is not None
+            and r.agent_run.flag_s <= r.abort_s
+        )
+        out[split] = block
+    return out
+
+
+def format_splits(splits: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """The per-split table (``split_summary``)."""
+    lines = [
+        "Splits (the replay as the agent runs it, with the pre-flight where recorded;"  # noqa: ISC004
+        " naive = remaining / rate on the same samples):"
+    ]
+    for split, b in splits.items():
+
+        def f(key: str, block: Mapping[str, object] = b) -> str:
+            v = block.get(key)
+            return _fmt(v) if isinstance(v, float) else ("-" if v is None else str(v))
+
+        lines.append(
+            f"  {split}: {b['traces']} traces, {b['self_converging']} self-converging;"
+            f" p90 from 25% {f('p90_from_25')} (naive {f('naive_p90_from_25')});"
+            f" coverage from 25% {f('coverage_from_25')}"
+        )
+        lines.append(
+            f"    after pass 1: p90@50% {f('p90@50%')} (naive {f('naive_p90@50%')},"
+            f" {b['after_pass1_checkpoints@50%']} checkpoints); p90@75% {f('p90@75%')}"
+            f" (naive {f('naive_p90@75%')}, {b['after_pass1_checkpoints@75%']} checkpoints)"
+        )
+        lines.append(
+            f"    false flags {b['false_flags']} (naive {b['naive_false_flags']}); max verdict"
+            f" reversals per migration {b['max_reversals']} ({b['max_reversals_trace']});"
+            f" aborted flagged before the abort {b['aborted_flagged_before']}/{b['aborted']}"
+        )
+    return lines
 
 
 def _limits(selfc: Sequence[TraceReport], pre: Sequence[TraceReport]) -> dict[str, object]:
@@ -434,6 +542,10 @@ def format_table(reports: Sequence[TraceReport], summary: Mapping[str, object]) 
     limits = summary.get("limits")
     if isinstance(limits, dict):
         lines.extend(_format_limits(limits))
+    splits = summary.get("splits")
+    if isinstance(splits, dict):
+        lines.append("")
+        lines.extend(format_splits(splits))
     lines.append("")
     targets = summary.get("targets")
     if isinstance(targets, dict):
@@ -472,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ignore the traces' memstats lines (resident memory unknown)",
     )
     args = parser.parse_args(argv)
-    dirs = args.dirs or [str(d) for d in DEFAULT_DIRS]
+    dirs = args.dirs or [str(d) for d in ETA_DIRS]
     try:
         reports, summary = run(dirs, use_resident=not args.no_resident)
     except (TraceError, OSError) as exc:

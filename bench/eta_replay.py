@@ -29,6 +29,7 @@ from migwatch.agent.estimate.estimator import (
     fit_preflight,
     predict,
 )
+from migwatch.agent.estimate.steady import verdict_class
 from migwatch.agent.model import Convergence, Estimate, Preflight
 
 from bench.eta_limits import Checkpoint, checkpoints
@@ -57,6 +58,11 @@ class Run:
     naive_flags: int = 0
     # Every sample after the first iteration boundary (evidence measured): err, naive err.
     after_pass1: list[tuple[float | None, float | None]] = field(default_factory=list)
+    # The memory pass at each checkpoint's sample (0: none yet).
+    cp_iteration: dict[str, int] = field(default_factory=dict)
+    # Changes of the verdict between decided classes (CONVERGING, SLOW, flagged), an
+    # UNKNOWN in between not counting as a class (steady.verdict_class).
+    reversals: int = 0
 
 
 @dataclass
@@ -81,8 +87,16 @@ class TraceReport:
     predict_verdict: str | None = None
     predict_eta_s: float | None = None
     first_action_s: float | None = None
+    abort_s: float | None = None  # when an operator aborted it (an ``abort`` action)
     # The checkpoints from 25 % with hindsight facts (eta_limits), completed traces only.
     hindsight: list[Checkpoint] = field(default_factory=list)
+    # "tuning (lab)", "tuning (rp)", "held-out (shared)" or "held-out (rp)": ``split_of``.
+    split: str = "tuning (lab)"
+
+    @property
+    def agent_run(self) -> Run:
+        """The replay as the agent runs it: with the pre-flight when the trace has one."""
+        return self.with_prior if self.with_prior is not None else self.live
 
     @property
     def self_converging(self) -> bool:
@@ -133,17 +147,23 @@ def replay(
 ) -> Run:
     """Replay one trace and score it (see METHOD)."""
     true = true_duration_s(trace)
-    points: list[tuple[float, Estimate, float | None]] = []
+    points: list[tuple[float, Estimate, float | None, int]] = []
     run = Run()
     prev_stats: Mapping[str, object] | None = None
     prev_elapsed = 0.0
     last_iter = 0
     start_remaining: list[int] = []
+    decided: str | None = None
     for step, e in estimates(trace, preflight, config, use_resident):
         s = step.sample
+        if e.convergence is not Convergence.UNKNOWN:
+            cls = verdict_class(e.convergence)
+            if decided is not None and cls != decided:
+                run.reversals += 1
+            decided = cls
         naive = _naive_eta(step.stats, prev_stats, s.elapsed_s - prev_elapsed)
         prev_stats, prev_elapsed = step.stats, s.elapsed_s
-        points.append((s.elapsed_s, e, naive))
+        points.append((s.elapsed_s, e, naive, s.iteration))
         if e.convergence in FLAGS:
             run.flags += 1
             run.cleared_iteration = None
@@ -167,13 +187,15 @@ def replay(
         if not at:
             run.errors[key] = run.naive[key] = None
             run.inside[key] = False
+            run.cp_iteration[key] = 0
             continue
-        elapsed, e, naive = at[-1]
+        elapsed, e, naive, iteration = at[-1]
+        run.cp_iteration[key] = iteration
         run.errors[key] = None if e.eta_s is None else abs(elapsed + e.eta_s - true) / true
         run.naive[key] = None if naive is None else abs(elapsed + naive - true) / true
         run.inside[key] = _inside(e, true - elapsed)
     iters = [st.sample.iteration for st in source_steps(trace)]
-    for (t, e, naive), it in zip(points, iters, strict=True):
+    for (t, e, naive, _), it in zip(points, iters, strict=True):
         if it >= 2 and t < true:
             run.after_pass1.append(
                 (
@@ -181,7 +203,7 @@ def replay(
                     None if naive is None else abs(t + naive - true) / true,
                 )
             )
-    held = [_inside(e, true - t) for t, e, _ in points if t < true]
+    held = [_inside(e, true - t) for t, e, _, _ in points if t < true]
     run.band_share_all = sum(held) / len(held) if held else None
     return run
 
@@ -231,6 +253,31 @@ def _predict(
     )
 
 
+TUNING = "tuning (lab)"
+TUNING_RP = "tuning (rp)"
+HELD_OUT_SHARED = "held-out (shared)"
+HELD_OUT_RP = "held-out (rp)"
+
+
+def split_of(path: Path) -> str:
+    """Which split a trace belongs to. ``shared/`` (the ten oldest recordings, from another
+    lab, job stats only) is held out: the estimator is never tuned on it. In ``rp/`` (the
+    real-program recordings) the split was fixed before recording, in ``rp/SPLIT.md``: a
+    table row whose split cell reads ``**held-out**``; the rest of ``rp/`` is tuning (rp).
+    Everything else (the lab's synthetic guests) is tuning (lab)."""
+    folder = path.parent.name
+    if folder == "shared":
+        return HELD_OUT_SHARED
+    split_md = path.parent / "SPLIT.md"
+    if folder == "rp" and split_md.is_file():
+        for line in split_md.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cells and cells[0] == path.stem:
+                return HELD_OUT_RP if "held-out" in cells[-1] else TUNING_RP
+        return HELD_OUT_RP  # not in the table: never tuned on
+    return TUNING
+
+
 def evaluate(path: Path, config: EstimatorConfig, use_resident: bool = True) -> TraceReport:
     trace = read_trace(path)
     true = true_duration_s(trace)
@@ -249,7 +296,11 @@ def evaluate(path: Path, config: EstimatorConfig, use_resident: bool = True) -> 
         live=replay(trace, None, config, use_resident),
         with_prior=replay(trace, pf, config, use_resident) if pf is not None else None,
         first_action_s=next((a.dt for a in trace.actions if a.dt is not None), None),
+        abort_s=next(
+            (a.dt for a in trace.actions if a.action == "abort" and a.dt is not None), None
+        ),
         hindsight=checkpoints(trace, [f for f in CHECKPOINTS if f >= 0.25]),
+        split=split_of(path),
     )
     if pf is not None:
         p = _predict(trace, pf, config, use_resident)

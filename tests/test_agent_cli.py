@@ -169,3 +169,21 @@ def test_config_file_is_honoured_and_flags_override_it(
     assert len(names) >= 2 and all(n.startswith("sim-quick-") for n in names), names
     sub.proc.send_signal(signal.SIGTERM)
     assert sub.proc.wait(timeout=10) == 0
+
+
+def test_unknown_migration_policy_is_a_one_line_error() -> None:
+    """--migration-policy takes only what the control plane can permit; the error says so."""
+    assert_user_error(
+        run_agent("--migration-policy", "auto-converge,xbzrle"), "xbzrle", "post-copy"
+    )
+
+
+def test_migration_policy_from_flag_and_file() -> None:
+    """The declared policy reaches the tracker's policy, from the flag or the TOML key."""
+    from migwatch.agent.__main__ import load_config, parse_args
+    from migwatch.agent.config import policy_of
+
+    config = load_config(parse_args(["--migration-policy", "auto-converge, post-copy"]))
+    policy = policy_of(config)
+    assert policy.auto_converge and policy.post_copy
+    assert not policy_of(load_config(parse_args([]))).auto_converge

@@ -90,3 +90,30 @@ def test_missing_dir_is_a_one_line_error(
     assert main([str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("bench.eta: no *.jsonl traces") and err.count("\n") == 1
+
+
+def test_splits_are_reported_apart(
+    tmp_path: Path, results: tuple[dict[str, object], dict[str, object]]
+) -> None:
+    """shared/ is held out; in rp/ SPLIT.md's table decides (a trace not in it is held out);
+    every split gets its own block, with the naive baseline, in the table."""
+    from bench.eta_replay import HELD_OUT_RP, HELD_OUT_SHARED, TUNING, TUNING_RP, split_of
+
+    assert split_of(SHARED / "converge.jsonl") == HELD_OUT_SHARED
+    assert split_of(SHARED.parent / "mw4-a.jsonl") == TUNING
+    rp = tmp_path / "rp"
+    rp.mkdir()
+    (rp / "SPLIT.md").write_text(
+        "| label | kind | workload | split |\n|---|---|---|---|\n"
+        "| rp-a | converge | redis | tuning |\n| rp-b | converge | sqlite | **held-out** |\n"
+    )
+    assert split_of(rp / "rp-a.jsonl") == TUNING_RP
+    assert split_of(rp / "rp-b.jsonl") == HELD_OUT_RP
+    assert split_of(rp / "rp-new.jsonl") == HELD_OUT_RP
+    reports, summary = results
+    splits = summary["splits"]
+    assert isinstance(splits, dict) and set(splits) == {HELD_OUT_SHARED}
+    block = splits[HELD_OUT_SHARED]
+    assert {"p90_from_25", "naive_p90_from_25", "coverage_from_25", "max_reversals"} <= set(block)
+    text = format_table(list(reports.values()), summary)  # type: ignore[arg-type]
+    assert "Splits (" in text and HELD_OUT_SHARED in text

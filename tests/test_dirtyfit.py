@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from migwatch.agent.estimate.dirtyfit import (
@@ -104,9 +105,13 @@ def test_before_any_boundary_the_prior_speaks() -> None:
 
 
 def test_preflight_decaps_the_first_live_reading() -> None:
-    """A pass-1 reading far below the pre-flight was capped: its volume is the hot set."""
+    """A pass-1 reading far below the pre-flight may be capped: its volume is the hot set,
+    and the central rate meets the pre-flight's half way (the idle guest the pre-flight
+    measured may not be the one migrating)."""
     m = dirty_model([PASS1], FLAT_PF, BW, RAM, CFG)
-    assert m.basis is EtaBasis.PREFLIGHT and m.rate == 44 * MIB
+    assert m.basis is EtaBasis.PREFLIGHT and m.rate == pytest.approx((24 + 0.5 * 20) * MIB)
+    full = dirty_model([PASS1], FLAT_PF, BW, RAM, replace(CFG, preflight_over_live=1.0))
+    assert full.rate == pytest.approx(44 * MIB)
     assert m.hot == pytest.approx(288 * MIB)
     assert m.rate_low >= 24 * MIB  # the live reading stays a lower bound
 
@@ -131,3 +136,30 @@ def test_agreeing_passes_of_different_lengths_confirm_the_rate() -> None:
     m = dirty_model(obs, None, 60 * MIB, 1024 * MIB, CFG)
     assert m.rate == pytest.approx(20.1 * MIB) and m.hot is None
     assert m.rate_high <= 20.1 * MIB * (1 + CFG.rate_tolerance) + 1
+
+
+def test_preflight_prior_leaves_the_slow_edge_in_doubt() -> None:
+    """Before the first boundary the pre-flight bounds the central value, but the band's
+    slow edge dirties at least preflight_doubt x bandwidth with no hot-set cap (the guest
+    that migrates may run a load the idle one did not)."""
+    from migwatch.agent.estimate.etaband import Situation, eta_band
+
+    m = dirty_model([], FLAT_PF, BW, RAM, CFG)
+    assert m.slow_floor == pytest.approx(CFG.preflight_doubt * BW)
+    sit = Situation(
+        before_memory_s=0.0,
+        pass_left=800 * MIB,
+        pass_elapsed=5.0,
+        drain=1.0,
+        drain_fast=1.0,
+        bandwidth=BW,
+        bandwidth_spread=0.05,
+        model=replace(m, rate=2 * MIB, rate_low=MIB, rate_high=3 * MIB, hot=16 * MIB),
+        max_downtime_s=0.3,
+        elapsed_s=5.0,
+    )
+    doubtful = eta_band(sit, CFG)
+    trusting = eta_band(replace(sit, model=replace(sit.model, slow_floor=0.0)), CFG)
+    assert doubtful.eta == trusting.eta
+    assert doubtful.high is not None and trusting.high is not None
+    assert doubtful.high > trusting.high

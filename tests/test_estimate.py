@@ -76,6 +76,22 @@ async def test_estimate_of_simulated_guests_through_the_client() -> None:
 
 
 @ASYNC
+async def test_declared_auto_converge_applies_to_predictions() -> None:
+    """On a host declaring --migration-policy auto-converge, a hot guest is predicted along
+    QEMU's throttle ladder without the request asking for it."""
+    config = AgentConfig(
+        listen="127.0.0.1:0",
+        simulated_scenarios=("quick",),
+        grace_s=0.2,
+        migration_policy=("auto-converge",),
+    )
+    async with running_agent(config) as agent, AgentClient(f"127.0.0.1:{agent.port}") as client:
+        hot = await client.estimate("sim-not-converging")
+        assert hot.convergence is not Convergence.NOT_CONVERGING, hot.reason
+        assert hot.duration_s is not None and "auto-converge" in hot.reason
+
+
+@ASYNC
 async def test_estimate_request_naming_no_domain_is_invalid() -> None:
     """A request with neither domain_uuid nor domain_name is INVALID_ARGUMENT saying so."""
     config = AgentConfig(listen="127.0.0.1:0", simulated_scenarios=("quick",), grace_s=0.2)

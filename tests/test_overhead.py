@@ -130,3 +130,25 @@ def test_the_tracker_estimates_with_the_learned_overhead(overhead_mib: int) -> N
         assert eta > 4.0
     else:
         assert eta < 2.0
+
+
+def test_a_loose_resident_reading_is_not_learned_as_overhead() -> None:
+    """The issue's 2 GiB guest: rss 1.9 GiB, 815 MiB sent as zero pages. rss - non-zero is
+    ~740 MiB, the huge-page slack of a model that took rss for non-zero bytes, not QEMU's
+    memory: it is rejected and counted, and the learned value stays the lab's."""
+    learner = ResidentOverhead()
+    assert learner.learn(
+        resident_bytes=176 * MIB + 700 * MIB,
+        memory_total=1024 * MIB,
+        zero_pages=(324 * MIB) // 4096,
+        page_size=4096,
+    ) == pytest.approx(176 * MIB)
+    loose = learner.learn(
+        resident_bytes=1946 * MIB,
+        memory_total=2048 * MIB,
+        zero_pages=(815 * MIB) // 4096,
+        page_size=4096,
+    )
+    assert loose is None
+    assert learner.loose_readings == 1
+    assert learner.value() == 176 * MIB

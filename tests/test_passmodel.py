@@ -305,3 +305,28 @@ def test_pass1_drains_from_resident() -> None:
     assert fast == pytest.approx(20.0)  # 30 MiB of 824 ahead non-zero: capped at MAX_DRAIN
     assert slow == pytest.approx(824 / 370)  # 500 MiB non-zero in all: 370 ahead
     assert fast > central > slow >= 1.0
+
+
+def test_pass_cap_truncates_only_an_ill_conditioned_tail() -> None:
+    """At x0.97 a pass the geometric tail is cut at the cap; at x0.5 the cap changes
+    nothing (the tail is short and well determined); the capped plan still converges."""
+    from migwatch.agent.estimate.passmodel import plan_passes
+
+    mib = 1024 * 1024
+
+    def plan(rate_mib: float, cap: int | None) -> float:
+        p = plan_passes(
+            pass_left_bytes=300 * mib,
+            pass_elapsed_s=1.0,
+            bandwidth_bps=40 * mib,
+            dirty_rate_bps=rate_mib * mib,
+            hot_set_bytes=None,
+            max_downtime_s=0.3,
+            pass_cap=cap,
+            pass_cap_rho=0.85,
+        )
+        assert p.converges
+        return p.time_s
+
+    assert plan(38.8, 3) < 0.5 * plan(38.8, None)
+    assert plan(20.0, 3) == plan(20.0, None)

@@ -218,3 +218,42 @@ def test_fraction_done_never_exceeds_one(
             assert eta is None or eta >= 0
     if end is Phase.COMPLETED:
         assert records[-1].eta_s == 0.0 and records[-1].memory.fraction_done == 1.0
+
+
+def test_declared_auto_converge_reaches_the_estimator() -> None:
+    """With --migration-policy auto-converge, a guest dirtying faster than the link is not
+    NOT_CONVERGING after its first pass (QEMU will throttle it); without it, it is."""
+    from migwatch.agent.model import Convergence, MigrationPolicy
+
+    def last_verdict(policy: MigrationPolicy) -> Convergence:
+        t = Tracker(lambda: "h1", "test", policy=policy)
+        mi = info()
+        rec = None
+        steps = [
+            (1.0 + k, 100 * MIB * (k + 1), 1024 * MIB - 100 * MIB * (k + 1), 1) for k in range(9)
+        ]
+        steps += [(10.5 + k, 1000 * MIB + 100 * MIB * k, 900 * MIB, 2) for k in range(6)]
+        steps += [(16.5 + k, 1600 * MIB + 100 * MIB * k, 900 * MIB, 3) for k in range(3)]
+        for elapsed, processed, remaining, it in steps:
+            s = JobSample(
+                elapsed_s=elapsed,
+                memory_total=1024 * MIB,
+                memory_processed=processed,
+                memory_remaining=remaining,
+                memory_bps=100 * MIB,
+                dirty_pages_per_s=(150 * MIB) // 4096 if it >= 2 else 0,
+                iteration=it,
+            )
+            o = Observation(
+                info=mi,
+                now=mi.started_at + elapsed,
+                phase=Phase.PRECOPY,
+                limits=Limits(max_bandwidth_bps=100 * MIB),
+                sample=s,
+            )
+            rec = t.observe(o)
+        assert rec is not None
+        return rec.convergence
+
+    assert last_verdict(MigrationPolicy()) is Convergence.NOT_CONVERGING
+    assert last_verdict(MigrationPolicy(auto_converge=True)) is not Convergence.NOT_CONVERGING

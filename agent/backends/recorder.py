@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from migwatch.agent.backends.jobstats import job_type_name
 from migwatch.agent.backends.protocol import MigrationInfo
-from migwatch.agent.model import MIB, Limits, Preflight
+from migwatch.agent.model import MIB, Limits, MigrationPolicy, Preflight
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,16 @@ class _Open:
 class TraceRecorder:
     """One open trace file per outgoing migration, in ``directory``."""
 
-    def __init__(self, directory: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        clock: Callable[[], float] = time.time,
+        policy: MigrationPolicy | None = None,
+    ) -> None:
+        """``policy``: the host's declared migration policy, written into each trace as the
+        flags it stands for, so a replay judges the migration as the agent did."""
         directory.mkdir(parents=True, exist_ok=True)
+        self._policy = policy or MigrationPolicy()
         self._dir = directory
         self._clock = clock
         self._open: dict[str, _Open] = {}
@@ -68,7 +76,7 @@ class TraceRecorder:
             interval_s=interval_s,
             bandwidth_mib_s=bandwidth // MIB if bandwidth else None,
             params={"bandwidth": bandwidth // MIB} if bandwidth else {},
-            flag_names=["VIR_MIGRATE_POSTCOPY"] if limits.postcopy_allowed else [],
+            flag_names=_flag_names(self._policy.apply(limits)),
             guest={"name": info.domain_name},
             preflight=preflight is not None,
             **meta,
@@ -168,3 +176,13 @@ class TraceRecorder:
             # A full disk must not take the monitoring down with it.
             log.error("trace of %s no longer recorded: %s", domain_uuid, exc)
             self._open.pop(domain_uuid).file.close()
+
+
+def _flag_names(limits: Limits) -> list[str]:
+    """The migrate flags ``limits`` stand for (``tracefacts.limits_at`` reads them back)."""
+    names = []
+    if limits.postcopy_allowed:
+        names.append("VIR_MIGRATE_POSTCOPY")
+    if limits.auto_converge:
+        names.append("VIR_MIGRATE_AUTO_CONVERGE")
+    return names

@@ -55,7 +55,10 @@ def _action_value(arg: object) -> float | None:
 def limits_at(trace: Trace, dt: float | None) -> Limits:
     """The limits in force at ``dt`` seconds after the migrate call: the migrate call's
     bandwidth, then successful ``speed`` (MiB/s) and ``downtime`` (ms) actions up to
-    ``dt``. Post-copy is allowed when the flags include ``VIR_MIGRATE_POSTCOPY``."""
+    ``dt``. Post-copy is allowed when the flags include ``VIR_MIGRATE_POSTCOPY``, and
+    auto-converge is on when they include ``VIR_MIGRATE_AUTO_CONVERGE``: in a recording the
+    migrate call's flags stand for the host's declared migration policy (an agent with
+    ``--migration-policy`` matching what its control plane permits)."""
     meta = trace.meta
     bandwidth = meta.bandwidth_bps if meta else None
     downtime = DEFAULT_MAX_DOWNTIME_S
@@ -72,6 +75,7 @@ def limits_at(trace: Trace, dt: float | None) -> Limits:
         max_bandwidth_bps=bandwidth,
         postcopy_allowed=meta is not None and "VIR_MIGRATE_POSTCOPY" in meta.flag_names,
         postcopy_bandwidth_bps=meta.postcopy_bandwidth_bps if meta else None,
+        auto_converge=meta is not None and "VIR_MIGRATE_AUTO_CONVERGE" in meta.flag_names,
     )
 
 

@@ -9,7 +9,7 @@ state is published exactly once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from migwatch.agent.backends.protocol import MigrationInfo, Observation
 from migwatch.agent.estimate.estimator import EstimatorConfig, MigrationEstimator
@@ -19,6 +19,7 @@ from migwatch.agent.model import (
     Estimate,
     JobSample,
     Migration,
+    MigrationPolicy,
     Phase,
     Transfer,
 )
@@ -60,9 +61,13 @@ class Tracker:
         backend: str,
         config: EstimatorConfig | None = None,
         known: dict[str, tuple[str, float]] | None = None,
+        policy: MigrationPolicy | None = None,
     ) -> None:
         """``known``: ids of migrations in flight before a restart (``store.active()``),
-        reused for the same jobs when they are found again."""
+        reused for the same jobs when they are found again. ``policy``: what the control
+        plane permits (``--migration-policy``), applied to every migration's limits here,
+        the one place, before the estimator and the record see them."""
+        self._policy = policy or MigrationPolicy()
         self._known = dict(known or {})
         # A callable: the libvirt backend learns its host name only once connected.
         self._host = host
@@ -76,6 +81,11 @@ class Tracker:
     @property
     def config(self) -> EstimatorConfig:
         return self._config
+
+    @property
+    def policy(self) -> MigrationPolicy:
+        """The host's declared migration policy (also for predictions)."""
+        return self._policy
 
     def config_for(self, resident_overhead_bytes: int | None) -> EstimatorConfig:
         """The estimator's configuration for a guest on a host whose QEMU overhead was
@@ -105,6 +115,7 @@ class Tracker:
                 ),
             )
             self._active[key] = track
+        obs = replace(obs, limits=self._policy.apply(obs.limits))
         if obs.sample is not None:
             self._fold_sample(track, obs)
         if obs.phase.terminal:

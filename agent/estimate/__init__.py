@@ -3,5 +3,6 @@
 ``estimator.MigrationEstimator`` turns a running job's samples into an ``Estimate``;
 ``prediction.predict_migration`` predicts one before it starts with the same pass model
 (``passmodel``), dirty-rate fit (``dirtyfit``), band (``etaband``) and verdict and remedies
-(``advice``). ``etaconfig`` holds the tunables, ``overhead`` learns QEMU's share of rss.
+(``advice``); ``steady`` keeps the shown verdict from flapping, ``drift`` widens the band of
+a receding ETA. ``etaconfig`` holds the tunables, ``overhead`` learns QEMU's share of rss.
 """

@@ -151,22 +151,33 @@ def verdict(
     boundaries: Sequence[float],
     in_pass1: bool,
     cfg: EstimatorConfig,
+    boundary_times: Sequence[float] = (),
 ) -> tuple[Convergence, str]:
     """The verdict from the dirty model and the remaining at iteration boundaries.
 
-    ``boundaries`` are the remaining bytes at the start of each pass after the first.
+    ``boundaries`` are the remaining bytes at the start of each pass after the first,
+    ``boundary_times`` the job's elapsed time at each (same length; empty: unknown, then
+    a flat window counts as long enough). One sample's verdict: ``steady.SteadyVerdict``
+    decides whether it changes what is shown.
     """
     m = sit.model
     bw = sit.bandwidth
     threshold = bw * sit.max_downtime_s
-    rho = m.rate / bw if bw > 0 else math.inf
+    # Once the migration has measured its own dirty rate, the verdict judges by it: a
+    # pre-flight rate that the first pass contradicts may still shape the ETA (the pass's
+    # reading may be capped by the hot set), but it does not flag the migration.
+    judged = m.live_rate if m.live_rate is not None else m.rate
+    rho = judged / bw if bw > 0 else math.inf
     left = boundaries[-1] if boundaries else None
     fmt_left = f"; ~{mib(left)} MiB left after each pass" if left is not None else ""
-    keeps_pace = f"dirtying {mib(m.rate)} MiB/s against {mib(bw)} MiB/s bandwidth{fmt_left}"
+    keeps_pace = f"dirtying {mib(judged)} MiB/s against {mib(bw)} MiB/s bandwidth{fmt_left}"
+    ac = sit.auto_converge
     if in_pass1:
-        # Only a measurement may judge before the first boundary: the pre-flight one.
+        # Only a measurement may judge before the first boundary: the pre-flight one, and
+        # not when auto-converge is declared (QEMU will throttle the guest until it fits).
         if (
             m.basis is EtaBasis.PREFLIGHT
+            and ac is None
             and bw > 0
             and m.rate_low >= bw
             and (m.hot is None or m.hot > cfg.stall_margin * threshold)
@@ -181,12 +192,16 @@ def verdict(
                 if not m.measured
                 else f"pre-flight dirty rate {mib(m.rate)} MiB/s"
             )
+            + ("; auto-converge declared" if ac is not None else "")
         )
-    ac = sit.auto_converge
     if ac is not None:
         # QEMU throttles the guest until pre-copy converges: the plan follows its ladder,
         # so the plan, not the rate seen now, says whether and when it ends.
-        now = f"auto-converge throttles the guest's CPU by {ac.throttle * 100:.0f} %"
+        now = (
+            f"auto-converge throttles the guest's CPU by {ac.throttle * 100:.0f} %"
+            if ac.throttle > 0
+            else "auto-converge is on (declared) and will throttle the guest's CPU"
+        )
         if eta.eta is None:
             return Convergence.NOT_CONVERGING, (
                 f"{now}; even at {ac.maximum * 100:.0f} % it would not converge: " + keeps_pace
@@ -201,18 +216,37 @@ def verdict(
         if total > cfg.budget_s:
             return Convergence.SLOW, f"will finish in ~{secs(eta.eta)}, over the budget: {how}"
         return Convergence.CONVERGING, how
-    if rho >= cfg.not_converging_ratio and (left is None or left > threshold):
-        return Convergence.NOT_CONVERGING, keeps_pace
     window = list(boundaries[-cfg.pass_window :])
-    if (
-        len(window) >= cfg.pass_window
-        and window[-1] >= (1.0 - cfg.rate_tolerance) * window[0]
-        and window[-1] > cfg.stall_margin * threshold
-    ):
+    flat_for = flat_since(boundaries, boundary_times, cfg, threshold)
+    flat = flat_for is not None
+    # The final burst of a hard convergence is a run of short passes whose remaining hovers
+    # before the switch-over: a stall is flat over a stretch of job time, not just passes.
+    span = sit.elapsed_s - flat_for if flat_for is not None else 0.0
+    # Falling clearly over the last passes: whatever one reading says, pre-copy is gaining.
+    falling = len(window) >= 2 and window[-1] < (1.0 - cfg.rate_tolerance) * max(window)
+    if rho >= cfg.not_converging_ratio and (left is None or left > threshold) and not falling:
+        return Convergence.NOT_CONVERGING, keeps_pace
+    if flat and span >= cfg.stall_min_s:
         return Convergence.STALLED, (
-            f"~{mib(window[-1])} MiB left after each of the last {len(window)} passes"
-            f" (was {mib(window[0])}); switch-over needs under {mib(threshold)} MiB"
-            f" ({sit.max_downtime_s:.2f} s at {mib(bw)} MiB/s)"
+            f"~{mib(window[-1])} MiB left after each pass for {secs(span)} (the last"
+            f" {len(window)}: {' -> '.join(mib(b) for b in window)} MiB); switch-over needs"
+            f" under {mib(threshold)} MiB ({sit.max_downtime_s:.2f} s at {mib(bw)} MiB/s)"
+        )
+    if flat:
+        # Not fallen over several passes: not "converging", whatever one pass's rate says;
+        # too short a stretch to call a stall.
+        return Convergence.UNKNOWN, (
+            f"{NOT_FALLING}~{mib(window[-1])} MiB left after each of the last"
+            f" {len(window)} passes (was {mib(window[0])}) for {secs(span)}; a stall if it"
+            f" lasts {secs(cfg.stall_min_s)}"
+        )
+    if len(boundaries) < 2:
+        # One pass measured, and its reading may be capped by the hot set (a lower bound of
+        # the rate), or be the pre-flight's idle guest agreeing with a capped reading:
+        # calling it "converging" now would be the first verdict to reverse.
+        return Convergence.UNKNOWN, (
+            f"one pass measured: dirtied {mib(judged)} MiB/s against {mib(bw)} MiB/s (at"
+            " least that, the hot set may cap a long pass); the next pass confirms"
         )
     if eta.eta is None:
         if rho < cfg.not_converging_ratio:  # converges, but beyond the planning horizon
@@ -229,9 +263,34 @@ def verdict(
         )
     trail = " -> ".join(mib(b) for b in window) if window else "?"
     return Convergence.CONVERGING, (
-        f"remaining after each pass {trail} MiB (x{rho:.2f} per pass at {mib(m.rate)} MiB/s"
+        f"remaining after each pass {trail} MiB (x{rho:.2f} per pass at {mib(judged)} MiB/s"
         f" dirtied vs {mib(bw)} MiB/s); ~{eta.plan.passes + 1} more pass(es)"
     )
+
+
+#: The reason prefix of a verdict that is UNKNOWN because the remaining stopped falling:
+#: ``steady.SteadyVerdict`` takes it as evidence against a CONVERGING shown.
+NOT_FALLING = "not falling: "
+
+
+def flat_since(
+    boundaries: Sequence[float],
+    times: Sequence[float],
+    cfg: EstimatorConfig,
+    threshold: float,
+) -> float | None:
+    """The job time since which the remaining at the pass boundaries has not fallen (by
+    ``rate_tolerance``) while above ``stall_margin x threshold``, over at least
+    ``pass_window`` boundaries; ``None`` if it is falling. Without times: ``-inf``."""
+    if len(boundaries) < cfg.pass_window or boundaries[-1] <= cfg.stall_margin * threshold:
+        return None
+    last = boundaries[-1]
+    start = len(boundaries) - 1
+    while start > 0 and last >= (1.0 - cfg.rate_tolerance) * boundaries[start - 1]:
+        start -= 1
+    if len(boundaries) - start < cfg.pass_window:
+        return None
+    return times[start] if len(times) == len(boundaries) else -math.inf
 
 
 def predict_verdict(sit: Situation, eta: EtaBand, cfg: EstimatorConfig) -> tuple[Convergence, str]:

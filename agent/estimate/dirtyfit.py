@@ -134,6 +134,18 @@ class DirtyModel:
     measured: bool  # rate comes from a measurement (not the DEFAULT assumption)
     # Every reading was capped by the hot set: the true rate is higher by an unknown amount.
     capped: bool = False
+    # The migration's own highest recent reading (``None`` before the first boundary): what
+    # the verdict judges by once the migration has measured, even when the ETA still leans
+    # on a pre-flight rate that says the reading may be capped.
+    live_rate: float | None = None
+    # The live reading is known not to be capped by the hot set (two passes of different
+    # lengths agree, or the pre-flight does): without it one pass's rate is a lower bound.
+    confirmed: bool = False
+    # The band's slow edge leaves the hot set uncapped and dirties at least this (B/s):
+    # before the first boundary a pre-flight of the idle guest may not be the guest that
+    # migrates (a load that starts with the migration), so its hot set and rate bound the
+    # central value, not the slow edge. 0: the model's own edges.
+    slow_floor: float = 0.0
 
 
 def prior_model(
@@ -156,6 +168,7 @@ def prior_model(
         rate_low=max(0.0, preflight.rate_bps - sig),
         rate_high=preflight.rate_bps + sig,
         hot=prior_hot_set(preflight, memory_total),
+        slow_floor=config.preflight_doubt * bandwidth_bps,
         hot_low=preflight.hot_low_bytes,
         basis=EtaBasis.PREFLIGHT,
         measured=True,
@@ -230,14 +243,18 @@ def dirty_model(
         # The live reading may be capped (the long pass 1 mostly): it only says R >= live.
         # The pre-flight, taken over windows too short to be capped, says where above.
         sig = 2.0 * preflight.rate_sigma_bps
+        # How far the central value stays with the pre-flight: the idle guest it measured
+        # may not be the guest that is migrating (a load that started, or stopped).
+        rate = live + config.preflight_over_live * (preflight.rate_bps - live)
         return DirtyModel(
-            rate=preflight.rate_bps,
-            rate_low=max(live, preflight.rate_bps - sig),
+            rate=rate,
+            rate_low=live,  # the reading is a lower bound; the central value may be near it
             rate_high=preflight.rate_bps + sig,
             hot=hot,
             hot_low=hot_low,
             basis=EtaBasis.PREFLIGHT,
             measured=True,
+            live_rate=live,
         )
     # A live reading counts every dirtied page of its pass: once it is known to be uncapped
     # it is the rate, and the pre-flight's sampling noise has nothing to add.
@@ -257,4 +274,6 @@ def dirty_model(
         basis=EtaBasis.LIVE,
         measured=True,
         capped=hot is not None and top.volume >= (1.0 - tol) * hot,
+        live_rate=live,
+        confirmed=confirmed,
     )

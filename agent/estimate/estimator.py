@@ -8,7 +8,10 @@ one before it starts. They share the pieces, each in its own module:
 * ``dirtyfit``: the guest's dirty rate and hot set, from the pre-flight readings and the
   live pass boundaries;
 * ``etaband``: central ETA and band from those;
-* ``advice``: the verdict and the remedies.
+* ``advice``: the verdict and the remedies;
+* ``steady``: hysteresis over the per-sample verdict (what is shown changes only on
+  evidence that outweighs the last change);
+* ``drift``: a predicted end that keeps receding or approaching widens the band.
 
 What the estimate leans on (``EtaBasis``): DEFAULT (pass 1, nothing measured: an assumed
 dirty rate as a fraction of the bandwidth, with a wide band), PREFLIGHT (libvirt's
@@ -27,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from migwatch.agent.estimate.advice import mib, recommendations, secs, verdict
+from migwatch.agent.estimate.advice import NOT_FALLING, mib, recommendations, secs, verdict
 from migwatch.agent.estimate.dirtyfit import (
     DirtyFit,
     DirtyModel,
@@ -36,6 +39,7 @@ from migwatch.agent.estimate.dirtyfit import (
     fit_preflight,
     preflight_dirty_model,
 )
+from migwatch.agent.estimate.drift import EndDrift
 from migwatch.agent.estimate.etaband import EtaBand, Situation, eta_band
 from migwatch.agent.estimate.etaconfig import DEFAULT_CONFIG, EstimatorConfig
 from migwatch.agent.estimate.passmodel import (
@@ -50,6 +54,7 @@ from migwatch.agent.estimate.passmodel import (
     resident_bound,
 )
 from migwatch.agent.estimate.prediction import predict
+from migwatch.agent.estimate.steady import SteadyVerdict
 from migwatch.agent.model import (
     MIB,
     Convergence,
@@ -123,6 +128,14 @@ class MigrationEstimator:
         self._iteration = 0
         self._obs: list[PassObservation] = []
         self._boundaries: list[float] = []  # remaining at the start of passes >= 2
+        self._boundary_times: list[float] = []  # job time at each of those starts
+        self._steady = SteadyVerdict(config.reversal_boundaries)
+        self._prev_limits: Limits | None = None
+        self._drift = EndDrift(
+            window_s=config.drift_window_s,
+            min_span_s=config.drift_min_span_s,
+            max_slope=config.drift_max_slope,
+        )
         self._disk_origin: tuple[float, int] | None = None  # (elapsed, disk_processed)
         self._throttle: int | None = None  # auto-converge's CPU throttle (%), once seen
         self._boundary_throttles: list[int] = []  # the throttle at each pass boundary
@@ -222,6 +235,7 @@ class MigrationEstimator:
             )
         start_remaining = sample.memory_remaining + bw * (sample.elapsed_s - end)
         self._boundaries.append(float(start_remaining))
+        self._boundary_times.append(end)
         self._boundary_throttles.append(sample.auto_converge_throttle or 0)
         self._pass_start = end
         self._iteration = it
@@ -234,14 +248,42 @@ class MigrationEstimator:
         # earlier passes still tell the hot set.
         full = dirty_model(self._obs, None, bw, self._hot_ceiling(memory), self._cfg)
         last = self._obs[-1].dirty_bps
+        # A pass can dirty at most the guest's RAM (or what it ever wrote): without that cap
+        # a rate above the link grows each pass without bound while QEMU climbs its ladder.
+        hot = full.hot if full.hot is not None else self._hot_ceiling(memory)
         return replace(
-            full, rate=last, rate_low=min(full.rate_low, last), rate_high=max(full.rate_high, last)
+            full,
+            rate=last,
+            rate_low=min(full.rate_low, last),
+            rate_high=max(full.rate_high, last),
+            hot=hot,
         )
 
-    def _auto_converge(self) -> AutoConverge | None:
-        """QEMU's throttle as the pass model follows it, once libvirt has reported one."""
+    def _boundary_checked(self, model: DirtyModel, bw: float) -> DirtyModel:
+        """The central dirty rate checked against what the passes did: the remaining at
+        consecutive pass boundaries falls by ``rate / bandwidth`` a pass when the model is
+        right, and by less when the hot set caps it. When the boundaries fall faster than
+        the model says (dirtied pages that go as zero pages, a workload that slowed, a short
+        pass that reads high), the central rate moves ``boundary_ratio_weight`` of the way to
+        the one the boundaries show; the slow edge keeps the model's."""
+        b = self._boundaries[-(self._cfg.pass_window + 1) :]
+        if len(b) < 2 or bw <= 0 or min(b) <= 0:
+            return model
+        seen = (b[-1] / b[0]) ** (1.0 / (len(b) - 1))  # geometric mean fall per pass
+        if seen >= model.rate / bw:
+            return model
+        w = self._cfg.boundary_ratio_weight
+        rate = model.rate + w * (seen * bw - model.rate)
+        return replace(model, rate=rate, rate_low=min(model.rate_low, rate))
+
+    def _auto_converge(self, limits: Limits) -> AutoConverge | None:
+        """QEMU's throttle as the pass model follows it, once libvirt has reported one, or
+        before QEMU has throttled when the capability is known to be on (declared by the
+        host's migration policy, or read by the QMP backend)."""
         if not self._throttle:
-            return None
+            if not limits.auto_converge:
+                return None
+            return AutoConverge(0.0, high=self._high_count(), measured_at=0.0)
         return AutoConverge(
             self._throttle / 100.0,
             high=self._high_count(),
@@ -285,6 +327,8 @@ class MigrationEstimator:
                 memory_processed=float(sample.memory_processed),
                 bound=bound,
                 memory_total=float(sample.memory_total),
+                loose_share=self._cfg.resident_loose_share,
+                loose_weight=self._cfg.resident_loose_weight,
             )
         d = pass1_drain(
             memory_total=float(sample.memory_total),
@@ -306,10 +350,24 @@ class MigrationEstimator:
         phase = running_phase(sample, held)
         self._update_rate(phase, sample, limits)
         if sample.auto_converge_throttle is not None:
+            if sample.auto_converge_throttle and not self._throttle:
+                self._steady.new_facts()  # QEMU acts: not a wobble of the readings
             self._throttle = sample.auto_converge_throttle
+        if self._prev_limits is not None and (
+            limits.max_bandwidth_bps != self._prev_limits.max_bandwidth_bps
+            or limits.max_downtime_s != self._prev_limits.max_downtime_s
+        ):
+            self._steady.new_facts()  # an operator changed the migration
+            self._drift.reset()
+        self._prev_limits = limits
         bw = self._effective_bandwidth(limits)
         if phase == Phase.PRECOPY:
+            before = len(self._boundaries)
             self._track_passes(sample, limits, bw or float(sample.memory_bps))
+            if before == 0 and self._boundaries and self._steady.shown is not Convergence.UNKNOWN:
+                # A verdict from pass 1 stood on the pre-flight alone: it yields to the
+                # migration's own first measurement (not a reversal, a better witness).
+                self._steady = SteadyVerdict(self._cfg.reversal_boundaries)
         self._prev = sample
         if phase == Phase.POSTCOPY:
             est = self._postcopy(sample, bw)
@@ -321,6 +379,20 @@ class MigrationEstimator:
             est = Estimate(reason="setting up: nothing sent yet")
         self._last = est
         return est
+
+    def _ceiling(self, bw: float, limits: Limits) -> float | None:
+        """The band's fast-edge transfer rate: the bandwidth limit when the migration sends
+        at under ``starved_ratio`` of it (``Situation.bandwidth_ceiling``)."""
+        cap = limits.max_bandwidth_bps
+        if cap is None or bw >= self._cfg.starved_ratio * cap:
+            return None
+        return float(cap)
+
+    def _pass1_rate(self, bw: float, limits: Limits) -> float:
+        """Pass 1's central transfer rate: the rate seen, leaning ``starved_lean`` of the way
+        to the limit when the migration sends well under it (``_ceiling``)."""
+        cap = self._ceiling(bw, limits)
+        return bw if cap is None else bw + self._cfg.starved_lean * (cap - bw)
 
     def _effective_bandwidth(self, limits: Limits) -> float:
         rate = self._rate or 0.0
@@ -416,9 +488,11 @@ class MigrationEstimator:
         in_pass1 = self._iteration <= 1
         memory = float(sample.memory_total or self._memory_hint or 0)
         # libvirt reports a throttle only once QEMU has throttled: only then is
-        # auto-converge known to be on.
-        ac = self._auto_converge() if not in_pass1 else None
+        # auto-converge known to be on, unless it was declared (policy) or read (QMP).
+        ac = self._auto_converge(limits) if not in_pass1 or limits.auto_converge else None
         model = self._dirty_model(bw, memory, throttled=ac is not None)
+        if ac is None and cfg.boundary_ratio_weight > 0:
+            model = self._boundary_checked(model, bw)
         drain, drain_fast, drain_slow = self._pass1_drain(sample) if in_pass1 else (1.0, 1.0, 1.0)
         start = self._pass_start if self._pass_start is not None else sample.elapsed_s
         sit = Situation(
@@ -428,19 +502,44 @@ class MigrationEstimator:
             drain=drain,
             drain_fast=drain_fast,
             drain_slow=drain_slow,
-            bandwidth=bw,
+            bandwidth=self._pass1_rate(bw, limits) if in_pass1 else bw,
             bandwidth_spread=self._spread(),
             model=model,
             max_downtime_s=limits.max_downtime_s,
             elapsed_s=sample.elapsed_s,
             auto_converge=ac,
+            bandwidth_ceiling=self._ceiling(bw, limits),
+            pass_cap=(
+                max(math.ceil(cfg.more_passes_factor * self._iteration), cfg.more_passes_min)
+                if cfg.more_passes_factor > 0 and not in_pass1
+                else None
+            ),
         )
         eta = eta_band(sit, cfg)
-        conv, reason = verdict(
-            sit=sit, eta=eta, boundaries=self._boundaries, in_pass1=in_pass1, cfg=cfg
+        drift_note = ""
+        if in_pass1 or eta.eta is None:
+            self._drift.reset()  # only the migration's own measured passes drift
+        elif cfg.drift_max_slope > 0:
+            eta, drift_note = self._follow_drift(eta, sample.elapsed_s)
+        raw, raw_reason = verdict(
+            sit=sit,
+            eta=eta,
+            boundaries=self._boundaries,
+            in_pass1=in_pass1,
+            cfg=cfg,
+            boundary_times=self._boundary_times,
         )
+        shown = self._steady.update(
+            raw, raw_reason, self._iteration, against_converging=raw_reason.startswith(NOT_FALLING)
+        )
+        conv, reason = shown.convergence, shown.reason
         if conv in (Convergence.NOT_CONVERGING, Convergence.STALLED):
             eta = EtaBand(eta.plan, None, None, None)
+        elif eta.eta is None and shown.held and conv is not Convergence.UNKNOWN:
+            # Held against a reading whose plan never ends: at least this pass is left (the
+            # naive remaining / rate), and no upper edge.
+            least = float(sample.memory_remaining) / bw
+            eta = EtaBand(eta.plan, least, least, None)
         # What will be pending at the next sync: the last boundary's remaining, or in
         # pass 1 the hot set if one is known (else everything left).
         if self._boundaries:
@@ -461,10 +560,33 @@ class MigrationEstimator:
             eta_s=eta.eta,
             eta_low_s=eta.low,
             eta_high_s=eta.high,
-            projected_remaining_bytes=eta.plan.bytes if eta.eta is not None else None,
+            projected_remaining_bytes=(
+                None
+                if eta.eta is None
+                else eta.plan.bytes
+                if eta.plan.converges
+                else float(sample.memory_remaining)
+            ),
             convergence=conv,
-            reason=reason,
+            reason=reason + (drift_note if eta.eta is not None else ""),
             recommendations=recs,
             basis=model.basis if eta.eta is not None else EtaBasis.UNKNOWN,
         )
         return est if eta.eta is None or eta.eta >= 0 else replace(est, eta_s=0.0)
+
+    def _follow_drift(self, eta: EtaBand, elapsed_s: float) -> tuple[EtaBand, str]:
+        """The band widened for a predicted end that keeps moving (``drift``), and a note
+        that says so. The central value stays the model's: on the lab's traces following
+        the drift made it worse (a pass boundary's jump on new evidence reads as drift)."""
+        assert eta.eta is not None
+        d = self._drift.add(elapsed_s, eta.eta)
+        if abs(d.slope) < 0.05:
+            return eta, ""
+        low = None if eta.low is None else max(min(eta.low, d.eta), 0.0)
+        high = None if eta.high is None else max(eta.high, d.eta)
+        way = "receding" if d.receding else "coming closer"
+        note = (
+            f"; the predicted end is {way} (~{abs(d.slope):.2f} s per second): band widened"
+            f" to {secs(d.eta)}, where it ends if that goes on"
+        )
+        return EtaBand(eta.plan, eta.eta, low, high), note

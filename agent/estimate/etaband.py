@@ -40,6 +40,13 @@ class Situation:
     drain_slow: float = 1.0
     # QEMU is throttling the guest (auto-converge): the passes follow its throttle ladder.
     auto_converge: AutoConverge | None = None
+    # The most the transfer rate may reach (band's fast edge): the bandwidth limit when the
+    # migration sends well below it (the sender starved of CPU, not the link, sets the pace
+    # now, and that can end at any time); None: the rate's own wobble.
+    bandwidth_ceiling: float | None = None
+    # The central plan counts at most this many more passes (``None``: no cap): see
+    # ``EstimatorConfig.more_passes_factor``.
+    pass_cap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,7 @@ def plan_at(
     bandwidth: float,
     drain: float,
     fast: bool = False,
+    pass_cap: int | None = None,
 ) -> PassPlan:
     """The pass plan of ``sit`` with these inputs (``fast``: auto-converge's throttle slows
     the guest proportionally from now on, the band's fast edge)."""
@@ -78,6 +86,8 @@ def plan_at(
         check_interval_s=cfg.check_interval_s,
         horizon_s=cfg.budget_s * cfg.horizon_factor,
         auto_converge=ac,
+        pass_cap=pass_cap,
+        pass_cap_rho=cfg.more_passes_rho,
     )
 
 
@@ -85,7 +95,15 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
     """The central ETA and its band (see the module docstring)."""
     m = sit.model
     spread = sit.bandwidth_spread
-    central = plan_at(sit, cfg, rate=m.rate, hot=m.hot, bandwidth=sit.bandwidth, drain=sit.drain)
+    central = plan_at(
+        sit,
+        cfg,
+        rate=m.rate,
+        hot=m.hot,
+        bandwidth=sit.bandwidth,
+        drain=sit.drain,
+        pass_cap=sit.pass_cap,
+    )
     if not central.converges:
         return EtaBand(central, None, None, None)
     fast = plan_at(
@@ -93,18 +111,31 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
         cfg,
         rate=m.rate_low,
         hot=m.hot if m.hot is not None else m.hot_low or None,
-        bandwidth=sit.bandwidth * (1.0 + spread),
+        bandwidth=max(sit.bandwidth * (1.0 + spread), sit.bandwidth_ceiling or 0.0),
         drain=sit.drain_fast,
         fast=True,
     )
+    doubt = m.slow_floor > 0
     slow = plan_at(
         sit,
         cfg,
-        rate=m.rate_high,
-        hot=m.hot,
+        rate=max(m.rate_high, m.slow_floor),
+        hot=None if doubt else m.hot,
         bandwidth=sit.bandwidth * max(1.0 - spread, 0.1),
         drain=sit.drain_slow,
     )
+    if not slow.converges and (not m.measured or doubt):
+        # Nothing measured yet: the slow edge's assumed dirty rate (a share of the bandwidth)
+        # is a guess, and so is its combination with the slowest wobble of the rate; the
+        # band stays finite at the assumed rate over the rate seen (an open band is no band).
+        slow = plan_at(
+            sit,
+            cfg,
+            rate=max(m.rate_high, m.slow_floor),
+            hot=None if doubt else m.hot,
+            bandwidth=sit.bandwidth,
+            drain=sit.drain_slow,
+        )
     eta = sit.before_memory_s + central.time_s
     margin = cfg.band_floor_s + cfg.band_floor_rel * eta
     low = min(sit.before_memory_s + fast.time_s, eta - margin)

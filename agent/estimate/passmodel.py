@@ -96,6 +96,8 @@ def plan_passes(
     horizon_s: float = math.inf,
     max_passes: int = 1_000_000,
     auto_converge: AutoConverge | None = None,
+    pass_cap: int | None = None,
+    pass_cap_rho: float = 0.0,
 ) -> PassPlan:
     """Simulate the remaining pre-copy passes (see the module docstring).
 
@@ -107,6 +109,10 @@ def plan_passes(
         hot_set_bytes: cap on the distinct bytes one pass can dirty (``None``: no cap).
         auto_converge: QEMU is throttling the guest (``dirty_rate_bps`` is its rate at the
             throttle in force now): the passes are then followed one by one.
+        pass_cap: at most this many more passes of the geometric fall are counted, the
+            switch-over assumed after them (``None``: as many as the arithmetic says), when
+            the fall per pass is at least ``pass_cap_rho`` (there the tail's length swings
+            with every percent of the dirty rate).
     """
     if bandwidth_bps <= 0:
         return NEVER
@@ -160,6 +166,8 @@ def plan_passes(
             n = max(1, math.ceil(math.log(enough / excess) / math.log(rho)))
         if n > max_passes:
             return NEVER
+        if pass_cap is not None and rho >= pass_cap_rho:
+            n = max(min(n, pass_cap - passes), 1)
         total = excess * (1.0 - rho**n) / (1.0 - rho)
         passes += n
         time += total / bandwidth_bps
@@ -341,19 +349,51 @@ def pass1_drains_resident(
     memory_processed: float,
     bound: ResidentBound,
     memory_total: float,
+    loose_share: float = 0.0,
+    loose_weight: float = 0.0,
 ) -> tuple[float, float, float]:
     """(central, fast, slow) drain factors for the rest of pass 1 given ``bound``.
 
     Pass 1 sends each non-zero page once (``memory_processed`` so far, to within headers),
     so the non-zero bytes still ahead are ``(memory - zero) - memory_processed`` and the rest
     of ``memory_remaining`` is zero pages.
-    """
 
-    def drain(zero_total: float) -> float:
-        normal_ahead = max(memory_total - zero_total - max(memory_processed, 0.0), 0.0)
+    Resident memory is an upper bound of the non-zero bytes, and it can be loose: QEMU backs
+    guest RAM with transparent huge pages, so one 4 KiB page the guest touched makes 2 MiB
+    resident, and a guest whose programs and kernel touch memory everywhere can be almost
+    all resident yet send a third of its RAM as zero pages. Pass 1's own evidence, the zero
+    pages it has walked so far (``walked - memory_processed``), speaks against the bound as
+    the walk goes on: if what is left is like what was walked, ``remaining x (1 - seen
+    share)`` is ahead, and when that is less than the bound says the central value moves
+    towards it by the share of RAM walked. It never moves the other way: the lab's guests
+    leave their never-written pages at the top of RAM, where a walk sees them last, so a low
+    share seen so far says nothing against the bound. The slow edge keeps the bound (rss
+    with no overhead: a hard one); the fast edge also allows ``loose_share`` of RAM to be
+    never written whatever rss says (an honest band until the walk has spoken).
+    """
+    walked = max(memory_total - memory_remaining, 0.0)
+    processed = max(memory_processed, 0.0)
+    seen_share = min(max(walked - processed, 0.0) / walked, 1.0) if walked > 0 else 0.0
+    by_walk = memory_remaining * (1.0 - seen_share)  # non-zero ahead if the rest is alike
+    w = walked / memory_total if memory_total > 0 else 0.0
+
+    def ahead(zero_total: float) -> float:
+        return max(memory_total - zero_total - processed, 0.0)
+
+    def drain(normal_ahead: float) -> float:
         return drain_for(memory_remaining, max(memory_remaining - normal_ahead, 0.0))
 
-    return drain(bound.central), drain(bound.high), drain(bound.low)
+    # The never-written bytes if rss is as loose as ``loose_share`` allows.
+    loose_zero = max(bound.central, loose_share * memory_total)
+    central = ahead(bound.central + loose_weight * (loose_zero - bound.central))
+    if walked > 0 and by_walk < central:
+        central = (1.0 - w) * central + w * by_walk
+    fast = ahead(bound.high)
+    if loose_share > 0:
+        fast = min(fast, ahead(loose_zero))
+    if walked > 0:
+        fast = min(fast, by_walk)
+    return drain(central), drain(min(fast, central)), drain(max(ahead(bound.low), central))
 
 
 def hot_ceiling(memory: float, bound: ResidentBound | None) -> float:

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from migwatch.agent.backends.protocol import Backend
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.backends.trace import TraceError, read_trace
-from migwatch.agent.config import AgentConfig, ConfigError, is_loopback
+from migwatch.agent.config import AgentConfig, ConfigError, is_loopback, policy_of
 from migwatch.agent.core.hub import Hub
 from migwatch.agent.core.monitor import Monitor
 from migwatch.agent.core.store import FinalStore
@@ -83,7 +83,11 @@ def make_backend(config: AgentConfig) -> Backend:
             sample_interval_s=config.sample_interval_s,
             scan_interval_s=config.scan_interval_s,
             host_name=config.host_name,
-            recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
+            recorder=(
+                TraceRecorder(Path(config.record_dir), policy=policy_of(config))
+                if config.record_dir
+                else None
+            ),
             preflight_interval_s=config.preflight_interval_s,
             preflight_periods=config.preflight_periods_s,
             preflight_concurrency=config.preflight_concurrency,
@@ -141,6 +145,7 @@ class Agent:
             self.backend.name,
             EstimatorConfig(budget_s=config.slow_budget_s),
             known,
+            policy_of(config),
         )
         self.monitor = Monitor(self.backend, self.tracker, self.hub, self.store)
         self.health = health.aio.HealthServicer()

@@ -386,7 +386,7 @@ class MigrationServicer:
             facts = await self._monitor.describe(domain)
         except ControlError as exc:
             await self._control_failed(exc, context)
-        limits = facts.limits
+        limits = self._monitor.tracker.policy.apply(facts.limits)
         if bandwidth is not None:
             limits = replace(limits, max_bandwidth_bps=bandwidth)
         if downtime_s is not None:
@@ -408,7 +408,8 @@ class MigrationServicer:
             limits,
             config,
             resident_bytes=facts.resident_bytes,
-            auto_converge=request.auto_converge,
+            # The host's declared policy says auto-converge even when the request does not.
+            auto_converge=request.auto_converge or limits.auto_converge,
         )
         return prediction_to_pb(facts, prediction, limits, disk, self._clock())
 

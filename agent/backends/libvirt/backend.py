@@ -5,6 +5,15 @@ What it relies on was measured on real QEMU migrations (``lab/NOTES.md``):
 * Outgoing jobs are sampled with ``jobStats()`` every ``sample_interval_s``
   and at once on MIGRATION_ITERATION; a periodic scan (and any event) finds
   jobs the events did not announce, e.g. those started before the agent.
+* How late a new outgoing job is found: at the next scan, every ``scan_interval_s``
+  (default 1 s), or at once when an event wakes the scan (MIGRATION_ITERATION of an
+  unknown job, a lifecycle event, the pre-flight finding a job on a guest it was about to
+  measure). A scan is a few ms of ``jobStats()`` calls in the default thread pool; the
+  pre-flight has its own thread, never starts a measurement on a guest with a job (it
+  looks first, in the same blocking call) and never holds up the scan. So the bound is
+  ``scan_interval_s`` plus one scan, unless libvirtd itself stalls ``jobStats()``. A
+  migration over before any scan saw it is taken up from its JOB_COMPLETED event and
+  still gets its final state.
 * The destination has no job statistics (error 84, "available only on the
   source host"): that error is how an incoming job is recognised, and its
   progress is the domain's state and lifecycle events.
@@ -96,6 +105,7 @@ class LibvirtBackend:
             concurrency=preflight_concurrency,
             busy=lambda: set(self._outgoing.jobs) | set(self._incoming.jobs),
             clock=clock,
+            job_seen=self._scan_now,
         )
         # QEMU's own share of rss on this host, learned from completed migrations.
         self._overhead = ResidentOverhead()
@@ -237,13 +247,18 @@ class LibvirtBackend:
         await self._incoming.check({job.uuid for job in found if not job.outgoing})
         await self._outgoing.check_lost({job.uuid for job in found if job.outgoing})
 
+    def _scan_now(self) -> None:
+        """Wake the scan loop now (a job was seen where none was known)."""
+        if self._discover_now is not None:
+            self._discover_now.set()
+
     # -- events (on the event loop, via libvirtaio) -----------------------------------
     def _on_iteration(self, _conn: Any, dom: Any, iteration: int, _opaque: Any) -> None:
         if not self._outgoing.on_iteration(dom, iteration) and self._discover_now is not None:
             self._discover_now.set()
 
     def _on_job_completed(self, _conn: Any, dom: Any, params: dict[str, Any], _opaque: Any) -> None:
-        self._outgoing.on_job_completed(dom, params)
+        self._outgoing.on_job_completed(dom, params, self._clock())
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         if self._outgoing.on_lifecycle(dom, event, detail):

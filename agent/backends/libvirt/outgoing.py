@@ -27,6 +27,7 @@ from migwatch.agent.backends.libvirt.connection import (
 )
 from migwatch.agent.backends.libvirt.preflight import PreflightSampler
 from migwatch.agent.backends.libvirt.watcher import (
+    OPERATION_MIGRATION_OUT,
     Final,
     JobWatcher,
     Update,
@@ -224,6 +225,7 @@ class OutgoingJobs:
             watch.task.cancel()
 
     def _learn_overhead(self, info: MigrationInfo, params: Mapping[str, Any]) -> None:
+        loose = self._overhead.loose_readings
         reading = self._overhead.learn(
             resident_bytes=info.resident_bytes,
             memory_total=int(params.get("memory_total", 0) or 0),
@@ -235,6 +237,11 @@ class OutgoingJobs:
                 "QEMU resident overhead from the migration of %s: %.0f MiB (now using %.0f"
                 " MiB, median of %d)", info.domain_name, reading / MIB,
                 (self._overhead.value() or 0) / MIB, self._overhead.readings,
+            )  # fmt: skip
+        elif self._overhead.loose_readings > loose:
+            log.info(
+                "resident memory of %s over-stated its non-zero RAM (huge pages?): not"
+                " learned as QEMU's overhead", info.domain_name,
             )  # fmt: skip
 
     def _publish(self, watch: Outgoing, update: Update | None) -> None:
@@ -266,11 +273,18 @@ class OutgoingJobs:
         watch.wake.set()
         return True
 
-    def on_job_completed(self, dom: Any, params: dict[str, Any]) -> None:
-        """JOB_COMPLETED: the job's final stats."""
-        watch = self.jobs.get(dom.UUIDString())
+    def on_job_completed(self, dom: Any, params: dict[str, Any], now: float | None = None) -> None:
+        """JOB_COMPLETED: the job's final stats. An outgoing migration no scan had found (over
+        within a scan interval) is taken up from them, so it still gets its final state."""
+        uuid = dom.UUIDString()
+        watch = self.jobs.get(uuid)
         if watch is None:
-            return
+            op = params.get("operation")
+            if now is None or op is None or int(op) != OPERATION_MIGRATION_OUT:
+                return
+            memory = int(params.get("memory_total", 0) or 0)
+            self.start(scan.FoundJob(uuid, dom.name(), True, dict(params), memory, None), now)
+            watch = self.jobs[uuid]
         final = watch.job.on_job_completed(params)
         if final is None:
             return  # another kind of job

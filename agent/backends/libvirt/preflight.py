@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import libvirt
+from migwatch.agent.backends.jobstats import no_job
 from migwatch.agent.backends.libvirt.scan import idle_domains
 from migwatch.agent.model import Preflight
 
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 _NEVER = Preflight(measured_at=float("-inf"))
 #: Page sampling finishes shortly after its period; then its result is polled this long.
 _RESULT_WAIT_S = 3.0
+
+
+class JobRunning(Exception):
+    """The guest has a job: no measurement may start on it (and a scan should look)."""
 
 
 class Measured(NamedTuple):
@@ -44,11 +49,15 @@ class PreflightSampler:
         concurrency: int,
         busy: Callable[[], set[str]],
         clock: Callable[[], float],
+        job_seen: Callable[[], None] = lambda: None,
     ) -> None:
         self.interval_s = interval_s
         self._periods = tuple(periods)
         self._concurrency = max(1, concurrency)
         self._busy = busy  # UUIDs of guests with a migration job: never measured
+        # Called when a guest about to be measured turns out to have a job the agent has not
+        # found yet (a migration just began): the backend scans at once.
+        self._job_seen = job_seen
         self._clock = clock
         self._measured: dict[str, Measured] = {}
         # Starting a measurement while a migration job runs blocks until the job ends
@@ -111,7 +120,11 @@ class PreflightSampler:
         pre-flight thread is held only for the start and the reads."""
         loop = asyncio.get_running_loop()
         try:
-            previous = await loop.run_in_executor(self._pool, _start, conn, uuid, period)
+            try:
+                previous = await loop.run_in_executor(self._pool, _start, conn, uuid, period)
+            except JobRunning:
+                self._job_seen()
+                return None
             await asyncio.sleep(period + 0.3)
             deadline = loop.time() + _RESULT_WAIT_S
             while True:
@@ -130,6 +143,10 @@ def _start(conn: Any, uuid: str, period: int) -> Any:
     tells the new result from the old one. Never the dirty-bitmap mode: on QEMU 7.2 under
     TCG it killed the guest (NOTES.md)."""
     dom = conn.lookupByUUIDString(uuid)
+    # Starting one while a migration job runs blocks until the job ends (NOTES.md): look
+    # first, in the same call, so the window for that is the few ms between the two calls.
+    if not no_job(dom.jobStats()):
+        raise JobRunning(uuid)
     previous_start = _stats(conn, dom).get("dirtyrate.calc_start_time")
     dom.startDirtyRateCalc(int(period), libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)
     return previous_start
