@@ -163,3 +163,24 @@ def test_preflight_prior_leaves_the_slow_edge_in_doubt() -> None:
     assert doubtful.eta == trusting.eta
     assert doubtful.high is not None and trusting.high is not None
     assert doubtful.high > trusting.high
+
+
+def test_readings_of_an_ended_regime_are_dropped() -> None:
+    """A guest still filling memory during the first periods (90 and 76 MiB/s over 1 and 2 s,
+    then 7, 7 and 3 MiB/s: fewer distinct pages in 4 s than in 1 s) is fitted on what it does
+    now, as the lab's 8 MiB/s guest with a 64 MiB hot set did right after boot."""
+    ladder = {1: 90, 2: 76, 4: 7, 8: 7, 16: 3}
+    fit = fit_preflight(Preflight(0.0, ladder), memory_mib=512)
+    assert fit.rate_bps < 10 * MIB
+    assert fit.hot_bytes is None or fit.hot_bytes < 80 * MIB
+    # The same readings in a stationary order (volumes never fall) keep the fast rate.
+    steady = fit_preflight(Preflight(0.0, {1: 90, 2: 76, 4: 60}), memory_mib=512)
+    assert steady.rate_bps > 50 * MIB
+
+
+def test_noise_alone_drops_nothing() -> None:
+    """A saturated hot set read with sampling noise (volumes level off, wobbling) keeps all its
+    readings: the fit is the same as without the regime rule would give."""
+    fit = fit_preflight(Preflight(0.0, {1: 140, 2: 97, 4: 51, 8: 24, 16: 13}), memory_mib=1024)
+    assert fit.hot_bytes is not None and 180 * MIB < fit.hot_bytes < 230 * MIB
+    assert fit.rate_bps > 100 * MIB
