@@ -169,7 +169,7 @@ def test_readings_of_an_ended_regime_are_dropped() -> None:
     """A guest still filling memory during the first periods (90 and 76 MiB/s over 1 and 2 s,
     then 7, 7 and 3 MiB/s: fewer distinct pages in 4 s than in 1 s) is fitted on what it does
     now, as the lab's 8 MiB/s guest with a 64 MiB hot set did right after boot."""
-    ladder = {1: 90, 2: 76, 4: 7, 8: 7, 16: 3}
+    ladder: dict[float, float] = {1: 90, 2: 76, 4: 7, 8: 7, 16: 3}
     fit = fit_preflight(Preflight(0.0, ladder), memory_mib=512)
     assert fit.rate_bps < 10 * MIB
     assert fit.hot_bytes is None or fit.hot_bytes < 80 * MIB
