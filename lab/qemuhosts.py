@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -115,8 +116,9 @@ class Vm:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
-        # QEMU leaves its socket file behind when killed, as on a crash.
+        # QEMU leaves its socket files behind when killed, as on a crash.
         self.qmp.unlink(missing_ok=True)
+        (self.host_dir / f"{self.vmid}.migwatch.qmp").unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,11 @@ class QemuLab:
         uuid: str | None = None,
         *,
         incoming: bool = False,
+        dedicated: bool = False,
     ) -> Vm:
-        """Start the guest's QEMU on ``host``; ``incoming``: ``-incoming defer``."""
+        """Start the guest's QEMU on ``host``; ``incoming``: ``-incoming defer``;
+        ``dedicated``: a second monitor for the agent, ``<vmid>.migwatch.qmp`` (Proxmox:
+        ``args: -qmp unix:/var/run/qemu-server/<vmid>.migwatch.qmp,server=on,wait=off``)."""
         hdir = self.hosts[host]
         vm_uuid = uuid or str(uuidlib.uuid4())
         qmp, serial = hdir / f"{vmid}.qmp", hdir / f"{vmid}.serial"
@@ -164,6 +169,10 @@ class QemuLab:
             "-qmp", f"unix:{qmp},server=on,wait=off",
             "-pidfile", str(hdir / f"{vmid}.pid"),
         ]  # fmt: skip
+        if dedicated:
+            own = hdir / f"{vmid}.migwatch.qmp"
+            own.unlink(missing_ok=True)
+            argv += ["-qmp", f"unix:{own},server=on,wait=off"]
         if incoming:
             argv += ["-incoming", "defer"]
         with (hdir / f"{vmid}.log").open("ab") as err:  # the child keeps its own copy
@@ -184,9 +193,11 @@ class QemuLab:
             time.sleep(0.02)
         return vm
 
-    def boot(self, host: str, vmid: str, spec: GuestSpec, timeout_s: float = 60) -> Vm:
+    def boot(
+        self, host: str, vmid: str, spec: GuestSpec, timeout_s: float = 60, dedicated: bool = False
+    ) -> Vm:
         """Start a guest and wait until its dirtier has filled its memory."""
-        vm = self.start(host, vmid, spec)
+        vm = self.start(host, vmid, spec, dedicated=dedicated)
         deadline = time.monotonic() + timeout_s
         while "dirtier: filled" not in _read(vm.serial):
             if (
@@ -210,9 +221,13 @@ class QemuLab:
     ) -> Vm:
         """Start the destination QEMU and the migration, as Proxmox does; returns the
         destination."""
+        dedicated = (src.host_dir / f"{src.vmid}.migwatch.qmp").exists()
         dst = await asyncio.to_thread(
-            self.start, dst_host, src.vmid, src.spec, src.uuid, incoming=True
-        )
+            functools.partial(
+                self.start, dst_host, src.vmid, src.spec, src.uuid,
+                incoming=True, dedicated=dedicated,
+            )
+        )  # fmt: skip
         port = free_port()
         caps = [{"capability": "postcopy-ram", "state": postcopy}]
         await self.ctl(dst.qmp, "migrate-set-capabilities", capabilities=caps)

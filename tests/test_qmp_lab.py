@@ -12,6 +12,7 @@ MIGWATCH_SKIP_LAB=1.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import subprocess
@@ -153,9 +154,11 @@ async def watch() -> AsyncIterator[Callable[[str, list[str]], Watcher]]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _boot(lab: QemuLab, vmid: str, **guest: int) -> Vm:
+async def _boot(lab: QemuLab, vmid: str, dedicated: bool = False, **guest: int) -> Vm:
     spec = GuestSpec(name=f"vm{vmid}", **{**SMALL, **guest})
-    return await asyncio.to_thread(lab.boot, "A", vmid, spec)
+    return await asyncio.to_thread(
+        functools.partial(lab.boot, "A", vmid, spec, dedicated=dedicated)
+    )
 
 
 async def _runstate(lab: QemuLab, vm: Vm) -> str:
@@ -372,3 +375,30 @@ async def test_agent_started_mid_migration_picks_it_up(
         assert final.agent_host == "late-A"
     finally:
         await asyncio.to_thread(_stop, proc)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_dedicated_monitor_is_held_and_its_events_used(
+    qlab: QemuLab, agents: dict[str, str], watch: Callable[[str, list[str]], Watcher]
+) -> None:
+    """A VM with its own monitor for the agent (``<vmid>.migwatch.qmp``) is watched through
+    it alone (one source stream, Proxmox's socket untouched), the agent stays connected and
+    records QEMU's MIGRATION events, and the migration is streamed to COMPLETED."""
+    vm = await _boot(qlab, "106", dedicated=True, fill_mib=128, ws_mib=32, rate=16)
+    w = watch(vm.uuid, [agents["A"], agents["B"]])
+    await asyncio.sleep(1.0)
+    await qlab.start_migration(vm, "B", bandwidth_mib_s=48)
+    outcome = await qlab.wait_migration(vm, 120)
+    assert outcome.status == "completed", outcome
+    await w.wait_for(
+        "both final states",
+        lambda: bool(w.final(Direction.OUTGOING) and w.final(Direction.INCOMING)),
+        30,
+    )
+    assert len({m.id for m in w.source()}) == 1, "one stream: the dedicated socket only"
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.COMPLETED
+    (path,) = (qlab.root / "traces").glob("vm106-*.jsonl")
+    events = {e.event for e in read_trace(path).events}
+    assert "MIGRATION" in events, events
+    print(f"\ndedicated monitor: events recorded {sorted(events)}")

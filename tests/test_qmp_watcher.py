@@ -376,3 +376,14 @@ def test_auto_converge_capability_known_before_the_throttle_changes_the_verdict(
     assert verdicts(False)[3] is Convergence.NOT_CONVERGING
     with_capability = verdicts(True)
     assert with_capability[2] is with_capability[3] is Convergence.CONVERGING
+
+
+def test_a_dedicated_monitor_replaces_the_shared_one() -> None:
+    """Where a VM has ``<vmid>.migwatch.qmp`` the agent uses it instead of ``<vmid>.qmp``;
+    other VMs keep their shared socket; the vmid is the name before either suffix."""
+    from migwatch.agent.backends.qmp.backend import choose_sockets, vmid_of
+
+    d = Path("/var/run/qemu-server")
+    paths = {d / "100.qmp", d / "100.migwatch.qmp", d / "101.qmp"}
+    assert choose_sockets(paths) == {d / "100.migwatch.qmp", d / "101.qmp"}
+    assert vmid_of(d / "100.migwatch.qmp") == vmid_of(d / "100.qmp") == "100"

@@ -35,7 +35,15 @@ from migwatch.agent.backends.protocol import Ending, Observation, ObservationSin
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.errors import BackendUnavailable, ControlRefused, MigrationGone
 from migwatch.agent.model import Direction, DomainFacts, HostState, Phase, Preflight
-from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+from qemu.qmp import (
+    ConnectError,
+    ExecInterruptedError,
+    ExecuteError,
+    QMPClient,
+    QMPError,
+    Runstate,
+    StateError,
+)
 
 from .jobs import RUNNING, capabilities_of, dirty_rate_of, job_stats, limits_of, status_of
 from .watcher import Guest, GuestWatcher, Poll
@@ -66,6 +74,31 @@ class _Socket:
     task: asyncio.Task[None] | None = None
     preflight_at: float = float("-inf")  # when its last measurement ended (or was tried)
     call_ms: float = 0.0  # how long the last batch held the monitor
+    # A monitor of the agent's own (``<vmid>.migwatch.qmp``): held open, events listened to.
+    dedicated: bool = False
+    client: QMPClient | None = None  # the held session (dedicated monitors only)
+    raw: socket.socket | None = None
+    listener: asyncio.Task[None] | None = None
+    events_on: bool = False  # the `events` migration capability was turned on
+
+    @property
+    def vmid(self) -> str:
+        return vmid_of(self.path)
+
+
+#: A VM's own monitor for the agent (Proxmox: ``args: -qmp unix:…/<vmid>.migwatch.qmp,…``).
+DEDICATED_SUFFIX = ".migwatch.qmp"
+
+
+def vmid_of(path: Path) -> str:
+    """The guest id of a socket: the file name before ``.qmp`` or ``.migwatch.qmp``."""
+    return path.name.removesuffix(DEDICATED_SUFFIX).removesuffix(".qmp")
+
+
+def choose_sockets(paths: set[Path]) -> set[Path]:
+    """One socket per guest: its dedicated monitor where it has one, else the shared one."""
+    dedicated = {vmid_of(p) for p in paths if p.name.endswith(DEDICATED_SUFFIX)}
+    return {p for p in paths if p.name.endswith(DEDICATED_SUFFIX) or vmid_of(p) not in dedicated}
 
 
 class QmpBackend:
@@ -111,41 +144,90 @@ class QmpBackend:
     # -- sessions ---------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _session(self, sock: _Socket) -> AsyncIterator[QMPClient]:
-        """One short QMP session: connect, yield, disconnect. Holds the socket's lock, so
-        our own polls and controls never queue behind each other on the monitor."""
+        """One QMP session under the socket's lock (our own polls and controls never queue
+        behind each other on the monitor). A shared monitor is connected for the session and
+        released at its end; a dedicated one stays connected, its events listened to."""
         async with sock.lock:
-            client = QMPClient(f"migwatch-{sock.path.stem}")
-            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            raw.setblocking(False)
-            try:
-                try:
-                    await asyncio.wait_for(
-                        asyncio.get_running_loop().sock_connect(raw, str(sock.path)),
-                        self._connect_timeout,
-                    )
-                except (FileNotFoundError, ConnectionRefusedError) as exc:
-                    raise _Gone(str(exc)) from exc
-                except (TimeoutError, BlockingIOError, OSError) as exc:
-                    raise _Busy(f"cannot connect: {exc!r}") from exc
-                if sock.pid is None:
-                    sock.pid = _peer_pid(raw) or _pid_file(sock.path)
-                try:
-                    await asyncio.wait_for(client.connect(raw), self._connect_timeout)
-                except TimeoutError as exc:
-                    raise _Busy("another client holds the monitor") from exc
-                except ConnectError as exc:
-                    raise _Busy(f"no QMP session: {exc}") from exc
-            except BaseException:
-                raw.close()
-                raise
+            client = sock.client
+            if client is None or client.runstate is not Runstate.RUNNING:
+                if client is not None:
+                    await self._release(sock)
+                client = await self._connect(sock)
+            broken = False
             try:
                 yield client
-            except (EOFError, ConnectionError, TimeoutError) as exc:
+            except (
+                EOFError,
+                ConnectionError,
+                TimeoutError,
+                StateError,
+                ExecInterruptedError,
+            ) as exc:
+                broken = True
                 raise _Busy(f"the session broke: {exc!r}") from exc
             finally:
-                with contextlib.suppress(Exception):
-                    await client.disconnect()
-                raw.close()
+                if broken or not sock.dedicated:
+                    await self._release(sock)
+
+    async def _connect(self, sock: _Socket) -> QMPClient:
+        """Connect to the socket (raises ``_Gone`` or ``_Busy``); learn QEMU's pid from it."""
+        client = QMPClient(f"migwatch-{sock.vmid}")
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.setblocking(False)
+        try:
+            try:
+                await asyncio.wait_for(
+                    asyncio.get_running_loop().sock_connect(raw, str(sock.path)),
+                    self._connect_timeout,
+                )
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise _Gone(str(exc)) from exc
+            except (TimeoutError, BlockingIOError, OSError) as exc:
+                raise _Busy(f"cannot connect: {exc!r}") from exc
+            if sock.pid is None:
+                sock.pid = _peer_pid(raw) or _pid_file(sock.path)
+            try:
+                await asyncio.wait_for(client.connect(raw), self._connect_timeout)
+            except TimeoutError as exc:
+                raise _Busy("another client holds the monitor") from exc
+            except ConnectError as exc:
+                raise _Busy(f"no QMP session: {exc}") from exc
+        except BaseException:
+            raw.close()
+            raise
+        sock.client, sock.raw = client, raw
+        if sock.dedicated:
+            sock.listener = asyncio.create_task(
+                self._listen(sock, client), name=f"qmp-events-{sock.vmid}"
+            )
+        return client
+
+    async def _release(self, sock: _Socket) -> None:
+        """Disconnect the socket's session, if any."""
+        client, raw, listener = sock.client, sock.raw, sock.listener
+        sock.client = sock.raw = sock.listener = None
+        if listener is not None and listener is not asyncio.current_task():
+            listener.cancel()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+        if raw is not None:
+            raw.close()
+
+    async def _listen(self, sock: _Socket, client: QMPClient) -> None:
+        """QEMU's events on a dedicated monitor: fed to the watcher as they come, each one
+        waking the socket's poll, so a switch-over or an end is seen at once."""
+        async for event in client.events:
+            name = str(event.get("event", ""))
+            data = event.get("data")
+            data = dict(data) if isinstance(data, dict) else {}
+            watcher = sock.watcher
+            if watcher is not None:
+                info = watcher.info
+                if self._recorder is not None and info is not None:
+                    self._recorder.event(info.domain_uuid, name, data=data)
+                self._publish(sock, watcher.event(self._clock(), name, data), None)
+            sock.wake.set()
 
     async def _execute(
         self, client: QMPClient, command: str, args: Mapping[str, object] | None = None
@@ -163,9 +245,9 @@ class QmpBackend:
         )
         try:
             while True:
-                paths = {Path(p) for p in glob.glob(self._pattern)}
+                paths = choose_sockets({Path(p) for p in glob.glob(self._pattern)})
                 for path in sorted(paths - set(self._sockets)):
-                    sock = _Socket(path)
+                    sock = _Socket(path, dedicated=path.name.endswith(DEDICATED_SUFFIX))
                     self._sockets[path] = sock
                     sock.task = asyncio.create_task(self._watch(sock), name=f"qmp-{path.name}")
                 for path in set(self._sockets) - paths:
@@ -225,6 +307,7 @@ class QmpBackend:
                 self._publish(sock, sock.watcher.gone(self._clock()), None)
         finally:
             self._sockets.pop(sock.path, None)
+            await self._release(sock)
 
     async def _visit(self, sock: _Socket) -> Poll:
         """One batch: identify the guest once, then its state and migration."""
@@ -239,6 +322,16 @@ class QmpBackend:
                 params = await self._execute(qmp, "query-migrate-parameters")
                 caps = capabilities_of(await self._execute(qmp, "query-migrate-capabilities"))
                 limits = limits_of(params, caps)
+            elif sock.dedicated and not sock.events_on and runstate != "inmigrate":
+                # QEMU sends MIGRATION and MIGRATION_PASS only with the `events` capability,
+                # which can change only between migrations; libvirt turns it on too.
+                with contextlib.suppress(ExecuteError):
+                    await self._execute(
+                        qmp,
+                        "migrate-set-capabilities",
+                        {"capabilities": [{"capability": "events", "state": True}]},
+                    )
+                sock.events_on = True
         sock.call_ms = (time.monotonic() - began) * 1000
         resident = None
         if sock.watcher.role is None and status_of(migrate) in RUNNING:
@@ -248,7 +341,7 @@ class QmpBackend:
         )
 
     async def _identify(self, qmp: QMPClient, path: Path) -> Guest:
-        vmid = path.name.removesuffix(".qmp")
+        vmid = vmid_of(path)
         uuid = (await self._execute(qmp, "query-uuid")).get("UUID", "")
         name = (await self._execute(qmp, "query-name")).get("name", "") or vmid
         memory = None
