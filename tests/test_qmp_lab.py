@@ -39,6 +39,7 @@ from migwatch.client import (
     AgentClient,
     Convergence,
     Direction,
+    EtaBasis,
     Fleet,
     ForceCompleteMethod,
     Migration,
@@ -224,8 +225,9 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
 async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
     qlab: QemuLab, agents: dict[str, str], watch: Callable[[str, list[str]], Watcher]
 ) -> None:
-    """A guest dirtying faster than the bandwidth leaves the 'converging' verdict; an
-    AbortMigration call cancels the real job (migrate_cancel): the source reports
+    """A guest dirtying faster than the bandwidth leaves the 'converging' verdict; new limits
+    through gRPC reach QEMU (migrate-set-parameters); an AbortMigration call cancels the real
+    job (migrate_cancel): the source reports
     CANCELLED and keeps running, the destination QEMU exits and its end is FAILED."""
     vm = await _boot(qlab, "102", fill_mib=64, ws_mib=64, rate=64)
     w = watch(vm.uuid, [agents["A"], agents["B"]])
@@ -238,6 +240,10 @@ async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
     flagged = next(m for m in w.source() if m.convergence in bad)
     assert flagged.convergence_reason
     async with AgentClient(agents["A"]) as client:
+        limited = await client.set_limits(flagged.id, max_downtime_s=0.5, max_bandwidth=20 * MIB)
+        params = await qlab.ctl(vm.qmp, "query-migrate-parameters")
+        assert (params["downtime-limit"], params["max-bandwidth"]) == (500, 20 * MIB)
+        assert limited.max_bandwidth == 20 * MIB
         after = await client.abort(flagged.id)
     assert after.id == flagged.id
     outcome = await qlab.wait_migration(vm, 30)
@@ -402,3 +408,35 @@ async def test_a_dedicated_monitor_is_held_and_its_events_used(
     events = {e.event for e in read_trace(path).events}
     assert "MIGRATION" in events, events
     print(f"\ndedicated monitor: events recorded {sorted(events)}")
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_estimate_uses_a_page_sampling_measurement_of_the_idle_guest(
+    qlab: QemuLab,
+) -> None:
+    """The agent measures an idle guest's dirty rate with calc-dirty-rate (page sampling,
+    its period ladder) and EstimateMigration predicts from it (basis PREFLIGHT), with the
+    guest's RAM from QMP."""
+    vm = await _boot(qlab, "107", fill_mib=128, ws_mib=64, rate=16)
+    backend = QmpBackend(
+        str(qlab.hosts["A"] / "*.qmp"),
+        scan_interval_s=0.5,
+        preflight_interval_s=600,
+        preflight_periods=(1, 2),
+    )
+    async with (
+        running_agent(_config(), backend) as agent,
+        AgentClient(f"127.0.0.1:{agent.port}") as client,
+    ):
+        deadline = time.monotonic() + 30
+        while True:
+            est = await client.estimate("vm107", bandwidth=40 * MIB)
+            if est.measured_at is not None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    assert est.basis is EtaBasis.PREFLIGHT, est
+    assert est.memory_bytes == 256 * MIB and est.domain_uuid == vm.uuid
+    rate = est.dirty_rate_bytes_per_second / MIB
+    assert 6 <= rate <= 40, f"measured {rate:.1f} MiB/s for a 16 MiB/s writer"
+    assert est.duration_s is not None and est.convergence is Convergence.CONVERGING
+    print(f"\npre-flight: {rate:.1f} MiB/s measured (16 written), predicted {est.duration_s:.1f} s")
