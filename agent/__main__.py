@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     # Their start-up chatter ("Loading backend", a driver not found): ours says it in one line.
     for chatty in ("oslo_service", "stevedore"):
         logging.getLogger(chatty).setLevel(max(logging.ERROR, logging.getLogger().level))
-    for noisy in ("virEventAsyncIOImpl", "grpc._cython.cygrpc", "asyncio"):
+    # (qemu.qmp logs each QMP connection: one per poll of every guest.)
+    for noisy in ("virEventAsyncIOImpl", "grpc._cython.cygrpc", "asyncio", "qemu.qmp"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         code = asyncio.run(amain(config))

@@ -50,9 +50,6 @@ from .watcher import Guest, GuestWatcher, Poll
 
 log = logging.getLogger(__name__)
 
-# qemu.qmp logs every connection at INFO/DEBUG: one per poll would drown ours.
-logging.getLogger("qemu.qmp").setLevel(logging.WARNING)
-
 
 class _Gone(Exception):
     """The socket is gone or refuses connections: its QEMU exited."""
