@@ -440,3 +440,39 @@ async def test_estimate_uses_a_page_sampling_measurement_of_the_idle_guest(
     assert 6 <= rate <= 40, f"measured {rate:.1f} MiB/s for a 16 MiB/s writer"
     assert est.duration_s is not None and est.convergence is Convergence.CONVERGING
     print(f"\npre-flight: {rate:.1f} MiB/s measured (16 written), predicted {est.duration_s:.1f} s")
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_migration_that_ends_while_its_agent_is_down_still_reports_its_final(
+    qlab: QemuLab, watch: Callable[[str, list[str]], Watcher], tmp_path: Path
+) -> None:
+    """kill -9 of the source's ``--backend qmp`` agent mid-migration; the migration
+    completes while it is down; restarted with the same state directory, the agent reports
+    the COMPLETED final (with QEMU's downtime) under the id the client was following."""
+    vm = await _boot(qlab, "108", fill_mib=128, ws_mib=32, rate=8)
+    port = _free_port()
+    args = (
+        "--backend", "qmp", "--qmp-sockets", str(qlab.hosts["A"] / "*.qmp"),
+        "--listen", f"127.0.0.1:{port}", "--sample-interval", "0.25",
+        "--preflight-interval", "0", "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
+    proc = await asyncio.to_thread(_spawn_agent, tmp_path / "agent1.log", *args)
+    try:
+        w = watch(vm.uuid, [f"127.0.0.1:{port}"])
+        await asyncio.sleep(2.0)
+        await qlab.start_migration(vm, "B", bandwidth_mib_s=20)
+        await w.wait_for("progress", lambda: any(m.iteration >= 1 for m in w.source()), 60)
+        before = w.source()[-1]
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+        outcome = await qlab.wait_migration(vm, 120)
+        assert outcome.status == "completed", outcome
+        proc = await asyncio.to_thread(_spawn_agent, tmp_path / "agent2.log", *args)
+        await w.wait_for("the final state", lambda: w.final(Direction.OUTGOING) is not None, 60)
+        final = w.final(Direction.OUTGOING)
+        assert final is not None and final.phase is Phase.COMPLETED
+        assert final.id == before.id, "the same id"
+        assert final.actual_downtime_s is not None and final.actual_downtime_s > 0
+        assert len([m for m in w.source() if m.final]) == 1, "one final"
+    finally:
+        await asyncio.to_thread(_stop, proc)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from migwatch.agent.backends.jobstats import completed_job, parse_job_stats
+from migwatch.agent.backends.protocol import Ending
 from migwatch.agent.backends.qmp.jobs import capabilities_of, dirty_rate_of, job_stats, limits_of
 from migwatch.agent.backends.qmp.watcher import Guest, GuestWatcher, Poll
 from migwatch.agent.backends.trace import read_trace
@@ -387,3 +388,32 @@ def test_a_dedicated_monitor_replaces_the_shared_one() -> None:
     paths = {d / "100.qmp", d / "100.migwatch.qmp", d / "101.qmp"}
     assert choose_sockets(paths) == {d / "100.migwatch.qmp", d / "101.qmp"}
     assert vmid_of(d / "100.migwatch.qmp") == vmid_of(d / "100.qmp") == "100"
+
+
+@pytest.mark.parametrize(
+    ("polls", "direction", "expected"),
+    [
+        ([Poll("postmigrate", COMPLETED)], OUT, Ending(Phase.COMPLETED, actual_downtime_s=0.010)),
+        ([Poll("running", {"status": "cancelled"})], OUT, Ending(Phase.CANCELLED)),
+        (
+            [Poll("running", {"status": "failed", "error-desc": "Unable to write"})],
+            OUT,
+            Ending(Phase.FAILED, "Unable to write"),
+        ),
+        ([Poll("running", active(2, 900))], OUT, None),
+        ([Poll("running", {})], IN, Ending(Phase.COMPLETED)),
+        ([Poll("inmigrate", {"status": "active"})], IN, None),
+    ],
+)
+def test_outcome_of_a_migration_followed_by_the_previous_agent(
+    polls: list[Poll], direction: Direction, expected: Ending | None
+) -> None:
+    """After a restart, the QMP answers say how a migration the previous agent followed
+    ended (with QEMU's downtime and error), or that it still runs."""
+    w = GuestWatcher(GUEST, "pve1")
+    for i, poll in enumerate(polls):
+        w.poll(float(i), poll)
+    if w.role is not None:
+        assert w.outcome(direction) is None
+        return
+    assert w.outcome(direction) == expected

@@ -510,31 +510,7 @@ class QmpBackend:
             # transient source domain vanishes after success).
             return Ending(Phase.COMPLETED)
         assert sock.watcher is not None
-        if sock.watcher.role is not None:
-            return None  # found again: it is being reported
-        status = sock.watcher.status
-        if direction is Direction.INCOMING:
-            return (
-                None
-                if sock.watcher.runstate == "inmigrate"
-                else (
-                    Ending(Phase.FAILED, "the incoming migration failed")
-                    if status == "failed"
-                    else Ending(Phase.COMPLETED)
-                )
-            )
-        if status == "completed":
-            return Ending(Phase.COMPLETED)
-        if status == "cancelled":
-            return Ending(Phase.CANCELLED)
-        if status in RUNNING:
-            return None
-        return Ending(
-            Phase.FAILED,
-            "the migration failed"
-            if status == "failed"
-            else "the migration is no longer known to QEMU",
-        )
+        return sock.watcher.outcome(direction)
 
     async def describe(self, domain: str) -> DomainFacts:
         sock = self._by_uuid(domain)

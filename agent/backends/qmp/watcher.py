@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from migwatch.agent.backends.jobstats import parse_job_stats
-from migwatch.agent.backends.protocol import MigrationInfo, Observation
+from migwatch.agent.backends.protocol import Ending, MigrationInfo, Observation
 from migwatch.agent.model import Direction, JobSample, Limits, Phase, Preflight, running_phase
 
 from .jobs import POSTCOPY, RUNNING, SWITCHOVER, job_stats, status_of
@@ -67,6 +67,7 @@ class GuestWatcher:
         self._switched_over = False
         self.runstate = ""
         self.status = "none"  # the last ``query-migrate`` status seen
+        self._migrate: Mapping[str, object] = {}  # the last ``query-migrate`` reply
 
     @property
     def role(self) -> Direction | None:
@@ -90,6 +91,7 @@ class GuestWatcher:
         """Fold one batch's answers in; the observations to publish."""
         self.runstate = poll.runstate
         self.status = status = status_of(poll.migrate)
+        self._migrate = poll.migrate
         if poll.limits is not None:
             self._limits = poll.limits
         if self._info is None:
@@ -116,6 +118,33 @@ class GuestWatcher:
         if name == "MIGRATION" and data.get("status") in POSTCOPY:
             return self._set_phase(now, Phase.POSTCOPY)
         return []
+
+    def outcome(self, direction: Direction) -> Ending | None:
+        """How this guest's migration in ``direction`` ended, for one the previous agent was
+        following (``Backend.outcome_of``): None while one is still running or reported."""
+        if self._info is not None:
+            return None  # found again: it is being reported
+        error = self._migrate.get("error-desc")
+        failed = Ending(
+            Phase.FAILED, error if isinstance(error, str) and error else "migration failed"
+        )
+        if direction is Direction.INCOMING:
+            if self.runstate == "inmigrate":
+                return None
+            return failed if self.status == "failed" else Ending(Phase.COMPLETED)
+        if self.status == "completed":
+            downtime = self._migrate.get("downtime")
+            return Ending(
+                Phase.COMPLETED,
+                actual_downtime_s=downtime / 1000 if isinstance(downtime, int) else None,
+            )
+        if self.status == "cancelled":
+            return Ending(Phase.CANCELLED)
+        if self.status in RUNNING:
+            return None
+        if self.status == "failed":
+            return failed
+        return Ending(Phase.FAILED, "the migration is no longer known to QEMU (restarted?)")
 
     def controlled(
         self, now: float, *, phase: Phase | None = None, limits: Limits | None = None
