@@ -416,7 +416,7 @@ async def test_estimate_uses_a_page_sampling_measurement_of_the_idle_guest(
 ) -> None:
     """The agent measures an idle guest's dirty rate with calc-dirty-rate (page sampling,
     its period ladder) and EstimateMigration predicts from it (basis PREFLIGHT), with the
-    guest's RAM from QMP."""
+    guest's RAM from QMP; the guest is listed as one an evacuation would move."""
     vm = await _boot(qlab, "107", fill_mib=128, ws_mib=64, rate=16)
     backend = QmpBackend(
         str(qlab.hosts["A"] / "*.qmp"),
@@ -434,6 +434,8 @@ async def test_estimate_uses_a_page_sampling_measurement_of_the_idle_guest(
             if est.measured_at is not None or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
+        # What an evacuation of this host would move: the one running guest.
+        assert await backend.guests() == (vm.uuid,)
     assert est.basis is EtaBasis.PREFLIGHT, est
     assert est.memory_bytes == 256 * MIB and est.domain_uuid == vm.uuid
     rate = est.dirty_rate_bytes_per_second / MIB

@@ -512,6 +512,18 @@ class QmpBackend:
         assert sock.watcher is not None
         return sock.watcher.outcome(direction)
 
+    async def guests(self) -> tuple[str, ...]:
+        if not self._scanned:
+            raise BackendUnavailable("the QMP sockets have not all been visited yet")
+        # An incoming end (``inmigrate``) is a guest arriving, not one to move away.
+        return tuple(
+            sock.watcher.guest.uuid
+            for sock in self._sockets.values()
+            if sock.watcher is not None
+            and sock.watcher.role is not Direction.INCOMING
+            and sock.watcher.runstate not in ("inmigrate", "postmigrate", "")
+        )
+
     async def describe(self, domain: str) -> DomainFacts:
         sock = self._by_uuid(domain)
         if sock is None or sock.watcher is None:
