@@ -326,9 +326,11 @@ def main(argv: list[str] | None = None) -> None:
     # Their start-up chatter ("Loading backend", a driver not found): ours says it in one line.
     for chatty in ("oslo_service", "stevedore"):
         logging.getLogger(chatty).setLevel(max(logging.ERROR, logging.getLogger().level))
-    # (qemu.qmp logs each QMP connection: one per poll of every guest.)
     for noisy in ("virEventAsyncIOImpl", "grpc._cython.cygrpc", "asyncio", "qemu.qmp"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    # qemu.qmp logs a monitor we gave up waiting for (another client held it) as an ERROR;
+    # the QMP backend gets the same as an exception and logs it at the level it deserves.
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     try:
         code = asyncio.run(amain(config))
     except ConfigError as exc:

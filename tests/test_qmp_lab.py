@@ -37,6 +37,7 @@ from migwatch.agent.config import AgentConfig
 from migwatch.agent.serve.server import running_agent
 from migwatch.client import (
     AgentClient,
+    AgentUnavailable,
     Convergence,
     Direction,
     EtaBasis,
@@ -44,6 +45,7 @@ from migwatch.client import (
     ForceCompleteMethod,
     Migration,
     MigrationUpdate,
+    NotFound,
     Phase,
 )
 
@@ -430,7 +432,14 @@ async def test_estimate_uses_a_page_sampling_measurement_of_the_idle_guest(
     ):
         deadline = time.monotonic() + 30
         while True:
-            est = await client.estimate("vm107", bandwidth=40 * MIB)
+            try:
+                est = await client.estimate("vm107", bandwidth=40 * MIB)
+            except (AgentUnavailable, NotFound):
+                # Not visited yet: the agent has just started (a loaded host may make
+                # the first connection wait).
+                assert time.monotonic() < deadline, "the guest was never found"
+                await asyncio.sleep(0.5)
+                continue
             if est.measured_at is not None or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)

@@ -525,6 +525,8 @@ class QmpBackend:
         )
 
     async def describe(self, domain: str) -> DomainFacts:
+        if not self._scanned:
+            raise BackendUnavailable("the QMP sockets have not all been visited yet; retry")
         sock = self._by_uuid(domain)
         if sock is None or sock.watcher is None:
             raise MigrationGone(f"no running QEMU guest {domain!r} on {self._host}")
