@@ -77,12 +77,16 @@ class QmpCtl:
 
     timeout_s: float = 30.0
     waits: list[float] = field(default_factory=list)
+    # (socket, command, wait) of every call, to tell the migration polls from the calls to
+    # a destination QEMU that has only just started (whose greeting comes when it is up).
+    calls: list[tuple[str, str, float]] = field(default_factory=list)
 
     async def __call__(self, path: Path, command: str, **args: Any) -> Any:
         client = QMPClient("lab-qm")
         began = time.monotonic()
         await asyncio.wait_for(client.connect(str(path)), self.timeout_s)
         self.waits.append(time.monotonic() - began)
+        self.calls.append((path.name, command, self.waits[-1]))
         try:
             return await asyncio.wait_for(client.execute(command, args or None), self.timeout_s)
         finally:

@@ -181,6 +181,7 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
     w = watch(vm.uuid, [agents["A"], agents["B"]])
     await asyncio.sleep(1.0)  # the fleet's streams are up before the job starts
     qlab.ctl.waits.clear()
+    qlab.ctl.calls.clear()
     began = time.monotonic()
     dst = await qlab.start_migration(vm, "B", bandwidth_mib_s=40)
     outcome = await qlab.wait_migration(vm, 120)
@@ -209,6 +210,7 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
     assert (record.source.agent_host, record.destination.agent_host) == ("qmphost-A", "qmphost-B")
     assert await _runstate(qlab, dst) == "running"
     wait = max(qlab.ctl.waits)
+    poll_wait = max(w for _, command, w in qlab.ctl.calls if command == "query-migrate")
     assert wait < 1.0, f"the other client waited {wait:.3f} s for the monitor"
     (path,) = (qlab.root / "traces").glob("*.jsonl")
     trace = read_trace(path)  # the recorder's trace, in the libvirt lab's format
@@ -219,7 +221,8 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
         f"\nconverging: {outcome.duration_s:.1f} s (migrate call to seen completed, "
         f"{time.monotonic() - began:.1f} s with the destination's start), passes "
         f"{iterations[0]}..{iterations[-1]}, downtime {final.actual_downtime_s * 1000:.0f} ms; "
-        f"other client: {len(qlab.ctl.waits)} connections, longest wait {wait * 1000:.1f} ms"
+        f"other client: {len(qlab.ctl.waits)} connections, longest wait {wait * 1000:.1f} ms, "
+        f"{poll_wait * 1000:.1f} ms for its 1 s query-migrate polls of the source"
     )
 
 
