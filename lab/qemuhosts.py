@@ -63,6 +63,14 @@ def _private_copy(gdir: Path, into: Path) -> Path:
     return into
 
 
+def dies_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that it gets SIGKILL when the thread that started it dies (Linux's
+    parent-death signal, set by util-linux's ``setpriv``, which is essential in Debian): a
+    test runner killed outright (no finally, no atexit) leaves no QEMU or agent behind."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -181,7 +189,7 @@ class QemuLab:
             argv += ["-incoming", "defer"]
         with (hdir / f"{vmid}.log").open("ab") as err:  # the child keeps its own copy
             proc = subprocess.Popen(
-                argv,
+                dies_with_parent(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -337,12 +345,14 @@ async def record(
                 await asyncio.sleep(0.1)
             healthy = await asyncio.to_thread(_healthy, dst)
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await backend.close()
-            lab.stop()
+            try:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await backend.close()
+            finally:
+                lab.stop()
         (path,) = rec_dir.glob("*.jsonl")
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         for line in lines:

@@ -50,7 +50,7 @@ from migwatch.client import (
 )
 
 from lab.guest import GuestSpec
-from lab.qemuhosts import QemuLab, Vm
+from lab.qemuhosts import QemuLab, Vm, dies_with_parent
 
 pytestmark = pytest.mark.lab
 
@@ -344,7 +344,9 @@ def _spawn_agent(log: Path, *args: str) -> subprocess.Popen[bytes]:
     """``python -m migwatch.agent ARGS``, its output in ``log``."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "migwatch.agent", *args], stdout=out, stderr=subprocess.STDOUT
+            dies_with_parent([sys.executable, "-m", "migwatch.agent", *args]),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
