@@ -317,8 +317,11 @@ async def test_guest_killed_mid_migration_ends_failed_on_both_ends(
     await asyncio.sleep(1.0)
     await qlab.start_migration(vm, "B", bandwidth_mib_s=16)
     await w.wait_for(
-        "memory progress",
-        lambda: any(m.phase is Phase.PRECOPY and m.memory.processed_bytes > 0 for m in w.source()),
+        "memory progress and the destination's end",
+        lambda: (
+            bool(w.ends(Direction.INCOMING))
+            and any(m.phase is Phase.PRECOPY and m.memory.processed_bytes > 0 for m in w.source())
+        ),
         60,
     )
     await asyncio.to_thread(vm.kill)
