@@ -20,6 +20,7 @@ examples:
   migwatch-agent                                  simulated migrations on 127.0.0.1:50051
   migwatch-agent --backend libvirt --listen 0.0.0.0:50051 \
       --tls-cert agent.crt --tls-key agent.key --tls-client-ca clients-ca.crt --operator 'ops-*'
+  migwatch-agent --backend qmp                    Proxmox VE: every /var/run/qemu-server/*.qmp
   migwatch-agent --backend replay --trace run.jsonl --speed 4
   migwatch-agent --config /etc/migwatch/agent.toml
 
@@ -115,6 +116,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     g.add_argument(
         "--record-dir", metavar="DIR", help="record each migration as a trace file in DIR"
+    )
+    g = p.add_argument_group("qmp backend (QEMU without libvirt: Proxmox VE)")
+    g.add_argument(
+        "--qmp-sockets",
+        metavar="GLOB",
+        help="one guest per QMP socket matching GLOB, its id the file name "
+        "(default /var/run/qemu-server/*.qmp); the libvirt backend's sampling, "
+        "pre-flight and --record-dir flags apply too",
     )
     g = p.add_argument_group("replay backend")
     g.add_argument(
@@ -317,8 +326,11 @@ def main(argv: list[str] | None = None) -> None:
     # Their start-up chatter ("Loading backend", a driver not found): ours says it in one line.
     for chatty in ("oslo_service", "stevedore"):
         logging.getLogger(chatty).setLevel(max(logging.ERROR, logging.getLogger().level))
-    for noisy in ("virEventAsyncIOImpl", "grpc._cython.cygrpc", "asyncio"):
+    for noisy in ("virEventAsyncIOImpl", "grpc._cython.cygrpc", "asyncio", "qemu.qmp"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    # qemu.qmp logs a monitor we gave up waiting for (another client held it) as an ERROR;
+    # the QMP backend gets the same as an exception and logs it at the level it deserves.
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     try:
         code = asyncio.run(amain(config))
     except ConfigError as exc:

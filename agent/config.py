@@ -33,7 +33,7 @@ from typing import Any
 
 from migwatch.agent.model import MigrationPolicy
 
-BACKENDS = ("simulated", "libvirt", "replay")
+BACKENDS = ("simulated", "libvirt", "replay", "qmp")
 # The [roles] table of the TOML file: its keys are these fields.
 ROLE_KEYS = ("operators", "viewers")
 
@@ -74,6 +74,9 @@ class AgentConfig:
     # stats show auto-converge only once QEMU throttles, so without this a guest that
     # auto-converge will slow is called NOT_CONVERGING until then.
     migration_policy: tuple[str, ...] = ()
+    # qmp: one QEMU guest per QMP socket (Proxmox VE's are /var/run/qemu-server/<vmid>.qmp);
+    # the sampling, pre-flight and record settings above apply to it too.
+    qmp_sockets: str = "/var/run/qemu-server/*.qmp"
     # replay
     traces: tuple[str, ...] = ()
     speed: float = 1.0

@@ -218,7 +218,7 @@ class Migration:
     destination_host: str
     direction: Direction
     phase: Phase
-    backend: str  # "libvirt", "simulated", "replay"
+    backend: str  # "libvirt", "qmp", "simulated", "replay"
     agent_host: str  # the host whose agent reports this record
     memory: Transfer = Transfer()
     disk: Transfer = Transfer()

@@ -37,6 +37,15 @@ just before the migrate call (after the pre-flight lines, `dt` null):
 resident memory, which bounds the guest RAM ever written). Readers that do not know the line
 ignore it, as the format says of unknown keys.
 
+The `qmp-*` traces are bare-QEMU migrations (no libvirt) of the same guest between two
+`qemu-system-x86_64 -accel tcg` processes with Proxmox-style `<vmid>.qmp` sockets, recorded by
+the agent's own recorder through the QMP backend (`python -m lab.qemuhosts record OUT MEM FILL
+WS RATE BANDWIDTH`, lab/qemuhosts.py): `stats` holds `query-migrate` translated into libvirt's
+job-stats keys (`agent/backends/qmp/jobs.py`) and, under `qmp`, the reply itself; the
+`dirtyrate` lines are `calc-dirty-rate` page-sampling readings (4096 pages per GiB) taken
+after boot; `memstats` `rss` is the QEMU process's `VmRSS`; *duration* runs from the
+destination's start to the source's `completed` status seen by a 1 s `query-migrate` poll.
+
 Columns as in the shared INDEX.md: *fill* = MiB filled with non-zero data at boot; *hot set* =
 MiB rewritten in a sequential sweep at *dirty rate* MiB/s; *disk* = qcow2 copied with the memory
 (non-shared storage); *duration* = wall time of the migrate call (includes ~1.2-2.3 s of source

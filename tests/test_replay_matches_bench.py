@@ -64,6 +64,7 @@ def same(a: float | None, b: float | None) -> bool:
         SHARED / "pf-easy1.jsonl",
         OURS / "mw4-a.jsonl",  # the agent's 1-16 s pre-flight ladder and resident memory
         OURS / "ac-close.jsonl",  # auto-converge: QEMU's throttle in the job stats
+        OURS / "qmp-mid.jsonl",  # recorded by the QMP backend (bare QEMU, no libvirt)
     ],
     ids=lambda p: p.stem,
 )

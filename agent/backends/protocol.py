@@ -75,7 +75,7 @@ class Backend(Protocol):
 
     @property
     def name(self) -> str:
-        """ "libvirt", "simulated" or "replay"."""
+        """ "libvirt", "qmp", "simulated" or "replay"."""
         ...
 
     @property

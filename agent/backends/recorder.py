@@ -99,7 +99,11 @@ class TraceRecorder:
             )
         log.info("recording migration of %s to %s", info.domain_name, path)
 
-    def stats(self, domain_uuid: str, stats: Mapping[str, Any], call_ms: float) -> None:
+    def stats(
+        self, domain_uuid: str, stats: Mapping[str, Any], call_ms: float, **extra: Any
+    ) -> None:
+        """``stats`` in libvirt's job-stats keys; ``extra``: backend-specific raw fields
+        (the QMP backend adds its ``query-migrate`` reply as ``qmp``)."""
         job = int(stats.get("type", 0))
         op = stats.get("operation")
         self._write(
@@ -112,6 +116,7 @@ class TraceRecorder:
             job_type=job_type_name(job),
             operation=_OPERATIONS.get(int(op), str(op)) if op is not None else None,
             stats=dict(stats),
+            **extra,
         )
 
     def stats_error(self, domain_uuid: str, message: str, code: int) -> None:

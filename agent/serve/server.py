@@ -92,6 +92,21 @@ def make_backend(config: AgentConfig) -> Backend:
             preflight_periods=config.preflight_periods_s,
             preflight_concurrency=config.preflight_concurrency,
         )
+    if config.backend == "qmp":
+        try:
+            from migwatch.agent.backends.qmp.backend import QmpBackend
+        except ImportError as exc:
+            raise ConfigError(f"the qmp backend cannot load: {exc}; install qemu.qmp") from exc
+        return QmpBackend(
+            config.qmp_sockets,
+            sample_interval_s=config.sample_interval_s,
+            scan_interval_s=config.scan_interval_s,
+            host_name=config.host_name,
+            recorder=TraceRecorder(Path(config.record_dir)) if config.record_dir else None,
+            preflight_interval_s=config.preflight_interval_s,
+            preflight_periods=config.preflight_periods_s,
+            preflight_concurrency=config.preflight_concurrency,
+        )
     if config.backend == "replay":
         from migwatch.agent.backends.replay import ReplayBackend
 

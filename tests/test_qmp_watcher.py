@@ -1,0 +1,419 @@
+"""The QMP backend's pure core: query-migrate translation and the per-guest job watcher.
+
+Replies are shaped as QEMU 7.2 sends them (recorded from the bare-QEMU lab).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from migwatch.agent.backends.jobstats import completed_job, parse_job_stats
+from migwatch.agent.backends.protocol import Ending
+from migwatch.agent.backends.qmp.jobs import capabilities_of, dirty_rate_of, job_stats, limits_of
+from migwatch.agent.backends.qmp.watcher import Guest, GuestWatcher, Poll
+from migwatch.agent.backends.trace import read_trace
+from migwatch.agent.backends.tracefacts import (
+    memory_size_hint,
+    preflight_of,
+    resident_of,
+    source_steps,
+)
+from migwatch.agent.estimate.estimator import EstimatorConfig, MigrationEstimator
+from migwatch.agent.model import Convergence, Direction, Limits, Phase
+
+MIB = 1 << 20
+GUEST = Guest(
+    vmid="101", uuid="4614f926-7e03-4c24-a948-56956726f5b9", name="vm101", memory_bytes=256 * MIB
+)
+
+
+def ram(it: int, transferred: int, remaining: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "total": 256 * MIB + 528384,
+        "transferred": transferred,
+        "remaining": remaining,
+        "duplicate": 100,
+        "normal": transferred // 4096,
+        "normal-bytes": transferred,
+        "dirty-pages-rate": 4000,
+        "mbps": 335.5,
+        "dirty-sync-count": it,
+        "page-size": 4096,
+        "postcopy-requests": 0,
+        **extra,
+    }
+
+
+def active(it: int, total_ms: int, status: str = "active", **extra: Any) -> dict[str, Any]:
+    return {
+        "status": status,
+        "total-time": total_ms,
+        "expected-downtime": 120,
+        "setup-time": 3,
+        "ram": ram(it, it * 40 * MIB, 30 * MIB),
+        **extra,
+    }
+
+
+COMPLETED = {
+    "status": "completed",
+    "total-time": 6021,
+    "downtime": 10,
+    "setup-time": 3,
+    "ram": ram(3, 140 * MIB, 0),
+}
+
+
+def test_running_reply_becomes_libvirt_job_stats() -> None:
+    """A running query-migrate maps onto libvirt's keys: total-time is the job's clock,
+    expected-downtime the running downtime, mbps megabits, dirty-sync-count the pass."""
+    stats = job_stats({**active(2, 4500), "cpu-throttle-percentage": 20})
+    assert stats["type"] == 2 and stats["time_elapsed"] == 4500 and stats["downtime"] == 120
+    assert stats["memory_bps"] == 41_937_500
+    sample = parse_job_stats(stats)
+    assert sample is not None
+    assert (sample.iteration, sample.memory_processed, sample.memory_remaining) == (
+        2,
+        80 * MIB,
+        30 * MIB,
+    )
+    assert sample.dirty_pages_per_s == 4000 and sample.expected_downtime_ms == 120
+    assert sample.auto_converge_throttle == 20 and sample.elapsed_s == 4.5
+
+
+def test_completed_reply_carries_the_actual_downtime() -> None:
+    """A completed query-migrate is libvirt's completed stats: the actual downtime."""
+    final = completed_job(job_stats(COMPLETED))
+    assert final is not None
+    assert final.downtime_s == 0.010 and final.elapsed_s == 6.021 and final.iterations == 3
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        ({}, 0),
+        ({"status": "none"}, 0),
+        ({"status": "setup"}, 2),
+        ({"status": "device"}, 2),
+        ({"status": "postcopy-active"}, 2),
+        ({"status": "failed"}, 4),
+        ({"status": "cancelled"}, 5),
+    ],
+)
+def test_status_maps_to_a_job_type(reply: dict[str, Any], kind: int) -> None:
+    """Each MigrationStatus gives the libvirt job type the trace format records."""
+    assert job_stats(reply)["type"] == kind
+
+
+@pytest.mark.parametrize(
+    ("params", "caps", "expected"),
+    [
+        ({"downtime-limit": 300, "max-bandwidth": 134217728}, [], Limits(0.3, 128 * MIB)),
+        ({"downtime-limit": 1000, "max-bandwidth": 0}, [], Limits(1.0, None)),
+        ({"downtime-limit": 300, "max-bandwidth": 1 << 62}, [], Limits(0.3, None)),
+        (
+            {"downtime-limit": 300, "max-bandwidth": 24 * MIB, "max-postcopy-bandwidth": 0},
+            [
+                {"capability": "postcopy-ram", "state": True},
+                {"capability": "auto-converge", "state": True},
+            ],
+            Limits(0.3, 24 * MIB, postcopy_allowed=True, auto_converge=True),
+        ),
+    ],
+)
+def test_limits_from_parameters_and_capabilities(
+    params: dict[str, Any], caps: list[dict[str, Any]], expected: Limits
+) -> None:
+    """Parameters give downtime and bandwidth (0 or huge: unlimited); the capabilities say
+    whether post-copy and auto-converge are on."""
+    assert limits_of(params, capabilities_of(caps)) == expected
+
+
+def test_dirty_rate_waits_for_a_new_measurement() -> None:
+    """query-dirty-rate counts only once measured, and only a measurement newer than the
+    one before the start."""
+    assert dirty_rate_of({"status": "measuring", "start-time": 9}, 5) is None
+    assert dirty_rate_of({"status": "measured", "start-time": 5, "dirty-rate": 7}, 5) is None
+    assert dirty_rate_of({"status": "measured", "start-time": 9, "dirty-rate": 7}, 5) == 7.0
+
+
+def feed(w: GuestWatcher, steps: list[tuple[float, Any]]) -> list[tuple[Direction, Phase, str]]:
+    """Feed (now, Poll | "gone" | (event, data)) steps; (direction, phase, error) out."""
+    out = []
+    for now, step in steps:
+        if step == "gone":
+            got = w.gone(now)
+        elif isinstance(step, Poll):
+            got = w.poll(now, step)
+        else:
+            got = w.event(now, *step)
+        out += [(o.info.direction, o.phase, o.error_message) for o in got]
+    return out
+
+
+OUT, IN = Direction.OUTGOING, Direction.INCOMING
+LIM = Limits(0.3, 40 * MIB)
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        pytest.param([(0, Poll("running", {})), (1, Poll("running", COMPLETED))], [], id="idle"),
+        pytest.param(
+            [
+                (0, Poll("running", {"status": "setup"}, LIM)),
+                (1, Poll("running", active(1, 900), LIM)),
+                (2, Poll("running", active(2, 1900), LIM)),
+                (3, Poll("finish-migrate", active(3, 2900), LIM)),
+                (4, Poll("postmigrate", COMPLETED, LIM)),
+                (5, Poll("postmigrate", COMPLETED, LIM)),
+            ],
+            [
+                (OUT, Phase.SETUP, ""),
+                (OUT, Phase.PRECOPY, ""),
+                (OUT, Phase.PRECOPY, ""),
+                (OUT, Phase.PAUSED, ""),
+                (OUT, Phase.COMPLETED, ""),
+            ],
+            id="outgoing-completes",
+        ),
+        pytest.param(
+            [
+                (0, Poll("running", active(1, 900))),
+                (
+                    1,
+                    Poll(
+                        "running", {"status": "failed", "error-desc": "Unable to write to socket"}
+                    ),
+                ),
+            ],
+            [(OUT, Phase.PRECOPY, ""), (OUT, Phase.FAILED, "Unable to write to socket")],
+            id="outgoing-fails",
+        ),
+        pytest.param(
+            [
+                (0, Poll("running", active(1, 900))),
+                (1, Poll("running", active(1, 1900, "cancelling"))),
+                (2, Poll("running", {"status": "cancelled"})),
+            ],
+            [(OUT, Phase.PRECOPY, ""), (OUT, Phase.PRECOPY, ""), (OUT, Phase.CANCELLED, "")],
+            id="outgoing-cancelled",
+        ),
+        pytest.param(
+            [(0, Poll("running", active(2, 900))), (1, Poll("paused", active(2, 1900)))],
+            [(OUT, Phase.PRECOPY, ""), (OUT, Phase.PAUSED, "")],
+            id="paused-by-stop",
+        ),
+        pytest.param(
+            [
+                (0, Poll("running", active(2, 900))),
+                (1, Poll("running", active(2, 1900, "postcopy-active"))),
+                (2, Poll("postmigrate", COMPLETED)),
+            ],
+            [(OUT, Phase.PRECOPY, ""), (OUT, Phase.POSTCOPY, ""), (OUT, Phase.COMPLETED, "")],
+            id="postcopy",
+        ),
+        pytest.param(
+            [(0, Poll("running", active(2, 900))), (1, "gone")],
+            [
+                (OUT, Phase.PRECOPY, ""),
+                (
+                    OUT,
+                    Phase.FAILED,
+                    "the source QEMU exited before the switch-over: the migration did not complete",
+                ),
+            ],
+            id="killed-before-switch-over",
+        ),
+        pytest.param(
+            [
+                (0, Poll("running", active(2, 900))),
+                (1, Poll("running", active(3, 1000, "device"))),
+                (2, "gone"),
+            ],
+            [(OUT, Phase.PRECOPY, ""), (OUT, Phase.PAUSED, ""), (OUT, Phase.COMPLETED, "")],
+            id="stopped-after-switch-over",
+        ),
+        pytest.param(
+            [(0, Poll("running", active(2, 900, "postcopy-active"))), (1, "gone")],
+            [
+                (OUT, Phase.POSTCOPY, ""),
+                (
+                    OUT,
+                    Phase.FAILED,
+                    "the source QEMU exited during post-copy: the migration did not complete",
+                ),
+            ],
+            id="killed-in-postcopy",
+        ),
+        pytest.param(
+            [
+                (0, Poll("running", active(2, 900))),
+                (1, ("STOP", {})),
+                (2, ("MIGRATION_PASS", {"pass": 3})),
+            ],
+            [(OUT, Phase.PRECOPY, ""), (OUT, Phase.PAUSED, "")],
+            id="stop-event",
+        ),
+        pytest.param(
+            [
+                (0, Poll("inmigrate", {})),
+                (1, Poll("inmigrate", {"status": "active"})),
+                (2, Poll("running", {"status": "completed"})),
+                (3, Poll("running", {"status": "completed"})),
+            ],
+            [(IN, Phase.PRECOPY, ""), (IN, Phase.COMPLETED, "")],
+            id="incoming-completes",
+        ),
+        pytest.param(
+            [
+                (0, Poll("inmigrate", {"status": "active"})),
+                (1, Poll("paused", {"status": "completed"})),
+            ],
+            [(IN, Phase.PRECOPY, ""), (IN, Phase.COMPLETED, "")],
+            id="incoming-with-S",
+        ),
+        pytest.param(
+            [
+                (0, Poll("inmigrate", {"status": "active"})),
+                (1, Poll("running", {"status": "postcopy-active"})),
+                (2, Poll("running", {"status": "completed"})),
+            ],
+            [(IN, Phase.PRECOPY, ""), (IN, Phase.POSTCOPY, ""), (IN, Phase.COMPLETED, "")],
+            id="incoming-postcopy",
+        ),
+        pytest.param(
+            [(0, Poll("inmigrate", {"status": "active"})), (1, "gone")],
+            [
+                (IN, Phase.PRECOPY, ""),
+                (IN, Phase.FAILED, "the destination QEMU exited before the migration completed"),
+            ],
+            id="incoming-fails",
+        ),
+    ],
+)
+def test_watcher_sequences(
+    steps: list[tuple[float, Any]], expected: list[tuple[Direction, Phase, str]]
+) -> None:
+    """Each sequence of QMP answers gives the phases libvirt's backend would report."""
+    w = GuestWatcher(GUEST, "pve1")
+    assert feed(w, steps) == expected
+    assert w.role is None or not expected or not expected[-1][1].terminal
+
+
+def test_outgoing_observation_carries_the_job() -> None:
+    """An outgoing observation has the source host, the start derived from the job's own
+    clock (a restarted agent finds the same id), the guest's RAM, the resident size read
+    when the job was found, the limits and the sample; the final one the actual downtime."""
+    w = GuestWatcher(GUEST, "pve1")
+    (first,) = w.poll(1000.0, Poll("running", active(2, 4520), LIM, resident_bytes=200 * MIB))
+    assert first.info.source_host == "pve1" and first.info.destination_host == ""
+    assert first.info.started_at == 995.5 and first.info.memory_bytes == 256 * MIB
+    assert first.info.resident_bytes == 200 * MIB
+    assert first.limits == LIM and first.sample is not None and first.sample.iteration == 2
+    (final,) = w.poll(1002.0, Poll("postmigrate", COMPLETED))
+    assert final.phase is Phase.COMPLETED and final.actual_downtime_s == 0.010
+    assert final.sample is not None and final.sample.memory_remaining == 0
+    assert w.role is None
+
+
+def test_incoming_observation_names_the_destination() -> None:
+    """An incoming observation has the destination host and no job sample."""
+    (obs,) = GuestWatcher(GUEST, "pve2").poll(50.0, Poll("inmigrate", {}))
+    assert obs.info.direction is IN and obs.info.destination_host == "pve2"
+    assert obs.sample is None and obs.info.domain_uuid == GUEST.uuid
+
+
+def test_controls_are_reported_before_the_next_poll() -> None:
+    """A control's effect (post-copy, new limits) is observed at once; none without a job."""
+    w = GuestWatcher(GUEST, "pve1")
+    assert w.controlled(0.0, phase=Phase.POSTCOPY) == []
+    w.poll(1.0, Poll("running", active(2, 900), LIM))
+    (obs,) = w.controlled(2.0, limits=replace(LIM, max_downtime_s=2.0))
+    assert obs.limits.max_downtime_s == 2.0 and obs.phase is Phase.PRECOPY
+    (obs,) = w.controlled(3.0, phase=Phase.POSTCOPY)
+    assert obs.phase is Phase.POSTCOPY
+
+
+def test_idle_only_when_running_without_a_job() -> None:
+    """Pre-flight measurements may start only on a running guest with no migration."""
+    w = GuestWatcher(GUEST, "pve1")
+    w.poll(0.0, Poll("running", COMPLETED))
+    assert w.idle
+    w.poll(1.0, Poll("paused", {}))
+    assert not w.idle
+    w.poll(2.0, Poll("running", active(1, 100)))
+    assert not w.idle
+
+
+AC_TRACE = Path(__file__).resolve().parent.parent / "bench" / "traces" / "ac-close.jsonl"
+
+
+def test_auto_converge_capability_known_before_the_throttle_changes_the_verdict() -> None:
+    """ac-close (a real migration with auto-converge): libvirt cannot say auto-converge is
+    on before QEMU throttles, so pass 3 is NOT_CONVERGING; with the capability read from QMP
+    (Limits.auto_converge) the same samples are CONVERGING from pass 2, the reason says why."""
+    trace = read_trace(AC_TRACE)
+
+    def verdicts(auto_converge: bool) -> dict[int, Convergence]:
+        est = MigrationEstimator(
+            EstimatorConfig(),
+            preflight_of(trace),
+            memory_bytes=memory_size_hint(trace),
+            resident_bytes=resident_of(trace),
+        )
+        out = {}
+        for step in source_steps(trace):
+            limits = replace(step.limits, auto_converge=auto_converge)
+            e = est.observe(step.sample, limits, postcopy=step.postcopy)
+            out[step.sample.iteration] = e.convergence
+            if auto_converge and step.sample.iteration in (2, 3):
+                assert "auto-converge is on" in e.reason, e.reason
+        return out
+
+    assert verdicts(False)[3] is Convergence.NOT_CONVERGING
+    with_capability = verdicts(True)
+    assert with_capability[2] is with_capability[3] is Convergence.CONVERGING
+
+
+def test_a_dedicated_monitor_replaces_the_shared_one() -> None:
+    """Where a VM has ``<vmid>.migwatch.qmp`` the agent uses it instead of ``<vmid>.qmp``;
+    other VMs keep their shared socket; the vmid is the name before either suffix."""
+    from migwatch.agent.backends.qmp.backend import choose_sockets, vmid_of
+
+    d = Path("/var/run/qemu-server")
+    paths = {d / "100.qmp", d / "100.migwatch.qmp", d / "101.qmp"}
+    assert choose_sockets(paths) == {d / "100.migwatch.qmp", d / "101.qmp"}
+    assert vmid_of(d / "100.migwatch.qmp") == vmid_of(d / "100.qmp") == "100"
+
+
+@pytest.mark.parametrize(
+    ("polls", "direction", "expected"),
+    [
+        ([Poll("postmigrate", COMPLETED)], OUT, Ending(Phase.COMPLETED, actual_downtime_s=0.010)),
+        ([Poll("running", {"status": "cancelled"})], OUT, Ending(Phase.CANCELLED)),
+        (
+            [Poll("running", {"status": "failed", "error-desc": "Unable to write"})],
+            OUT,
+            Ending(Phase.FAILED, "Unable to write"),
+        ),
+        ([Poll("running", active(2, 900))], OUT, None),
+        ([Poll("running", {})], IN, Ending(Phase.COMPLETED)),
+        ([Poll("inmigrate", {"status": "active"})], IN, None),
+    ],
+)
+def test_outcome_of_a_migration_followed_by_the_previous_agent(
+    polls: list[Poll], direction: Direction, expected: Ending | None
+) -> None:
+    """After a restart, the QMP answers say how a migration the previous agent followed
+    ended (with QEMU's downtime and error), or that it still runs."""
+    w = GuestWatcher(GUEST, "pve1")
+    for i, poll in enumerate(polls):
+        w.poll(float(i), poll)
+    if w.role is not None:
+        assert w.outcome(direction) is None
+        return
+    assert w.outcome(direction) == expected
