@@ -1,7 +1,9 @@
 """The lab guest: its parameters, domain XML, disk image and serial console.
 
 The guest is a Debian kernel (ELF vmlinux, booted through PVH) with a busybox
-initramfs running lab/guest/dirtier.c; see lab/guest/build.sh. It runs under
+initramfs running lab/guest/dirtier.c; see lab/guest/build.sh. A guest with a
+`workload` boots the rp initramfs instead (`build.sh rp`) and runs real programs
+from Debian packages (lab/guest/workload.sh). It runs under
 TCG (`<domain type='qemu'>`): KVM here is kvm_pvm and cannot run a stock
 kernel (NOTES.md). Its kernel command line carries `pti=on`, the workaround for
 QEMU 7.2 TCG losing dirty pages during migration (Pitfall 7).
@@ -22,9 +24,14 @@ from lab.hosts import HOSTS, LabError, host_dirs, state_dir
 # Lines the dirtier prints (lab/guest/dirtier.c).
 _FILLED = re.compile(r"dirtier: filled (\d+) MiB in ([\d.]+)s")
 _STATUS = re.compile(r"dirtier: t=([\d.]+)s dirtied=(\d+) pages .* verify=(\w+)")
+# The same two for a real-program guest (lab/guest/workload.sh).
+_READY = re.compile(r"workload: ready (\S+) .* in ([\d.]+)s")
+_WSTATUS = re.compile(r"workload: t=([\d.]+)s kind=\S+ rounds=(\d+) verify=(\w+)")
 # Anything that means the guest is not healthy: a kernel oops/panic (the
 # Pitfall 7 symptom), the dirtier's own memory check, or the dirtier dying.
-_PANIC = re.compile(r"Kernel panic|general protection fault|BUG: |Oops: |dirtier: exited")
+_PANIC = re.compile(
+    r"Kernel panic|general protection fault|BUG: |Oops: |dirtier: exited|workload: FAIL"
+)
 _VERIFY_FAIL = re.compile(r"VERIFY FAIL")
 
 
@@ -49,8 +56,29 @@ class GuestSpec:
     disk_fill_mib: int = 0
     report_s: int = 2
     vcpus: int = 1
+    # A real-program guest (lab/guest/workload.sh): the kind (redis, sqlite, compress,
+    # sort, stress, cache), MiB of its own data, MiB of page cache filled at boot, and
+    # its variant. Empty: the dirtier, as before.
+    workload: str = ""
+    wmb: int = 0
+    cache_mib: int = 0
+    wopt: str = ""
 
     def cmdline(self) -> str:
+        if self.workload:
+            return " ".join(
+                [
+                    "console=ttyS0",
+                    "quiet",
+                    "panic=-1",
+                    "pti=on",  # Pitfall 7
+                    f"lab.workload={self.workload}",
+                    f"lab.wmb={self.wmb}",
+                    f"lab.cache={self.cache_mib}",
+                    *([f"lab.wopt={self.wopt}"] if self.wopt else []),
+                    f"lab.report={self.report_s}",
+                ]
+            )
         parts = [
             "console=ttyS0",
             "quiet",
@@ -68,6 +96,16 @@ class GuestSpec:
 
     def trace_dict(self) -> dict[str, object]:
         """The `guest` object of a trace's meta line (same keys as the shared traces)."""
+        if self.workload:
+            # No known hot set or rate: real programs dirty what they dirty.
+            return {
+                "mem_mib": self.mem_mib,
+                "workload": self.workload,
+                "wmb": self.wmb,
+                "cache_mib": self.cache_mib,
+                "wopt": self.wopt or None,
+                "name": self.name,
+            }
         out: dict[str, object] = {
             "mem_mib": self.mem_mib,
             "ws_mib": self.ws_mib,
@@ -101,7 +139,7 @@ def domain_xml(spec: GuestSpec) -> str:
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{escape(str(gdir / "vmlinux"))}</kernel>
-    <initrd>{escape(str(gdir / "initramfs.cpio.gz"))}</initrd>
+    <initrd>{escape(str(gdir / initrd_name(spec)))}</initrd>
     <cmdline>{escape(spec.cmdline())}</cmdline>
   </os>
   <features><acpi/></features>
@@ -121,10 +159,16 @@ def domain_xml(spec: GuestSpec) -> str:
 """
 
 
-def check_built() -> None:
-    for name in ("vmlinux", "initramfs.cpio.gz"):
+def initrd_name(spec: GuestSpec) -> str:
+    return "initramfs-rp.cpio.gz" if spec.workload else "initramfs.cpio.gz"
+
+
+def check_built(spec: GuestSpec | None = None) -> None:
+    initrd = initrd_name(spec) if spec is not None else "initramfs.cpio.gz"
+    for name in ("vmlinux", initrd):
         if not (guest_dir() / name).is_file():
-            raise LabError(f"{guest_dir() / name} missing: run lab/guest/build.sh (make lab-guest)")
+            how = "lab/guest/build.sh rp" if name.startswith("initramfs-rp") else "lab/guest/build.sh"
+            raise LabError(f"{guest_dir() / name} missing: run {how} (make lab-guest)")
 
 
 def reset_serial_logs(name: str) -> None:
@@ -182,12 +226,16 @@ def serial_lines(host: str, name: str) -> list[str]:
 
 
 def status_lines(host: str, name: str) -> list[str]:
-    return [line for line in serial_lines(host, name) if _STATUS.search(line)]
+    return [
+        line for line in serial_lines(host, name) if _STATUS.search(line) or _WSTATUS.search(line)
+    ]
 
 
 def dirtier_tail(host: str, name: str, n: int = 6) -> list[str]:
-    """The last `n` dirtier lines of a host's console (the `serial_tail` of a result)."""
-    return [line for line in serial_lines(host, name) if line.startswith("dirtier:")][-n:]
+    """The last `n` dirtier (or workload) lines of a host's console (a result's `serial_tail`)."""
+    return [
+        line for line in serial_lines(host, name) if line.startswith(("dirtier:", "workload:"))
+    ][-n:]
 
 
 def wait_filled(
@@ -205,12 +253,12 @@ def wait_filled(
                 raise LabError(f"guest {name} on {host} stopped while booting")
         lines = serial_lines(host, name)
         for line in lines:
-            if m := _FILLED.search(line):
+            if m := _FILLED.search(line) or _READY.search(line):
                 return float(m.group(2))
         if any(_PANIC.search(line) for line in lines):
             raise LabError(f"guest {name} on {host} failed to boot:\n" + "\n".join(lines[-30:]))
         time.sleep(0.05)
-    raise LabError(f"guest {name} on {host}: no 'dirtier: filled' line after {timeout}s")
+    raise LabError(f"guest {name} on {host}: no 'dirtier: filled' / 'workload: ready' line after {timeout}s")
 
 
 @dataclass
@@ -256,6 +304,10 @@ def guest_check(host: str, name: str, wait_s: float | None = None, report_s: int
         host=host,
         panic=any(_PANIC.search(line) for line in lines),
         verify_fail=any(_VERIFY_FAIL.search(line) for line in lines)
-        or any(m.group(3) != "ok" for line in lines if (m := _STATUS.search(line))),
+        or any(
+            m.group(3) != "ok"
+            for line in lines
+            if (m := _STATUS.search(line) or _WSTATUS.search(line))
+        ),
         progress_after=progress,
     )

@@ -185,7 +185,7 @@ class Lab:
         return self.boot(spec, timeout=timeout)
 
     def boot(self, spec: GuestSpec, host: str = "A", timeout: float = 120.0) -> str:
-        guestmod.check_built()
+        guestmod.check_built(spec)
         self.destroy(spec.name)
         guestmod.reset_serial_logs(spec.name)
         guestmod.prepare_disks(spec)
@@ -298,6 +298,11 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disk", type=int, default=0, help="qcow2 disk as vda, MiB (0: none)")
     p.add_argument("--disk-rate", type=int, default=0, help="MiB/s random disk writes")
     p.add_argument("--disk-fill", type=int, default=None, help="MiB written before boot")
+    p.add_argument("--workload", default="", help="real programs instead of the dirtier "
+                   "(redis|sqlite|compress|sort|stress|cache; needs build.sh rp)")
+    p.add_argument("--wmb", type=int, default=0, help="MiB of the workload's own data")
+    p.add_argument("--cache", type=int, default=0, help="MiB of page cache filled at boot")
+    p.add_argument("--wopt", default="", help="workload variant (lab/guest/workload.sh)")
 
 
 def _add_migration_args(p: argparse.ArgumentParser) -> None:
@@ -326,6 +331,10 @@ def _guest_spec(a: argparse.Namespace) -> GuestSpec:
         disk_mib=a.disk,
         disk_rate=a.disk_rate,
         disk_fill_mib=a.disk // 2 if a.disk_fill is None else a.disk_fill,
+        workload=a.workload,
+        wmb=a.wmb,
+        cache_mib=a.cache,
+        wopt=a.wopt,
     )
 
 
@@ -369,7 +378,7 @@ def _cmd_status(a: argparse.Namespace) -> int:
 
 def _cmd_boot(a: argparse.Namespace) -> int:
     start = time.monotonic()
-    uuid = Lab().boot(_guest_spec(a))
+    uuid = Lab().boot(_guest_spec(a), timeout=a.boot_timeout)
     _print({"uuid": uuid, "boot_s": round(time.monotonic() - start, 3)})
     return 0
 
@@ -423,6 +432,12 @@ def _cmd_record_set(a: argparse.Namespace) -> int:
     return 0 if all(s.get("guest_check_ok") for s in summaries) else 1
 
 
+def _set_names() -> list[str]:
+    from lab.scenarios import SETS
+
+    return list(SETS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lab.labctl",
@@ -438,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p = sub.add_parser("boot", help="boot a guest on A, wait until its memory is filled")
     _add_guest_args(p)
+    p.add_argument("--boot-timeout", type=float, default=120.0, help="s until filled/ready")
     p.set_defaults(fn=_cmd_boot)
     p = sub.add_parser("migrate", help="migrate a running guest A -> B")
     p.add_argument("--name", default="lab1")
@@ -462,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--set",
         default="standard",
-        choices=("standard", "mw2", "mw3", "mw4", "mw5", "ac"),
+        choices=_set_names(),
         help="which scenario set (lab/scenarios.py; default standard)",
     )
     p.add_argument("--only", nargs="*", help="labels to record (default: all)")

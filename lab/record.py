@@ -52,6 +52,9 @@ class Scenario:
     timeout_s: float = 120.0
     interval_s: float = 0.25
     note: str = ""
+    # Real-program guests fill their page cache and load their data before they say
+    # ready: that can take minutes under TCG.
+    boot_timeout_s: float = 120.0
 
 
 # ---------------------------------------------------------------------- names
@@ -425,7 +428,7 @@ async def record_one(sc: Scenario, out_dir: Path) -> dict[str, Any]:
             await asyncio.to_thread(lab.destroy, sc.guest.name)
             events.register()
             boot_start = time.monotonic()
-            uuid = await asyncio.to_thread(lab.boot, sc.guest)
+            uuid = await asyncio.to_thread(lab.boot, sc.guest, "A", sc.boot_timeout_s)
             boot_s = time.monotonic() - boot_start
             await asyncio.sleep(sc.settle_s)
             writer.write("meta", **_meta(sc, uuid, boot_s, conns))

@@ -405,6 +405,152 @@ AC_SET: list[Scenario] = [
     ),
 ]
 
+
+
+def _rp(label: str, kind: str, mem: int, workload: str, wmb: int, cache: int, wopt: str,
+        bw: int, **kw: object) -> Scenario:
+    """A real-program guest (lab/guest/workload.sh), recorded like ``mw4``: the 1-16 s
+    pre-flight ladder and the memstats line on every trace. The guest is named after
+    the label, so two recorders can share the lab."""
+    timeout_s = float(kw.pop("timeout_s", 150.0))  # type: ignore[arg-type]
+    guest = GuestSpec(name=label, mem_mib=mem, workload=workload, wmb=wmb, cache_mib=cache,
+                      wopt=wopt, fill_mib=0, ws_mib=0)
+    postcopy_bw = kw.pop("postcopy_bw", None)
+    actions: tuple[Action, ...] = kw.pop("actions", ())  # type: ignore[assignment]
+    migration = MigrationSpec(
+        name=label,
+        bandwidth_mib_s=bw,
+        postcopy=bool(kw.pop("postcopy", False)),
+        postcopy_bandwidth_mib_s=postcopy_bw,  # type: ignore[arg-type]
+        auto_converge=bool(kw.pop("auto_converge", False)),
+        actions=actions,
+    )
+    note = str(kw.pop("note", ""))
+    assert not kw, kw
+    return Scenario(label=label, scenario=kind, guest=guest, migration=migration,
+                    preflight=True, preflight_periods_s=MW4_PERIODS_S, note=note,
+                    timeout_s=timeout_s, settle_s=3.0, boot_timeout_s=480.0)
+
+
+_ABORT = (Action(45, "abort"),)
+_AC = 320.0  # auto-converge runs: timeout
+
+#: Real programs (``rp-*``): guests 1-4 GiB running programs from Debian packages
+#: (lab/guest/workload.sh: redis + redis-benchmark, sqlite3, xz/zstd/gzip, coreutils sort,
+#: stress-ng --vm, and page-cache-only guests), each with a page cache full of non-zero
+#: data as a long-running guest has. Bandwidths chosen so that some converge easily, some
+#: hard, some never (aborted at 45 s), some with auto-converge, some post-copy. The kind
+#: is the plan; the trace's result says what happened. Held-out split: ``RP_HELDOUT``.
+RP_SET: list[Scenario] = [
+    _rp("rp-cache-idle-2g", "idle", 2048, "cache", 0, 1400, "0", 100,
+        note="page cache 1.4 GiB, idle"),
+    _rp("rp-redis-easy", "converge", 1024, "redis", 256, 256, "1024", 120,
+        note="redis 1 KiB values, fast link"),
+    _rp("rp-stress-nc1", "nonconverge-abort", 1024, "stress", 256, 256, "write64", 60,
+        actions=_ABORT, note="stress-ng 256M write64 flat out; aborted"),
+    _rp("rp-sqlite-easy", "converge", 1024, "sqlite", 128, 384, "", 120,
+        note="sqlite write-heavy, fast link"),
+    _rp("rp-zstd-easy", "converge", 1536, "compress", 256, 512, "zstd", 150,
+        note="zstd -3 over 256 MiB"),
+    _rp("rp-ac-stress", "auto-converge", 1024, "stress", 256, 256, "write64", 60,
+        auto_converge=True, timeout_s=_AC, note="stress-ng flat out, auto-converge"),
+    _rp("rp-sort-easy", "converge", 1024, "sort", 128, 256, "64", 120,
+        note="sort -S 64M over 128 MiB"),
+    _rp("rp-redis32-hard", "converge-hard", 1536, "redis", 384, 512, "32768", 40,
+        note="redis 32 KiB values, slow link"),
+    _rp("rp-pc-stress", "postcopy", 1024, "stress", 256, 256, "write64", 60, postcopy=True,
+        postcopy_bw=30, actions=(Action(15, "postcopy"),), note="post-copy at 15 s"),
+    _rp("rp-cache-lowfill", "idle", 1536, "cache", 0, 200, "0", 60,
+        note="mostly empty 1.5 GiB guest"),
+    _rp("rp-xz-easy", "converge", 1024, "compress", 128, 256, "xz", 80, note="xz -6"),
+    _rp("rp-stress-32m", "converge-hard", 1024, "stress", 32, 512, "write64", 150,
+        note="32 MiB hot set flat out: within the 300 ms downtime at 150 MiB/s"),
+    _rp("rp-sqlite-hard", "converge-hard", 1024, "sqlite", 256, 256, "", 12,
+        note="sqlite, slow link"),
+    _rp("rp-cache-trickle", "converge", 2048, "cache", 0, 1200, "4", 80,
+        note="1.2 GiB page cache, 4 MiB/s rewritten"),
+    _rp("rp-ac-redis32", "auto-converge", 1536, "redis", 384, 384, "32768", 20,
+        auto_converge=True, timeout_s=_AC, note="redis 32 KiB values, auto-converge"),
+    _rp("rp-sort-hard", "converge-hard", 2048, "sort", 256, 768, "128", 30,
+        note="sort -S 128M, slow link"),
+    _rp("rp-stress-nc2", "nonconverge-abort", 2048, "stress", 512, 512, "flip", 100,
+        actions=_ABORT, note="stress-ng 512M flip; aborted"),
+    _rp("rp-gzip-mid", "converge", 2048, "compress", 384, 1024, "gzip", 100, note="gzip -6"),
+    _rp("rp-big-redis-4g", "converge", 4096, "redis", 768, 2048, "16384", 200,
+        note="4 GiB, redis 16 KiB values"),
+    _rp("rp-zstd-hard", "converge-hard", 1024, "compress", 256, 256, "zstd", 25,
+        note="zstd, slow link"),
+    _rp("rp-pc-redis32", "postcopy", 1536, "redis", 384, 512, "32768", 30, postcopy=True,
+        actions=(Action(20, "postcopy"),), note="post-copy at 20 s, no post-copy limit"),
+    _rp("rp-cache-rewrite", "converge-hard", 2048, "cache", 0, 1200, "24", 35,
+        note="1.2 GiB page cache, 24 MiB/s rewritten"),
+    _rp("rp-redis-mid", "converge", 2048, "redis", 512, 768, "4096", 50,
+        note="redis 4 KiB values"),
+    _rp("rp-stress-nc3", "nonconverge-abort", 1536, "stress", 128, 768, "incdec", 40,
+        actions=_ABORT, note="stress-ng 128M incdec; aborted"),
+    _rp("rp-sqlite-mid", "converge", 1536, "sqlite", 256, 768, "", 40, note="sqlite"),
+    _rp("rp-ac-sort", "auto-converge", 1024, "sort", 256, 256, "128", 15, auto_converge=True,
+        timeout_s=_AC, note="sort, slow link, auto-converge"),
+    _rp("rp-big-cache-3g", "converge", 3072, "cache", 0, 2400, "2", 150,
+        note="3 GiB, 2.4 GiB page cache, 2 MiB/s rewritten"),
+    _rp("rp-redis32-nc", "nonconverge-abort", 1024, "redis", 256, 128, "65536", 10,
+        actions=(Action(90, "abort"),), note="redis 64 KiB values at 10 MiB/s; aborted at 90 s"),
+    _rp("rp-sort-mid", "converge", 1024, "sort", 192, 128, "96", 60, note="sort -S 96M"),
+    _rp("rp-ac-stress-big", "auto-converge", 2048, "stress", 512, 768, "write64", 100,
+        auto_converge=True, timeout_s=_AC, note="stress-ng 512M, auto-converge"),
+    _rp("rp-xz-2g", "converge", 2048, "compress", 256, 1024, "xz", 50, note="xz -6, 2 GiB"),
+    _rp("rp-pc-sort", "postcopy", 1024, "sort", 256, 256, "128", 25, postcopy=True,
+        postcopy_bw=25, actions=(Action(15, "postcopy"),), note="post-copy at 15 s"),
+    _rp("rp-stress-48m", "converge-hard", 1536, "stress", 48, 768, "write64", 130,
+        note="48 MiB hot set flat out at 130 MiB/s (39 MiB in 300 ms)"),
+    _rp("rp-sort-3g", "converge", 3072, "sort", 256, 1536, "128", 150, note="3 GiB sort"),
+    _rp("rp-redis-slow", "converge-hard", 1024, "redis", 256, 256, "4096", 15,
+        note="redis 4 KiB values, slow link"),
+    _rp("rp-cache-lowfill-4g", "idle", 4096, "cache", 0, 512, "1", 120,
+        note="mostly empty 4 GiB guest"),
+    _rp("rp-ac-sqlite", "auto-converge", 1024, "sqlite", 256, 256, "", 10, auto_converge=True,
+        timeout_s=_AC, note="sqlite, 10 MiB/s, auto-converge"),
+    _rp("rp-gzip-slow", "converge-hard", 1024, "compress", 256, 128, "gzip", 20,
+        note="gzip, slow link"),
+    _rp("rp-pc-stress-big", "postcopy", 2048, "stress", 512, 1024, "write64", 100,
+        postcopy=True, actions=(Action(20, "postcopy"),), note="post-copy at 20 s"),
+    _rp("rp-zstd-4g", "converge", 4096, "compress", 512, 2560, "zstd", 200,
+        note="4 GiB, zstd, 2.5 GiB page cache"),
+    _rp("rp-stress-nc4", "nonconverge-abort", 1024, "stress", 384, 128, "write64", 120,
+        actions=_ABORT, note="stress-ng 384M at 120 MiB/s; aborted"),
+    _rp("rp-sqlite-3g", "converge", 3072, "sqlite", 384, 1536, "", 120, note="3 GiB sqlite"),
+    _rp("rp-ac-easy-zstd", "auto-converge", 1024, "compress", 128, 256, "zstd", 100,
+        auto_converge=True, timeout_s=_AC, note="converges without throttling; AC on"),
+    _rp("rp-redis-2g", "converge", 2048, "redis", 768, 512, "8192", 70,
+        note="redis 8 KiB values"),
+    _rp("rp-cache-idle-1g", "idle", 1024, "cache", 0, 700, "0", 40, note="idle, slow link"),
+    _rp("rp-stress-64m-incdec", "converge-hard", 1024, "stress", 64, 256, "incdec", 120,
+        note="stress-ng 64M incdec"),
+    _rp("rp-sqlite-2g-slow", "converge-hard", 2048, "sqlite", 384, 1024, "", 30,
+        note="sqlite 2 GiB, slow link"),
+    _rp("rp-pc-zstd", "postcopy", 1536, "compress", 256, 768, "zstd", 30, postcopy=True,
+        postcopy_bw=30, actions=(Action(25, "postcopy"),), note="post-copy at 25 s"),
+]
+
+
+def _heldout(scenarios: list[Scenario]) -> frozenset[str]:
+    """Within each planned kind, in list order, the 2nd, 5th, 8th, ... scenario."""
+    seen: dict[str, int] = {}
+    out = set()
+    for s in scenarios:
+        k = seen.get(s.scenario, 0)
+        seen[s.scenario] = k + 1
+        if k % 3 == 1:
+            out.add(s.label)
+    return frozenset(out)
+
+
+#: The held-out split of ``rp``, fixed before anything was recorded: within each planned
+#: kind (converge, converge-hard, nonconverge-abort, auto-converge, postcopy, idle), in
+#: RP_SET's order, every third scenario starting with the second. Never look at these
+#: traces' estimator scores while tuning; report them apart (bench/traces/rp/SPLIT.md).
+RP_HELDOUT: frozenset[str] = _heldout(RP_SET)
+
 #: The sets ``labctl record-set --set`` knows.
 SETS: dict[str, list[Scenario]] = {
     "standard": STANDARD_SET,
@@ -413,4 +559,5 @@ SETS: dict[str, list[Scenario]] = {
     "mw4": MW4_SET,
     "mw5": MW5_SET,
     "ac": AC_SET,
+    "rp": RP_SET,
 }

@@ -12,6 +12,13 @@
 #
 # Env: OUT, LAB_KERNEL_PKG (e.g. linux-image-6.1.0-50-amd64; default: newest
 # linux-image-6.1.0-N-amd64 that apt knows).
+#
+# `build.sh rp` also builds initramfs-rp.cpio.gz: the same init, dirtier and modules
+# plus real programs from Debian packages (redis, sqlite3, xz/zstd/gzip, coreutils
+# sort, stress-ng) and lab/guest/workload.sh, run instead of the dirtier when the
+# kernel command line says `lab.workload=<kind>`. The packages are fetched with
+# `apt-get download` and unpacked with `dpkg-deb -x` (nothing is installed on the
+# host); each binary's shared libraries (ldd) are copied with it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -123,6 +130,80 @@ INIT
   chmod 755 "$dest"
 }
 
+# The rp variant's init: as above, but a `lab.workload=` on the command line runs
+# lab/guest/workload.sh instead of the dirtier.
+write_init_rp() {
+  local dest="$1"
+  write_init "$dest"
+  sed -i 's|^/bin/dirtier$|case " $(cat /proc/cmdline) " in *" lab.workload="*) exec /bin/workload ;; esac\n/bin/dirtier|' "$dest"
+}
+
+# Debian packages whose programs the rp guest runs, and the libraries they load
+# that a minimal host may lack (the rest come from the host's own Debian 12 libs).
+RP_PACKAGES=(redis-server redis-tools libjemalloc2 liblzf1 sqlite3 libsqlite3-0 xz-utils liblzma5 zstd
+  libzstd1 liblz4-1 gzip coreutils stress-ng libipsec-mb1 libjudydebian1 libsctp1)
+RP_BINARIES=(redis-server redis-benchmark redis-cli sqlite3 xz zstd gzip sort base64 head
+  md5sum stress-ng)
+
+fetch_rp_packages() {
+  local dest="$1" tmp="$WORK/rp-debs"
+  mkdir -p "$tmp" "$dest"
+  chmod 777 "$tmp"
+  log "downloading ${RP_PACKAGES[*]}"
+  (cd "$tmp" && apt-get download -qq "${RP_PACKAGES[@]}" 2>/dev/null) ||
+    (cd "$tmp" && apt-get download -qq "${RP_PACKAGES[@]}")
+  local deb
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$dest"; done
+}
+
+# Copy a binary and every library ldd resolves for it (the unpacked packages'
+# libraries first) into the initramfs root, under the same paths.
+copy_with_libs() {
+  local bin="$1" pkgroot="$2" root="$3" libpath lib
+  libpath="$pkgroot/usr/lib/x86_64-linux-gnu:$pkgroot/lib/x86_64-linux-gnu"
+  cp -L "$bin" "$root/usr/bin/$(basename "$bin")"
+  if LD_LIBRARY_PATH="$libpath" ldd "$bin" | grep -q 'not found'; then
+    log "missing libraries for $bin:"
+    LD_LIBRARY_PATH="$libpath" ldd "$bin" | grep 'not found' >&2
+    return 1
+  fi
+  for lib in $(LD_LIBRARY_PATH="$libpath" ldd "$bin" | awk '/=> \//{print $3} /^\t\/lib64/{print $1}'); do
+    case "$lib" in
+      "$pkgroot"/*) mkdir -p "$root/lib/x86_64-linux-gnu"; cp -L "$lib" "$root/lib/x86_64-linux-gnu/" ;;
+      *) mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib" ;;
+    esac
+  done
+}
+
+build_initramfs_rp() {
+  local kdir="$1" root="$WORK/initramfs-rp" pkgroot="$WORK/rp-root" b
+  mkdir -p "$root"/{bin,proc,sys,dev,run,data,tmp,usr/bin,lib/modules}
+  cp /bin/busybox "$root/bin/busybox"
+  # every applet: the workload script uses awk, seq, dd, sed, ... (Debian's own
+  # sort/xz/gzip/head/base64/md5sum live in /usr/bin and are called by full path)
+  local applet
+  for applet in $(/bin/busybox --list); do
+    [[ "$applet" == busybox ]] || ln -s busybox "$root/bin/$applet"
+  done
+  cp "$OUT/dirtier" "$root/bin/dirtier"
+  cp "$here/workload.sh" "$root/bin/workload"
+  chmod 755 "$root/bin/workload"
+  cp "$kdir"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true
+  fetch_rp_packages "$pkgroot"
+  for b in "${RP_BINARIES[@]}"; do
+    local path="$pkgroot/usr/bin/$b"
+    [[ -e "$path" ]] || path="$pkgroot/bin/$b"
+    [[ -e "$path" ]] || { log "$b not in ${RP_PACKAGES[*]}"; exit 1; }
+    copy_with_libs "$path" "$pkgroot" "$root"
+  done
+  # redis-server is a symlink to redis-check-rdb in the package: it picks its mode
+  # from argv[0], so the copy under the name redis-server is what it needs.
+  mkdir -p "$root/lib64"
+  write_init_rp "$root/init"
+  (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -6 >"$OUT/initramfs-rp.cpio.gz.tmp"
+  mv "$OUT/initramfs-rp.cpio.gz.tmp" "$OUT/initramfs-rp.cpio.gz"
+}
+
 build_initramfs() {
   local kdir="$1" root="$WORK/initramfs"
   mkdir -p "$root"/{bin,proc,sys,dev,lib/modules}
@@ -140,15 +221,20 @@ build_initramfs() {
 # the kernel package and the busybox binary.
 inputs_digest() {
   local pkg="$1"
-  { cat "${BASH_SOURCE[0]}" "$here/dirtier.c"; echo "$pkg"; sha256sum /bin/busybox; } | sha256sum | cut -d' ' -f1
+  { cat "${BASH_SOURCE[0]}" "$here/dirtier.c" "$here/workload.sh"; echo "$pkg"; sha256sum /bin/busybox; } | sha256sum | cut -d' ' -f1
 }
 
 main() {
+  local variant="${1:-}"
   mkdir -p "$OUT"
   local pkg digest kdir
   pkg="$(pick_kernel_pkg)"
   digest="$(inputs_digest "$pkg")"
-  if [[ -s "$OUT/vmlinux" && -s "$OUT/initramfs.cpio.gz" && "$(cat "$OUT/build.stamp" 2>/dev/null)" == "$digest" ]]; then
+  local rp_ok=1
+  if [[ "$variant" == rp ]]; then
+    [[ -s "$OUT/initramfs-rp.cpio.gz" && "$(cat "$OUT/build-rp.stamp" 2>/dev/null)" == "$digest" ]] || rp_ok=0
+  fi
+  if [[ -s "$OUT/vmlinux" && -s "$OUT/initramfs.cpio.gz" && "$(cat "$OUT/build.stamp" 2>/dev/null)" == "$digest" && $rp_ok == 1 ]]; then
     return 0
   fi
   kdir="$OUT/kernels/$pkg"
@@ -157,6 +243,10 @@ main() {
   fetch_kernel "$pkg" "$kdir"
   gcc -O2 -static -Wall -Wextra -o "$OUT/dirtier" "$here/dirtier.c"
   build_initramfs "$kdir"
+  if [[ "$variant" == rp ]]; then
+    build_initramfs_rp "$kdir"
+    echo "$digest" >"$OUT/build-rp.stamp"
+  fi
   ln -f "$kdir/vmlinux" "$OUT/vmlinux" # a hard link: the ELF is ~60 MiB
   echo "$pkg" >"$OUT/kernel.txt"
   echo "$digest" >"$OUT/build.stamp"
