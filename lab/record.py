@@ -29,7 +29,7 @@ import libvirtaio
 from migwatch.agent.backends.jobstats import job_type_name
 
 from lab.guest import GuestSpec, dirtier_tail
-from lab.hosts import HOSTS
+from lab.hosts import HOSTS, LabError
 from lab.labctl import Lab
 from lab.migrate import Action, ActionRecord, MigrationSpec, flag_names
 
@@ -514,10 +514,16 @@ async def _finish(
 async def record_many(scenarios: Sequence[Scenario], out_dir: Path) -> list[dict[str, Any]]:
     """Record scenarios one after another on one event loop (libvirtaio binds
     to the first loop it is registered on)."""
-    summaries = []
+    summaries: list[dict[str, Any]] = []
     for sc in scenarios:
         start = time.monotonic()
-        summary = await record_one(sc, out_dir)
+        try:
+            summary = await record_one(sc, out_dir)
+        except (LabError, libvirt.libvirtError, TimeoutError) as err:
+            # One guest that fails to boot or measure must not cost the rest of a long
+            # set: say so (no trace is written for it) and go on.
+            summary = {"label": sc.label, "outcome": "not recorded", "error": str(err),
+                       "guest_check_ok": False}
         summary["wall_s"] = round(time.monotonic() - start, 1)
         print(json.dumps(summary), flush=True)
         summaries.append(summary)
