@@ -1,7 +1,10 @@
 """INDEX.md for a directory of traces: one table row per trace, with the same
-columns as bench/traces/shared/INDEX.md, computed from the traces alone.
+columns as bench/traces/shared/INDEX.md, computed from the traces alone. A folder of
+real-program traces (meta ``guest.workload``, the ``rp`` set) gets its own header and
+columns (workload, page cache, zero pages sent, split from the folder's SPLIT.md).
 
     python -m lab.index bench/traces
+    python -m lab.index bench/traces/rp
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ def _last_src_stats_before(lines: list[dict[str, Any]], dt: float) -> dict[str, 
     return last
 
 
-def row(path: Path) -> list[str]:
+def row(path: Path, workload: bool = False) -> list[str]:
     lines = _load(path)
     meta = next(line for line in lines if line["type"] == "meta")
     result = next(line for line in lines if line["type"] == "result")
@@ -138,7 +141,7 @@ def row(path: Path) -> list[str]:
         if line["type"] == "dirtyrate"
     }
     g = meta["guest"]
-    fill_pct = round(100 * g["fill_mib"] / g["mem_mib"])
+    fill_pct = 0 if workload else round(100 * g["fill_mib"] / g["mem_mib"])
     done = result["job_completed_event"].get("A") or {}
     check = result["guest_check"]
     if result["outcome"] == "completed" and done:
@@ -156,9 +159,9 @@ def row(path: Path) -> list[str]:
     return [
         path.stem,
         str(g["mem_mib"]),
-        f"{g['fill_mib']} ({fill_pct} %)",
-        str(g["ws_mib"]),
-        str(g["rate"]),
+        "" if workload else f"{g['fill_mib']} ({fill_pct} %)",
+        str(g.get("ws_mib", "")),
+        str(g.get("rate", "")),
         str(meta["bandwidth_mib_s"]),
         _disk_text(meta),
         _action_text(meta, actions),
@@ -189,11 +192,145 @@ def _first_t(path: Path) -> float:
 
 def render(out_dir: Path) -> str:
     # In recording order (the order of lab/scenarios.py), not alphabetical.
-    rows = [row(p) for p in sorted(out_dir.glob("*.jsonl"), key=_first_t)]
+    paths = sorted(out_dir.glob("*.jsonl"), key=_first_t)
+    if paths and all(_is_workload(p) for p in paths):
+        return render_rp(out_dir, paths)
+    rows = [row(p) for p in paths]
     table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
     return (
         f"{HEADER}\n{len(rows)} traces.\n\n<!-- table -->\n"
+        + "\n".join(table)
+        + "\n<!-- /table -->\n"
+    )
+
+
+RP_HEADER = """# migwatch lab traces: real programs (`rp-*`)
+
+Real libvirt live migrations A -> B recorded by `lab/labctl.py record-set --set rp` with the
+same lab as the traces one folder up (libvirt 9.0, QEMU 7.2 under TCG, peer-to-peer,
+`migrate_uri tcp://127.0.0.1`, guest kernel `pti=on`, sampled every 0.25 s; format in
+`../TRACE_FORMAT.md`), but the guests run real programs from Debian packages instead of the
+dirtier (`lab/guest/workload.sh`, built by `lab/guest/build.sh rp`): redis-server under
+redis-benchmark, sqlite3 running a write-heavy loop, xz/zstd/gzip over a text file, coreutils
+sort, stress-ng --vm, and guests with only a page cache. Every guest first fills a tmpfs
+(page cache) with non-zero files, as a long-running guest has. No hot set or dirty rate is
+known: programs dirty what they dirty, under whatever CPU the shared 2-core machine gave
+them (two recorders ran side by side, beside other users' work).
+
+Every trace carries the agent's inputs in practice: the pre-flight ladder (page-sampling
+`dirtyrate` lines, periods 1, 2, 4, 8 and 16 s) and one `memstats` line (the source QEMU's
+resident memory, `rss`) just before the migrate call. Meta `guest` says `workload`, `wmb`
+(MiB of the workload's own data), `cache_mib` (page cache filled at boot) and `wopt` (its
+variant); an estimator must not read it.
+
+**Split** (`SPLIT.md`, fixed before recording): *held-out* traces are never looked at while
+tuning; report them apart.
+
+Columns: *workload* (variant) and its data MiB; *cache* = MiB of page cache filled at boot;
+*zero MiB* = pages QEMU sent as zero pages (`memory_constant` × page size of the completed
+job, or at abort); the rest as in `../INDEX.md`.
+"""
+
+RP_COLUMNS = [
+    "name",
+    "split",
+    "planned",
+    "RAM MiB",
+    "workload",
+    "data MiB",
+    "cache MiB",
+    "bandwidth MiB/s",
+    "flags",
+    "action",
+    "outcome",
+    "duration s (migrate call)",
+    "job s (time_elapsed)",
+    "iterations",
+    "final downtime",
+    "sent MiB (data_processed)",
+    "zero MiB",
+    "guest_check",
+    "pre-flight 1 s MiB/s",
+    "pre-flight 2 s MiB/s",
+    "pre-flight 4 s MiB/s",
+    "pre-flight 8 s MiB/s",
+    "pre-flight 16 s MiB/s",
+    "rss MiB",
+]
+
+
+def _is_workload(path: Path) -> bool:
+    with path.open() as fh:
+        for line in fh:
+            d = json.loads(line)
+            if d.get("type") == "meta":
+                return bool(d.get("guest", {}).get("workload"))
+    return False
+
+
+def read_split(out_dir: Path) -> dict[str, str]:
+    """label -> "tuning" / "held-out" from the folder's SPLIT.md table, if any."""
+    path = out_dir / "SPLIT.md"
+    if not path.is_file():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[3] in ("tuning", "held-out"):
+            out[cells[0]] = cells[3]
+    return out
+
+
+def row_rp(path: Path, split: dict[str, str]) -> list[str]:
+    lines = _load(path)
+    base = row(path, workload=True)
+    meta = next(line for line in lines if line["type"] == "meta")
+    result = next(line for line in lines if line["type"] == "result")
+    g = meta["guest"]
+    done = result["job_completed_event"].get("A") or {}
+    if result["outcome"] == "completed" and done:
+        zero = done.get("memory_constant", 0) * done.get("memory_page_size", 4096)
+    else:
+        abort_dt = next(
+            (line["dt"] for line in lines if line["type"] == "action" and line["action"] == "abort"),
+            float("inf"),
+        )
+        last = _last_src_stats_before(lines, abort_dt)
+        zero = last.get("memory_constant", 0) * last.get("memory_page_size", 4096)
+    flags = [
+        f.removeprefix("VIR_MIGRATE_").lower().replace("_", "-")
+        for f in meta.get("flag_names", [])
+        if f in ("VIR_MIGRATE_AUTO_CONVERGE", "VIR_MIGRATE_POSTCOPY")
+    ]
+    workload = str(g["workload"]) + (f" ({g['wopt']})" if g.get("wopt") else "")
+    # base: name, RAM, fill, hot, rate, bw, disk, action, outcome, duration, job, iters,
+    # downtime, sent, check, pf x5, rss
+    return [
+        base[0],
+        split.get(base[0], "?"),
+        str(meta.get("scenario", "")),
+        base[1],
+        workload,
+        str(g.get("wmb", "")),
+        str(g.get("cache_mib", "")),
+        base[5],
+        ", ".join(flags) or "—",
+        *base[7:14],
+        f"{zero / MIB:.0f}",
+        *base[14:],
+    ]
+
+
+def render_rp(out_dir: Path, paths: list[Path]) -> str:
+    split = read_split(out_dir)
+    rows = [row_rp(p, split) for p in paths]
+    counts = {k: sum(1 for r in rows if r[1] == k) for k in ("tuning", "held-out")}
+    table = ["| " + " | ".join(RP_COLUMNS) + " |", "|" + "---|" * len(RP_COLUMNS)]
+    table += ["| " + " | ".join(r) + " |" for r in rows]
+    return (
+        f"{RP_HEADER}\n{len(rows)} traces: {counts['tuning']} tuning, "
+        f"{counts['held-out']} held-out.\n\n<!-- table -->\n"
         + "\n".join(table)
         + "\n<!-- /table -->\n"
     )
