@@ -2,6 +2,7 @@
 #
 #   make lab          install packages + build the guest + start both libvirt hosts
 #   make lab-record   record the standard trace set into bench/traces/ (~12 min)
+#   make lab-record-rp  record the real-program set into bench/traces/rp/ (~1.5-2 h)
 #   make lab-down     stop everything the lab started
 #
 # Needs root (apt, mount namespaces, libvirtd). State: $(MIGWATCH_LAB_DIR),
@@ -15,7 +16,7 @@ LAB_PYTHON ?= $(LAB_VENV)/bin/python
 LAB_TRACES ?= $(LAB_ROOT)/bench/traces
 LABCTL = cd $(LAB_ROOT) && $(LAB_PYTHON) -m lab.labctl
 
-.PHONY: lab lab-install lab-guest lab-up lab-down lab-status lab-record
+.PHONY: lab lab-install lab-guest lab-guest-rp lab-up lab-down lab-status lab-record lab-record-rp
 
 lab: lab-install lab-guest lab-up
 
@@ -36,3 +37,11 @@ lab-status:
 
 lab-record: lab
 	$(LABCTL) record-set --out $(LAB_TRACES)
+
+# The real-program guests' initramfs (Debian packages: redis, sqlite3, xz, zstd, gzip,
+# coreutils, stress-ng; fetched with apt-get download, not installed).
+lab-guest-rp: lab-install
+	bash $(LAB_SRC)/guest/build.sh rp
+
+lab-record-rp: lab lab-guest-rp
+	$(LABCTL) record-set --set rp --out $(LAB_TRACES)/rp
