@@ -31,7 +31,10 @@ default ladder, meta `preflight_periods_s`) in the `mw4-*`, `mw5-*` and `ac-*` s
 Where they come from: every trace in this folder was recorded by this repository's lab
 (`lab/record.py`). The ten in `shared/` (the `shared` set, with their own INDEX.md) are
 copies of the project's first recordings, made by an earlier lab with a 1/2/4 s pre-flight
-and no resident memory; `make bench-eta` reads both folders.
+and no resident memory; `make bench-eta` reads both folders. The `rp/` folder (own INDEX.md
+and SPLIT.md) holds migrations of guests running real programs (redis, sqlite3, xz/zstd/gzip,
+sort, stress-ng, page-cache-only), 1-4 GiB, with a tuning / held-out split fixed before
+recording; it is kept apart so that no tool reads its held-out traces by default.
 
 Beyond TRACE_FORMAT.md, the `mw2-*` to `mw5-*` and `ac-*` traces carry one `memstats` line
 just before the migrate call (after the pre-flight lines, `dt` null):
