@@ -488,7 +488,10 @@ async def _finish(
     dst_completed = await asyncio.to_thread(completed_stats, conns["B"], uuid)
     after = {h: await asyncio.to_thread(domain_after, conns[h], uuid) for h in HOSTS}
     check_host = "B" if outcome.outcome == "completed" else "A"
-    check = await asyncio.to_thread(lab.guest_check, check_host, sc.guest.name)
+    # A real program on a loaded machine can go 5-7 s between status lines (one vCPU,
+    # TCG, flat out): give it time to show it still runs before calling it stuck.
+    wait_s = 20.0 if sc.guest.workload else None
+    check = await asyncio.to_thread(lab.guest_check, check_host, sc.guest.name, wait_s)
     result = {
         "outcome": outcome.outcome,
         "error": outcome.error,
