@@ -72,6 +72,9 @@ class GuestSpec:
                     "quiet",
                     "panic=-1",
                     "pti=on",  # Pitfall 7
+                    # A loaded host can make TCG miss the kernel's early timer check
+                    # ("IO-APIC + timer doesn't work!" panic at boot, seen once here).
+                    "no_timer_check",
                     f"lab.workload={self.workload}",
                     f"lab.wmb={self.wmb}",
                     f"lab.cache={self.cache_mib}",
