@@ -530,6 +530,24 @@ RP_SET: list[Scenario] = [
         note="sqlite 2 GiB, slow link"),
     _rp("rp-pc-zstd", "postcopy", 1536, "compress", 256, 768, "zstd", 30, postcopy=True,
         postcopy_bw=30, actions=(Action(25, "postcopy"),), note="post-copy at 25 s"),
+    # Second batch, appended after the first 48 were recorded (same split rule, applied
+    # before these were recorded): more that never converge, hard ones and auto-converge.
+    _rp("rp-sort-nc", "nonconverge-abort", 2048, "sort", 384, 512, "192", 25,
+        actions=_ABORT, note="sort -S 192M at 25 MiB/s; aborted"),
+    _rp("rp-xz-nc", "nonconverge-abort", 1536, "compress", 256, 512, "xz", 20,
+        actions=(Action(60, "abort"),), note="xz at 20 MiB/s; aborted at 60 s"),
+    _rp("rp-redis64-hard", "converge-hard", 2048, "redis", 512, 768, "65536", 60,
+        note="redis 64 KiB values"),
+    _rp("rp-stress-40m", "converge-hard", 1024, "stress", 40, 256, "write64", 140,
+        note="40 MiB hot set flat out at 140 MiB/s (42 MiB in 300 ms)"),
+    _rp("rp-ac-zstd", "auto-converge", 1536, "compress", 256, 512, "zstd", 20,
+        auto_converge=True, timeout_s=_AC, note="zstd at 20 MiB/s, auto-converge"),
+    _rp("rp-ac-redis64", "auto-converge", 1024, "redis", 256, 256, "65536", 30,
+        auto_converge=True, timeout_s=_AC, note="redis 64 KiB values, auto-converge"),
+    _rp("rp-pc-sqlite", "postcopy", 1536, "sqlite", 256, 512, "", 20, postcopy=True,
+        postcopy_bw=20, actions=(Action(20, "postcopy"),), note="post-copy at 20 s"),
+    _rp("rp-cache-idle-3g", "idle", 3072, "cache", 0, 2000, "0", 60,
+        note="3 GiB, 2 GiB page cache, idle"),
 ]
 
 
