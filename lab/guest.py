@@ -170,7 +170,9 @@ def check_built(spec: GuestSpec | None = None) -> None:
     initrd = initrd_name(spec) if spec is not None else "initramfs.cpio.gz"
     for name in ("vmlinux", initrd):
         if not (guest_dir() / name).is_file():
-            how = "lab/guest/build.sh rp" if name.startswith("initramfs-rp") else "lab/guest/build.sh"
+            how = (
+                "lab/guest/build.sh rp" if name.startswith("initramfs-rp") else "lab/guest/build.sh"
+            )
             raise LabError(f"{guest_dir() / name} missing: run {how} (make lab-guest)")
 
 
@@ -261,7 +263,9 @@ def wait_filled(
         if any(_PANIC.search(line) for line in lines):
             raise LabError(f"guest {name} on {host} failed to boot:\n" + "\n".join(lines[-30:]))
         time.sleep(0.05)
-    raise LabError(f"guest {name} on {host}: no 'dirtier: filled' / 'workload: ready' line after {timeout}s")
+    raise LabError(
+        f"guest {name} on {host}: no 'dirtier: filled' / 'workload: ready' line after {timeout}s"
+    )
 
 
 @dataclass

@@ -296,7 +296,11 @@ def row_rp(path: Path, split: dict[str, str]) -> list[str]:
         zero = done.get("memory_constant", 0) * done.get("memory_page_size", 4096)
     else:
         abort_dt = next(
-            (line["dt"] for line in lines if line["type"] == "action" and line["action"] == "abort"),
+            (
+                line["dt"]
+                for line in lines
+                if line["type"] == "action" and line["action"] == "abort"
+            ),
             float("inf"),
         )
         last = _last_src_stats_before(lines, abort_dt)

@@ -298,8 +298,12 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disk", type=int, default=0, help="qcow2 disk as vda, MiB (0: none)")
     p.add_argument("--disk-rate", type=int, default=0, help="MiB/s random disk writes")
     p.add_argument("--disk-fill", type=int, default=None, help="MiB written before boot")
-    p.add_argument("--workload", default="", help="real programs instead of the dirtier "
-                   "(redis|sqlite|compress|sort|stress|cache; needs build.sh rp)")
+    p.add_argument(
+        "--workload",
+        default="",
+        help="real programs instead of the dirtier "
+        "(redis|sqlite|compress|sort|stress|cache; needs build.sh rp)",
+    )
     p.add_argument("--wmb", type=int, default=0, help="MiB of the workload's own data")
     p.add_argument("--cache", type=int, default=0, help="MiB of page cache filled at boot")
     p.add_argument("--wopt", default="", help="workload variant (lab/guest/workload.sh)")

@@ -525,8 +525,12 @@ async def record_many(scenarios: Sequence[Scenario], out_dir: Path) -> list[dict
         except (LabError, libvirt.libvirtError, TimeoutError) as err:
             # One guest that fails to boot or measure must not cost the rest of a long
             # set: say so (no trace is written for it) and go on.
-            summary = {"label": sc.label, "outcome": "not recorded", "error": str(err),
-                       "guest_check_ok": False}
+            summary = {
+                "label": sc.label,
+                "outcome": "not recorded",
+                "error": str(err),
+                "guest_check_ok": False,
+            }
         summary["wall_s"] = round(time.monotonic() - start, 1)
         print(json.dumps(summary), flush=True)
         summaries.append(summary)

@@ -79,18 +79,44 @@ def test_split_file_follows_its_rule() -> None:
 def _trace(tmp: Path, label: str) -> Path:
     mib = 1024 * 1024
     lines = [
-        {"type": "meta", "t": 1.0, "dt": None, "scenario": "converge", "label": label,
-         "guest": {"mem_mib": 1024, "workload": "sort", "wmb": 128, "cache_mib": 256,
-                   "wopt": "64", "name": label},
-         "bandwidth_mib_s": 100, "params": {}, "flag_names": ["VIR_MIGRATE_LIVE",
-                                                             "VIR_MIGRATE_AUTO_CONVERGE"]},
+        {
+            "type": "meta",
+            "t": 1.0,
+            "dt": None,
+            "scenario": "converge",
+            "label": label,
+            "guest": {
+                "mem_mib": 1024,
+                "workload": "sort",
+                "wmb": 128,
+                "cache_mib": 256,
+                "wopt": "64",
+                "name": label,
+            },
+            "bandwidth_mib_s": 100,
+            "params": {},
+            "flag_names": ["VIR_MIGRATE_LIVE", "VIR_MIGRATE_AUTO_CONVERGE"],
+        },
         {"type": "dirtyrate", "t": 2.0, "dt": None, "period_s": 1, "megabytes_per_second": 30},
         {"type": "memstats", "t": 3.0, "dt": None, "stats": {"rss": 900 * 1024}},
-        {"type": "result", "t": 9.0, "dt": 6.0, "outcome": "completed", "duration_s": 6.0,
-         "job_completed_event": {"A": {"time_elapsed": 4500, "memory_iteration": 5,
-                                       "downtime": 30, "data_processed": 700 * mib,
-                                       "memory_constant": 51200, "memory_page_size": 4096}},
-         "guest_check": {"ok": True, "host": "B"}},
+        {
+            "type": "result",
+            "t": 9.0,
+            "dt": 6.0,
+            "outcome": "completed",
+            "duration_s": 6.0,
+            "job_completed_event": {
+                "A": {
+                    "time_elapsed": 4500,
+                    "memory_iteration": 5,
+                    "downtime": 30,
+                    "data_processed": 700 * mib,
+                    "memory_constant": 51200,
+                    "memory_page_size": 4096,
+                }
+            },
+            "guest_check": {"ok": True, "host": "B"},
+        },
     ]
     path = tmp / f"{label}.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -106,7 +132,15 @@ def test_rp_index_shows_workload_zero_pages_and_split(tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if line.startswith("| rp-x "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:9] == [
-        "rp-x", "held-out", "converge", "1024", "sort (64)", "128", "256", "100", "auto-converge"
+        "rp-x",
+        "held-out",
+        "converge",
+        "1024",
+        "sort (64)",
+        "128",
+        "256",
+        "100",
+        "auto-converge",
     ]
     assert cells[index.RP_COLUMNS.index("zero MiB")] == "200"
     assert cells[index.RP_COLUMNS.index("rss MiB")] == "900"
