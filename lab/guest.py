@@ -2,7 +2,7 @@
 
 The guest is a Debian kernel (ELF vmlinux, booted through PVH) with a busybox
 initramfs running lab/guest/dirtier.c; see lab/guest/build.sh. A guest with a
-`workload` boots the rp initramfs instead (`build.sh rp`) and runs real programs
+`WorkloadSpec` boots the rp initramfs instead (`build.sh rp`) and runs real programs
 from Debian packages (lab/guest/workload.sh). It runs under
 TCG (`<domain type='qemu'>`): KVM here is kvm_pvm and cannot run a stock
 kernel (NOTES.md). Its kernel command line carries `pti=on`, the workaround for
@@ -56,32 +56,8 @@ class GuestSpec:
     disk_fill_mib: int = 0
     report_s: int = 2
     vcpus: int = 1
-    # A real-program guest (lab/guest/workload.sh): the kind (redis, sqlite, compress,
-    # sort, stress, cache), MiB of its own data, MiB of page cache filled at boot, and
-    # its variant. Empty: the dirtier, as before.
-    workload: str = ""
-    wmb: int = 0
-    cache_mib: int = 0
-    wopt: str = ""
 
     def cmdline(self) -> str:
-        if self.workload:
-            return " ".join(
-                [
-                    "console=ttyS0",
-                    "quiet",
-                    "panic=-1",
-                    "pti=on",  # Pitfall 7
-                    # A loaded host can make TCG miss the kernel's early timer check
-                    # ("IO-APIC + timer doesn't work!" panic at boot, seen once here).
-                    "no_timer_check",
-                    f"lab.workload={self.workload}",
-                    f"lab.wmb={self.wmb}",
-                    f"lab.cache={self.cache_mib}",
-                    *([f"lab.wopt={self.wopt}"] if self.wopt else []),
-                    f"lab.report={self.report_s}",
-                ]
-            )
         parts = [
             "console=ttyS0",
             "quiet",
@@ -99,16 +75,6 @@ class GuestSpec:
 
     def trace_dict(self) -> dict[str, object]:
         """The `guest` object of a trace's meta line (same keys as the shared traces)."""
-        if self.workload:
-            # No known hot set or rate: real programs dirty what they dirty.
-            return {
-                "mem_mib": self.mem_mib,
-                "workload": self.workload,
-                "wmb": self.wmb,
-                "cache_mib": self.cache_mib,
-                "wopt": self.wopt or None,
-                "name": self.name,
-            }
         out: dict[str, object] = {
             "mem_mib": self.mem_mib,
             "ws_mib": self.ws_mib,
@@ -120,6 +86,47 @@ class GuestSpec:
             out["disk_rate"] = self.disk_rate
         out["name"] = self.name
         return out
+
+
+@dataclass(frozen=True)
+class WorkloadSpec(GuestSpec):
+    """A real-program guest (lab/guest/workload.sh, booted from the rp initramfs): the
+    kind (redis, sqlite, compress, sort, stress, cache), MiB of its own data, MiB of page
+    cache filled at boot, and its variant. The dirtier's fields are unused."""
+
+    workload: str = "cache"
+    wmb: int = 0
+    cache_mib: int = 0
+    wopt: str = ""
+
+    def cmdline(self) -> str:
+        parts = [
+            "console=ttyS0",
+            "quiet",
+            "panic=-1",
+            "pti=on",  # Pitfall 7
+            # A loaded host can make TCG miss the kernel's early timer check
+            # ("IO-APIC + timer doesn't work!" panic at boot, seen once here).
+            "no_timer_check",
+            f"lab.workload={self.workload}",
+            f"lab.wmb={self.wmb}",
+            f"lab.cache={self.cache_mib}",
+        ]
+        if self.wopt:
+            parts.append(f"lab.wopt={self.wopt}")
+        parts.append(f"lab.report={self.report_s}")
+        return " ".join(parts)
+
+    def trace_dict(self) -> dict[str, object]:
+        """No hot set or rate is known: real programs dirty what they dirty."""
+        return {
+            "mem_mib": self.mem_mib,
+            "workload": self.workload,
+            "wmb": self.wmb,
+            "cache_mib": self.cache_mib,
+            "wopt": self.wopt or None,
+            "name": self.name,
+        }
 
 
 def domain_xml(spec: GuestSpec) -> str:
@@ -163,7 +170,7 @@ def domain_xml(spec: GuestSpec) -> str:
 
 
 def initrd_name(spec: GuestSpec) -> str:
-    return "initramfs-rp.cpio.gz" if spec.workload else "initramfs.cpio.gz"
+    return "initramfs-rp.cpio.gz" if isinstance(spec, WorkloadSpec) else "initramfs.cpio.gz"
 
 
 def check_built(spec: GuestSpec | None = None) -> None:

@@ -33,7 +33,7 @@ import libvirt
 
 from lab import guest as guestmod
 from lab import hosts
-from lab.guest import GuestCheck, GuestSpec
+from lab.guest import GuestCheck, GuestSpec, WorkloadSpec
 from lab.hosts import HOSTS, LabError
 from lab.migrate import Action, MigrationHandle, MigrationSpec, Outcome, start_migration
 
@@ -326,6 +326,17 @@ def _add_migration_args(p: argparse.ArgumentParser) -> None:
 
 
 def _guest_spec(a: argparse.Namespace) -> GuestSpec:
+    if a.workload:
+        return WorkloadSpec(
+            name=a.name,
+            mem_mib=a.mem,
+            fill_mib=0,
+            ws_mib=0,
+            workload=a.workload,
+            wmb=a.wmb,
+            cache_mib=a.cache,
+            wopt=a.wopt,
+        )
     return GuestSpec(
         name=a.name,
         mem_mib=a.mem,
@@ -335,10 +346,6 @@ def _guest_spec(a: argparse.Namespace) -> GuestSpec:
         disk_mib=a.disk,
         disk_rate=a.disk_rate,
         disk_fill_mib=a.disk // 2 if a.disk_fill is None else a.disk_fill,
-        workload=a.workload,
-        wmb=a.wmb,
-        cache_mib=a.cache,
-        wopt=a.wopt,
     )
 
 

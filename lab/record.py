@@ -28,7 +28,7 @@ import libvirt
 import libvirtaio
 from migwatch.agent.backends.jobstats import job_type_name
 
-from lab.guest import GuestSpec, dirtier_tail
+from lab.guest import GuestSpec, WorkloadSpec, dirtier_tail
 from lab.hosts import HOSTS, LabError
 from lab.labctl import Lab
 from lab.migrate import Action, ActionRecord, MigrationSpec, flag_names
@@ -490,7 +490,7 @@ async def _finish(
     check_host = "B" if outcome.outcome == "completed" else "A"
     # A real program on a loaded machine can go 5-7 s between status lines (one vCPU,
     # TCG, flat out): give it time to show it still runs before calling it stuck.
-    wait_s = 20.0 if sc.guest.workload else None
+    wait_s = 20.0 if isinstance(sc.guest, WorkloadSpec) else None
     check = await asyncio.to_thread(lab.guest_check, check_host, sc.guest.name, wait_s)
     result = {
         "outcome": outcome.outcome,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.guest import GuestSpec
+from lab.guest import GuestSpec, WorkloadSpec
 from lab.migrate import Action, MigrationSpec
 from lab.record import PREFLIGHT_PERIODS_S, Scenario
 
@@ -421,7 +421,7 @@ def _rp(
     pre-flight ladder and the memstats line on every trace. The guest is named after
     the label, so two recorders can share the lab."""
     timeout_s = float(kw.pop("timeout_s", 150.0))  # type: ignore[arg-type]
-    guest = GuestSpec(
+    guest = WorkloadSpec(
         name=label,
         mem_mib=mem,
         workload=workload,

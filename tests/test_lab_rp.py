@@ -28,7 +28,7 @@ def test_dirtier_guest_cmdline_is_unchanged() -> None:
 
 def test_workload_guest_boots_the_rp_initramfs_with_its_workload() -> None:
     """A workload guest names its program on the kernel command line and boots initramfs-rp."""
-    spec = guestmod.GuestSpec(
+    spec = guestmod.WorkloadSpec(
         name="g", mem_mib=2048, workload="redis", wmb=256, cache_mib=512, wopt="4096"
     )
     line = spec.cmdline()

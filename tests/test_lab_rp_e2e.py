@@ -23,7 +23,7 @@ if os.environ.get("MIGWATCH_SKIP_LAB") == "1":
     )
 
 from lab import guest as guestmod
-from lab.guest import GuestSpec
+from lab.guest import WorkloadSpec
 from lab.labctl import Lab
 
 pytestmark = pytest.mark.lab
@@ -52,7 +52,9 @@ def _rounds(host: str) -> list[int]:
 def test_zstd_guest_keeps_compressing_after_migration(lab: Lab) -> None:
     """zstd from the Debian package runs in the guest before the migration and, after it,
     on B finishes more rounds than it had on A, with its page cache intact (verify=ok)."""
-    spec = GuestSpec(name=NAME, mem_mib=768, workload="compress", wmb=16, cache_mib=64, wopt="zstd")
+    spec = WorkloadSpec(
+        name=NAME, mem_mib=768, workload="compress", wmb=16, cache_mib=64, wopt="zstd"
+    )
     try:
         lab.boot(spec, timeout=300)
         deadline = time.monotonic() + 120
