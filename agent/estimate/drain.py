@@ -110,6 +110,14 @@ def guest_bandwidth(facts: DomainFacts, options: DrainOptions) -> int | None:
     return shared_bandwidth(own, options.link_bandwidth_bps, options.concurrency)
 
 
+def with_overhead(spread: Spread, overhead_s: float) -> Spread:
+    """A job-time ``spread`` plus the migration's fixed cost outside the job's clock
+    (``EstimatorConfig.migration_overhead_s``: teardown until the migrate call returns),
+    its edges at 0.75x and 2x of it."""
+    o = max(overhead_s, 0.0)
+    return Spread(spread.central + o, spread.low + 0.75 * o, spread.high + 2.0 * o)
+
+
 def _spread(central: float | None, low: float | None, high: float | None) -> Spread | None:
     """A duration band from possibly-missing edges: a missing high edge is open above."""
     if central is None:
@@ -136,12 +144,13 @@ def _predict_guest(
     )
     if options.max_downtime_s is not None:
         limits = replace(limits, max_downtime_s=options.max_downtime_s)
+    config = config_for(facts.resident_overhead_bytes)
     prediction = predict_migration(
         facts.memory_bytes,
         0,
         facts.preflight,
         limits,
-        config_for(facts.resident_overhead_bytes),
+        config,
         resident_bytes=facts.resident_bytes,
         auto_converge=options.auto_converge,
     )
@@ -155,6 +164,9 @@ def _predict_guest(
         reason += f"; planned with post-copy after the first pass: ~{spread.central:.0f} s"
     elif spread is None:
         reason += "; left out of the plan: it would not leave by itself"
+    if spread is not None and config.migration_overhead_s > 0:
+        spread = with_overhead(spread, config.migration_overhead_s)
+        reason += f"; plus ~{config.migration_overhead_s:.1f} s of teardown after the job"
     measured = facts.preflight is not None and bool(facts.preflight.rates)
     age = now - facts.preflight.measured_at if measured and facts.preflight is not None else None
     entry = DrainEntry(
@@ -187,7 +199,10 @@ def _flying(
     """A migration in flight: its live ETA; before it has one (setup, first samples, a disk
     mirror without a memory size), the guest's pre-flight prediction less the time elapsed.
     One judged not converging or stalled is left out, with its live remedies."""
+    overhead_s = config_for(facts.resident_overhead_bytes if facts else None).migration_overhead_s
     spread = _spread(m.eta_s, m.eta_low_s, m.eta_high_s)
+    if spread is not None:
+        spread = with_overhead(spread, overhead_s)  # the live ETA is of the job's clock
     reason = m.convergence_reason or "migrating"
     basis = m.eta_basis
     stuck = m.convergence in (Convergence.NOT_CONVERGING, Convergence.STALLED)
