@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Iterator
 
@@ -203,6 +204,15 @@ async def test_evacuation_prediction_against_real_evacuations(
     assert mid1 is not None and any(e.in_flight for e in mid1.entries), mid1
     report1 = _report("one at a time (A -> B)", plan1, total1, per1, await _job_times(target))
     print(report1)
+    # A learned its teardown after each job from the three (plan 2 leans on it).
+    learned = re.findall(
+        r"teardown after the job of (\S+): ([\d.]+) s", agents["A"].log.read_text()
+    )
+    assert {n for n, _ in learned} >= set(GUESTS), "A's agent learned no teardown from its jobs"
+    print(
+        "teardown learned on A (job end -> source stopped):",
+        ", ".join(f"{n} {t} s" for n, t in learned),
+    )
 
     booted = await _boot_all(lab)
     plan2 = await _measured_plan(target, concurrency=2, since=booted)

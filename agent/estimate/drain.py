@@ -36,9 +36,9 @@ from migwatch.agent.estimate.evacuation import (
 from migwatch.agent.estimate.prediction import predict_migration
 from migwatch.agent.model import Convergence, DomainFacts, EtaBasis, Migration, Recommendation
 
-#: The estimator's configuration for a guest, given the QEMU overhead learned on its host
-#: (``Tracker.config_for``: the one place that merges it).
-ConfigFor = Callable[[int | None], EstimatorConfig]
+#: The estimator's configuration for a guest, given the QEMU overhead and the teardown after
+#: each job learned on its host (``Tracker.config_for``: the one place that merges them).
+ConfigFor = Callable[[int | None, float | None], EstimatorConfig]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ def _predict_guest(
     )
     if options.max_downtime_s is not None:
         limits = replace(limits, max_downtime_s=options.max_downtime_s)
-    config = config_for(facts.resident_overhead_bytes)
+    config = config_for(facts.resident_overhead_bytes, facts.migration_overhead_s)
     prediction = predict_migration(
         facts.memory_bytes,
         0,
@@ -199,7 +199,11 @@ def _flying(
     """A migration in flight: its live ETA; before it has one (setup, first samples, a disk
     mirror without a memory size), the guest's pre-flight prediction less the time elapsed.
     One judged not converging or stalled is left out, with its live remedies."""
-    overhead_s = config_for(facts.resident_overhead_bytes if facts else None).migration_overhead_s
+    overhead_s = (
+        config_for(facts.resident_overhead_bytes, facts.migration_overhead_s)
+        if facts is not None
+        else config_for(None, None)
+    ).migration_overhead_s
     spread = _spread(m.eta_s, m.eta_low_s, m.eta_high_s)
     if spread is not None:
         spread = with_overhead(spread, overhead_s)  # the live ETA is of the job's clock

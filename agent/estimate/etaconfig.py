@@ -141,8 +141,13 @@ class EstimatorConfig:
 DEFAULT_CONFIG = EstimatorConfig()
 
 
-def with_overhead(config: EstimatorConfig, overhead_bytes: int | None) -> EstimatorConfig:
-    """``config`` with the resident-memory overhead learned on this host, if there is one."""
-    if overhead_bytes is None or overhead_bytes == config.resident_overhead_bytes:
-        return config
-    return replace(config, resident_overhead_bytes=max(int(overhead_bytes), 0))
+def with_overhead(
+    config: EstimatorConfig, overhead_bytes: int | None, migration_overhead_s: float | None = None
+) -> EstimatorConfig:
+    """``config`` with what was learned on this host, where there is something: the
+    resident-memory overhead and the teardown after each job."""
+    if overhead_bytes is not None and overhead_bytes != config.resident_overhead_bytes:
+        config = replace(config, resident_overhead_bytes=max(int(overhead_bytes), 0))
+    if migration_overhead_s is not None and migration_overhead_s != config.migration_overhead_s:
+        config = replace(config, migration_overhead_s=max(float(migration_overhead_s), 0.0))
+    return config
