@@ -10,6 +10,13 @@ A guest is *left out* of the plan (``planned=False``, named in ``blocking``) whe
 prediction has no duration: it would not converge under the drain's limits and flags. Its
 entry carries the prediction's remedies. With ``post_copy`` the drain allows post-copy and
 such a guest is planned with post-copy applied instead (``evacuation.post_copy_spread``).
+Every duration in the plan is what the host waits for the guest's slot: the job's own clock
+(``time_elapsed``, what the prediction and the live ETA are of) plus the teardown after it
+(the source QEMU stopped, the migrate call returned), ``EstimatorConfig.migration_overhead_s``
+as learned on this host (``overhead.TeardownTime``), its band's edges at 0.75x and 2x of it
+(``with_overhead``). A drain of n guests one at a time pays it n times: on the lab (1.2-2.2 s per
+guest, tests/test_lab_evacuation.py) it is about a tenth of the total.
+
 A migration in flight without a live ETA yet (setup, its first samples) counts with its
 pre-flight prediction less the time elapsed; one judged not converging or stalled is left
 out the same way as an idle guest, with its live remedies.
