@@ -53,7 +53,7 @@ there.
 the plan splits the link evenly (``shared_bandwidth``); without it, each migration is
 predicted as if alone, and the band adds nothing for concurrency. That is what the lab shows
 when the bottleneck is not shared: two TCG migrations at once, 40 MiB/s each, on a 2-core
-machine also running other engineers' guests, took -7 % to +13 % of the job time each took
+machine also running other engineers' guests, took -10 % to +13 % of the job time each took
 alone (tests/test_lab_evacuation.py, docs/BENCHMARKS.md), well inside each guest's band.
 A host whose migrations do share a bottleneck (its NIC, or a CPU too small for their
 threads) must say so with ``link_bandwidth``: a band widened for every host would be wrong
