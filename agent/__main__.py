@@ -187,6 +187,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="S",
         help="a migration expected to take longer than this is 'slow' (default 600)",
     )
+    g.add_argument(
+        "--migration-overhead",
+        dest="migration_overhead_s",
+        type=float,
+        metavar="S",
+        help="seconds each migration takes beyond its job's clock (source teardown until the "
+        "migrate call returns), added to every guest of an evacuation plan (default 1.6)",
+    )
     g = p.add_argument_group("notifications on OpenStack's bus (docs/NOTIFICATIONS.md)")
     g.add_argument(
         "--notify-url",

@@ -91,6 +91,8 @@ class AgentConfig:
     # Prometheus /metrics on HOST:PORT (over TLS with tls_cert/tls_key); empty: off.
     metrics_listen: str = ""
     slow_budget_s: float = 600.0
+    # Per-migration teardown outside the job's clock (EstimatorConfig.migration_overhead_s).
+    migration_overhead_s: float = 1.6
     grace_s: float = 2.0
     state_dir: str = ""  # sqlite store of finished migrations; empty: in memory only
     # Notifications on OpenStack's bus (agent/notify/): an oslo.messaging transport URL
@@ -148,6 +150,10 @@ class AgentConfig:
             listens["metrics_listen"] = (
                 self.metrics_listen,
                 _host_of("metrics_listen", self.metrics_listen, "127.0.0.1:9469"),
+            )
+        if not 0.0 <= self.migration_overhead_s <= 600.0:
+            raise ConfigError(
+                f"migration_overhead_s {self.migration_overhead_s} must be 0 to 600 seconds"
             )
         if self.max_subscribers < 1:
             raise ConfigError("max_subscribers must be at least 1")

@@ -257,6 +257,8 @@ class DomainFacts:
     migrating: bool = False
     resident_bytes: int | None = None  # the guest QEMU's `rss` (memoryStats), if known
     resident_overhead_bytes: int | None = None  # learned on this host (backend.MigrationInfo)
+    # Seconds a migration goes on after its job's clock (teardown), learned on this host.
+    migration_overhead_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

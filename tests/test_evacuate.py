@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 from migwatch.agent.backends.simulated import SimulatedBackend
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.errors import MigrationGone
-from migwatch.agent.estimate.drain import DrainOptions, NoBandwidth, estimate_drain
+from migwatch.agent.estimate.drain import DrainEstimate, DrainOptions, NoBandwidth, estimate_drain
 from migwatch.agent.estimate.etaconfig import EstimatorConfig, with_overhead
 from migwatch.agent.estimate.evacuation import BandConfig
 from migwatch.agent.model import (
@@ -42,9 +42,9 @@ ASYNC = pytest.mark.asyncio(loop_scope="function")
 NOW = 1_800_000_000.0
 
 
-def _config_for(overhead: int | None) -> EstimatorConfig:
-    """As ``Tracker.config_for``: the default estimator with the host's learned overhead."""
-    return with_overhead(EstimatorConfig(), overhead)
+def _config_for(overhead: int | None, teardown_s: float | None = None) -> EstimatorConfig:
+    """As ``Tracker.config_for``: the default estimator with what the host learned."""
+    return with_overhead(EstimatorConfig(), overhead, teardown_s)
 
 
 def _facts(
@@ -108,11 +108,36 @@ def test_drain_with_post_copy_plans_the_hot_guest() -> None:
     )
     hot = next(e for e in d.entries if e.domain_name == "hot")
     assert hot.planned and hot.post_copy_applied and d.empties
-    assert hot.duration is not None and hot.duration.low == pytest.approx(2048 / 100)
+    # Every page once at 100 MiB/s, plus the low edge of the teardown after the job.
+    teardown_low = 0.75 * EstimatorConfig().migration_overhead_s
+    assert hot.duration is not None
+    assert hot.duration.low == pytest.approx(2048 / 100 + teardown_low)
+
+
+def test_drain_adds_the_hosts_teardown_to_every_guest() -> None:
+    """Each planned guest pays the teardown its host learned after its job (0.75x to 2x on the
+    band's edges), so one at a time the total grows by it once per guest."""
+    guests = [_facts(n, 1024, 5, 100) for n in ("a", "b", "c")]
+
+    def drain(teardown_s: float) -> DrainEstimate:
+        facts = [replace(g, migration_overhead_s=teardown_s) for g in guests]
+        return estimate_drain(
+            facts, (), DrainOptions(), _config_for, NOW, random.Random(0), BandConfig(draws=300)
+        )
+
+    bare, torn = drain(0.0), drain(4.0)
+    for b, t in zip(bare.entries, torn.entries, strict=True):
+        assert b.duration is not None and t.duration is not None
+        assert t.duration.central == pytest.approx(b.duration.central + 4.0)
+        assert t.duration.low == pytest.approx(b.duration.low + 3.0)
+        assert t.duration.high == pytest.approx(b.duration.high + 8.0)
+        assert "teardown" in t.reason and "teardown" not in b.reason
+    assert torn.total.central == pytest.approx(bare.total.central + 3 * 4.0)
 
 
 def test_drain_in_flight_holds_a_slot_with_its_live_eta() -> None:
-    """A migration in flight is planned first with its live ETA; the guest waits for its slot."""
+    """A migration in flight is planned first with its live ETA; the guest waits for its slot
+    to free, at that ETA plus the host's teardown after the job."""
     flying = Migration(
         id="x",
         domain_uuid="11111111-1111-1111-1111-111111111111",
@@ -138,7 +163,8 @@ def test_drain_in_flight_holds_a_slot_with_its_live_eta() -> None:
         BandConfig(draws=300),
     )
     assert [e.domain_name for e in d.entries] == ["moving", "calm"]
-    assert d.entries[0].in_flight and d.entries[1].start_s == pytest.approx(30.0)
+    teardown = EstimatorConfig().migration_overhead_s
+    assert d.entries[0].in_flight and d.entries[1].start_s == pytest.approx(30.0 + teardown)
 
 
 def test_drain_in_flight_without_live_eta_uses_its_prediction_less_elapsed() -> None:

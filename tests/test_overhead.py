@@ -1,4 +1,5 @@
-"""The resident-memory overhead learned from completed migrations, and its use."""
+"""What a host learns from its completed migrations (resident-memory overhead, teardown after
+the job), and its use."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from migwatch.agent.backends.protocol import Observation
 from migwatch.agent.core.tracker import Tracker
 from migwatch.agent.estimate.etaconfig import EstimatorConfig, with_overhead
-from migwatch.agent.estimate.overhead import ResidentOverhead
+from migwatch.agent.estimate.overhead import ResidentOverhead, TeardownTime
 from migwatch.agent.model import MIB, JobSample, Phase
 
 from tests.test_tracker import info
@@ -100,6 +101,36 @@ def test_with_overhead_replaces_only_when_learned() -> None:
     assert with_overhead(cfg, None) is cfg
     assert with_overhead(cfg, 20 * MIB).resident_overhead_bytes == 20 * MIB
     assert with_overhead(cfg, 20 * MIB).budget_s == cfg.budget_s
+
+
+def test_teardown_is_the_median_of_job_end_to_source_stop() -> None:
+    """Each completed job's end to its source's stop is one reading (a stop seen a rounding
+    early counts as 0); the median of the last few is the host's teardown."""
+    learner = TeardownTime(window=3)
+    assert learner.value() is None
+    assert learner.learn(job_end_at=100.0, stopped_at=101.8) == pytest.approx(1.8)
+    assert learner.learn(job_end_at=200.0, stopped_at=199.9) == 0.0
+    assert learner.learn(job_end_at=300.0, stopped_at=302.2) == pytest.approx(2.2)
+    assert learner.value() == pytest.approx(1.8)
+    assert learner.learn(job_end_at=400.0, stopped_at=409.0) == pytest.approx(9.0)
+    assert learner.value() == pytest.approx(2.2)  # window 3: 0.0, 2.2, 9.0
+    assert learner.readings == 3
+
+
+def test_teardown_ignores_stops_that_are_not_the_migrations() -> None:
+    """A stop long before the job's end, or minutes after it, says nothing of the teardown."""
+    learner = TeardownTime()
+    assert learner.learn(job_end_at=100.0, stopped_at=90.0) is None
+    assert learner.learn(job_end_at=100.0, stopped_at=400.0) is None
+    assert learner.value() is None
+
+
+def test_with_overhead_takes_the_learned_teardown() -> None:
+    """A learned teardown replaces the configured one; none learned keeps the config as is."""
+    cfg = EstimatorConfig()
+    assert with_overhead(cfg, None, None) is cfg
+    assert with_overhead(cfg, None, 3.5).migration_overhead_s == 3.5
+    assert with_overhead(cfg, 20 * MIB, 3.5).resident_overhead_bytes == 20 * MIB
 
 
 @pytest.mark.parametrize("overhead_mib", [0, 400])

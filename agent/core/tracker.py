@@ -87,11 +87,14 @@ class Tracker:
         """The host's declared migration policy (also for predictions)."""
         return self._policy
 
-    def config_for(self, resident_overhead_bytes: int | None) -> EstimatorConfig:
+    def config_for(
+        self, resident_overhead_bytes: int | None, migration_overhead_s: float | None = None
+    ) -> EstimatorConfig:
         """The estimator's configuration for a guest on a host whose QEMU overhead was
-        learned (``MigrationInfo``/``DomainFacts.resident_overhead_bytes``): the one place
-        the learned overhead replaces the configured one, for running ETAs and predictions."""
-        return with_overhead(self._config, resident_overhead_bytes)
+        learned (``MigrationInfo``/``DomainFacts.resident_overhead_bytes``, and
+        ``DomainFacts.migration_overhead_s``, the teardown after each job): the one place
+        the learned values replace the configured ones, for running ETAs and predictions."""
+        return with_overhead(self._config, resident_overhead_bytes, migration_overhead_s)
 
     def active_ids(self) -> set[str]:
         return {t.id for t in self._active.values()}

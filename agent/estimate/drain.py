@@ -10,6 +10,13 @@ A guest is *left out* of the plan (``planned=False``, named in ``blocking``) whe
 prediction has no duration: it would not converge under the drain's limits and flags. Its
 entry carries the prediction's remedies. With ``post_copy`` the drain allows post-copy and
 such a guest is planned with post-copy applied instead (``evacuation.post_copy_spread``).
+Every duration in the plan is what the host waits for the guest's slot: the job's own clock
+(``time_elapsed``, what the prediction and the live ETA are of) plus the teardown after it
+(the source QEMU stopped, the migrate call returned), ``EstimatorConfig.migration_overhead_s``
+as learned on this host (``overhead.TeardownTime``), its band's edges at 0.75x and 2x of it
+(``with_overhead``). A drain of n guests one at a time pays it n times: on the lab (1.2-2.2 s per
+guest, tests/test_lab_evacuation.py) it is about a tenth of the total.
+
 A migration in flight without a live ETA yet (setup, its first samples) counts with its
 pre-flight prediction less the time elapsed; one judged not converging or stalled is left
 out the same way as an idle guest, with its live remedies.
@@ -36,9 +43,9 @@ from migwatch.agent.estimate.evacuation import (
 from migwatch.agent.estimate.prediction import predict_migration
 from migwatch.agent.model import Convergence, DomainFacts, EtaBasis, Migration, Recommendation
 
-#: The estimator's configuration for a guest, given the QEMU overhead learned on its host
-#: (``Tracker.config_for``: the one place that merges it).
-ConfigFor = Callable[[int | None], EstimatorConfig]
+#: The estimator's configuration for a guest, given the QEMU overhead and the teardown after
+#: each job learned on its host (``Tracker.config_for``: the one place that merges them).
+ConfigFor = Callable[[int | None, float | None], EstimatorConfig]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,14 @@ def guest_bandwidth(facts: DomainFacts, options: DrainOptions) -> int | None:
     return shared_bandwidth(own, options.link_bandwidth_bps, options.concurrency)
 
 
+def with_overhead(spread: Spread, overhead_s: float) -> Spread:
+    """A job-time ``spread`` plus the migration's fixed cost outside the job's clock
+    (``EstimatorConfig.migration_overhead_s``: teardown until the migrate call returns),
+    its edges at 0.75x and 2x of it."""
+    o = max(overhead_s, 0.0)
+    return Spread(spread.central + o, spread.low + 0.75 * o, spread.high + 2.0 * o)
+
+
 def _spread(central: float | None, low: float | None, high: float | None) -> Spread | None:
     """A duration band from possibly-missing edges: a missing high edge is open above."""
     if central is None:
@@ -136,12 +151,13 @@ def _predict_guest(
     )
     if options.max_downtime_s is not None:
         limits = replace(limits, max_downtime_s=options.max_downtime_s)
+    config = config_for(facts.resident_overhead_bytes, facts.migration_overhead_s)
     prediction = predict_migration(
         facts.memory_bytes,
         0,
         facts.preflight,
         limits,
-        config_for(facts.resident_overhead_bytes),
+        config,
         resident_bytes=facts.resident_bytes,
         auto_converge=options.auto_converge,
     )
@@ -155,6 +171,9 @@ def _predict_guest(
         reason += f"; planned with post-copy after the first pass: ~{spread.central:.0f} s"
     elif spread is None:
         reason += "; left out of the plan: it would not leave by itself"
+    if spread is not None and config.migration_overhead_s > 0:
+        spread = with_overhead(spread, config.migration_overhead_s)
+        reason += f"; plus ~{config.migration_overhead_s:.1f} s of teardown after the job"
     measured = facts.preflight is not None and bool(facts.preflight.rates)
     age = now - facts.preflight.measured_at if measured and facts.preflight is not None else None
     entry = DrainEntry(
@@ -187,7 +206,14 @@ def _flying(
     """A migration in flight: its live ETA; before it has one (setup, first samples, a disk
     mirror without a memory size), the guest's pre-flight prediction less the time elapsed.
     One judged not converging or stalled is left out, with its live remedies."""
+    overhead_s = (
+        config_for(facts.resident_overhead_bytes, facts.migration_overhead_s)
+        if facts is not None
+        else config_for(None, None)
+    ).migration_overhead_s
     spread = _spread(m.eta_s, m.eta_low_s, m.eta_high_s)
+    if spread is not None:
+        spread = with_overhead(spread, overhead_s)  # the live ETA is of the job's clock
     reason = m.convergence_reason or "migrating"
     basis = m.eta_basis
     stuck = m.convergence in (Convergence.NOT_CONVERGING, Convergence.STALLED)

@@ -88,6 +88,14 @@ class EstimatorConfig:
     # tuning traces: a loaded TCG guest's first pass sent at 40-55 MiB/s, then at the 90-120
     # MiB/s limit for its last seconds).
     starved_lean: float = 0.15
+    # Per migration, the wall time a drain pays outside the job's own clock (the ETA and
+    # every prediction are of the job's ``time_elapsed``): the source QEMU's teardown and
+    # libvirt's Finish/Confirm after the switch-over, before the migrate call returns and the
+    # next guest's slot frees. 56 completed lab traces (QEMU 7.2 TCG, bench/traces/INDEX.md,
+    # migrate call minus time_elapsed): 1.2-2.1 s, median 1.6 s. A drain adds it to every
+    # guest; the band's edges take 0.75x and 2x of it (a loaded host tears down slower).
+    # Set it per host (agent --migration-overhead): it depends on the hypervisor's build and load.
+    migration_overhead_s: float = 1.6
     # Pre-flight page-sampling noise when the guest's RAM is not known, as MiB of distinct
     # pages per reading (lab: sd 10.7 MiB/s at 1 s, 7.7 at 2 s, 2.7 at 4 s on a 1 GiB guest).
     # With the RAM known the fit uses the binomial noise of QEMU's 512 sampled pages per GiB
@@ -133,8 +141,13 @@ class EstimatorConfig:
 DEFAULT_CONFIG = EstimatorConfig()
 
 
-def with_overhead(config: EstimatorConfig, overhead_bytes: int | None) -> EstimatorConfig:
-    """``config`` with the resident-memory overhead learned on this host, if there is one."""
-    if overhead_bytes is None or overhead_bytes == config.resident_overhead_bytes:
-        return config
-    return replace(config, resident_overhead_bytes=max(int(overhead_bytes), 0))
+def with_overhead(
+    config: EstimatorConfig, overhead_bytes: int | None, migration_overhead_s: float | None = None
+) -> EstimatorConfig:
+    """``config`` with what was learned on this host, where there is something: the
+    resident-memory overhead and the teardown after each job."""
+    if overhead_bytes is not None and overhead_bytes != config.resident_overhead_bytes:
+        config = replace(config, resident_overhead_bytes=max(int(overhead_bytes), 0))
+    if migration_overhead_s is not None and migration_overhead_s != config.migration_overhead_s:
+        config = replace(config, migration_overhead_s=max(float(migration_overhead_s), 0.0))
+    return config

@@ -48,6 +48,16 @@ real host's would, which is why the common factor stays at 0.5 rather than the 0
 suggest). An open guest band (``high`` infinite: its
 slow edge does not converge) leaves the total's band open above as soon as its draws land
 there.
+
+**Migrations at once slow each other only through what they share.** With ``link_bandwidth``
+the plan splits the link evenly (``shared_bandwidth``); without it, each migration is
+predicted as if alone, and the band adds nothing for concurrency. That is what the lab shows
+when the bottleneck is not shared: two TCG migrations at once, 40 MiB/s each, on a 2-core
+machine also running other engineers' guests, took -10 % to +13 % of the job time each took
+alone (tests/test_lab_evacuation.py, docs/BENCHMARKS.md), well inside each guest's band.
+A host whose migrations do share a bottleneck (its NIC, or a CPU too small for their
+threads) must say so with ``link_bandwidth``: a band widened for every host would be wrong
+for the ones that do not share.
 """
 
 from __future__ import annotations

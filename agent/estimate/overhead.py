@@ -1,4 +1,7 @@
-"""Learn the hypervisor process's resident memory that is not guest RAM. Pure: no I/O.
+"""What a host's completed migrations teach about it. Pure: no I/O.
+
+``ResidentOverhead``: the hypervisor process's resident memory that is not guest RAM.
+``TeardownTime``: how long a migration goes on after its job's clock stops.
 
 The estimator turns the source QEMU's resident memory (``rss``) into the guest's non-zero
 bytes by subtracting an overhead: QEMU's binary, heap and, under TCG, its code cache
@@ -68,6 +71,50 @@ class ResidentOverhead:
         if len(self._readings) < self.min_readings:
             return None
         return int(median(self._readings))
+
+    @property
+    def readings(self) -> int:
+        return len(self._readings)
+
+
+@dataclass
+class TeardownTime:
+    """Learn how long a migration goes on after its job's own clock stops. Pure: no I/O.
+
+    Every prediction and live ETA is of the job's ``time_elapsed``, but a drain waits for
+    more: after the switch-over libvirt finishes the destination and confirms on the
+    source, which stops the source QEMU; only then does the migrate call return and the next
+    guest's slot free. That tail is a property of the host (QEMU build, accelerator, load):
+    1.2-2.2 s on the TCG lab. Each completed outgoing migration measures it: from the job's
+    end (its start plus the completed ``time_elapsed``) to the source domain's STOPPED
+    event. The median of the last few readings replaces the configured
+    ``EstimatorConfig.migration_overhead_s``.
+    """
+
+    window: int = 9
+    min_readings: int = 1
+    max_reading_s: float = 120.0  # beyond this the stop was not the migration's teardown
+    _readings: deque[float] = field(default_factory=deque)
+
+    def learn(self, *, job_end_at: float, stopped_at: float) -> float | None:
+        """Take one completed migration's job end and its source's stop (same clock, s);
+        returns its reading, or ``None`` if it says nothing (outside 0..max_reading_s)."""
+        reading = stopped_at - job_end_at
+        # Below 0: the stop was seen before the job's end (clock rounding of a few 0.1 s is
+        # kept as 0); far above: the domain stopped for another reason later on.
+        if not -0.5 <= reading <= self.max_reading_s:
+            return None
+        reading = max(reading, 0.0)
+        self._readings.append(reading)
+        while len(self._readings) > self.window:
+            self._readings.popleft()
+        return reading
+
+    def value(self) -> float | None:
+        """The learned tail in seconds, or ``None`` until enough migrations completed."""
+        if len(self._readings) < self.min_readings:
+            return None
+        return float(median(self._readings))
 
     @property
     def readings(self) -> int:

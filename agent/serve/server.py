@@ -158,7 +158,10 @@ class Agent:
         self.tracker = Tracker(
             lambda: self.backend.host,
             self.backend.name,
-            EstimatorConfig(budget_s=config.slow_budget_s),
+            EstimatorConfig(
+                budget_s=config.slow_budget_s,
+                migration_overhead_s=config.migration_overhead_s,
+            ),
             known,
             policy_of(config),
         )

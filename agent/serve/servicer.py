@@ -192,7 +192,7 @@ def _estimate_drain(
     guests: list[DomainFacts],
     in_flight: list[Migration],
     options: DrainOptions,
-    config_for: Callable[[int | None], EstimatorConfig],
+    config_for: Callable[[int | None, float | None], EstimatorConfig],
     now: float,
 ) -> DrainEstimate:
     """``drain.estimate_drain`` with the servicer's seed; a guest without a bandwidth to

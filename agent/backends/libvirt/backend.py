@@ -62,7 +62,7 @@ from migwatch.agent.backends.libvirt.preflight import PreflightSampler
 from migwatch.agent.backends.libvirt.watcher import ending_of, is_incoming_start
 from migwatch.agent.backends.protocol import Ending, ObservationSink, StatusSink
 from migwatch.agent.backends.recorder import TraceRecorder
-from migwatch.agent.estimate.overhead import ResidentOverhead
+from migwatch.agent.estimate.overhead import ResidentOverhead, TeardownTime
 from migwatch.agent.model import Direction, DomainFacts, HostState
 from migwatch.agent.tasks import stop_task
 
@@ -109,12 +109,15 @@ class LibvirtBackend:
         )
         # QEMU's own share of rss on this host, learned from completed migrations.
         self._overhead = ResidentOverhead()
+        # ... and how long a migration goes on after its job's clock stops.
+        self._teardown = TeardownTime()
         self._outgoing = OutgoingJobs(
             uri=uri,
             sample_interval_s=sample_interval_s,
             recorder=recorder,
             preflight=self._preflight,
             overhead=self._overhead,
+            teardown=self._teardown,
             conn=lambda: self._conn,
             host=lambda: self._host,
             clock=clock,
@@ -317,6 +320,7 @@ class LibvirtBackend:
             migrating=found.migrating,
             resident_bytes=found.resident_bytes,
             resident_overhead_bytes=self._overhead.value(),
+            migration_overhead_s=self._teardown.value(),
         )
 
     async def guests(self) -> tuple[str, ...]:

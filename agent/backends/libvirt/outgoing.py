@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import libvirt
+from migwatch.agent.backends.jobstats import completed_job
 from migwatch.agent.backends.libvirt import controls, scan
 from migwatch.agent.backends.libvirt.connection import (
     CONNECTION_LOST,
@@ -30,6 +31,7 @@ from migwatch.agent.backends.libvirt.watcher import (
     OPERATION_MIGRATION_OUT,
     Final,
     JobWatcher,
+    Lifecycle,
     Update,
     detail_name,
     job_started_at,
@@ -38,7 +40,7 @@ from migwatch.agent.backends.libvirt.watcher import (
 from migwatch.agent.backends.protocol import MigrationInfo, Observation, ObservationSink
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.errors import MigrationGone
-from migwatch.agent.estimate.overhead import ResidentOverhead
+from migwatch.agent.estimate.overhead import ResidentOverhead, TeardownTime
 from migwatch.agent.model import MIB, Direction, Phase
 from migwatch.agent.tasks import stop_task
 
@@ -78,6 +80,7 @@ class OutgoingJobs:
         recorder: TraceRecorder | None,
         preflight: PreflightSampler,
         overhead: ResidentOverhead,
+        teardown: TeardownTime,
         conn: Callable[[], Any],
         host: Callable[[], str],
         clock: Callable[[], float],
@@ -89,6 +92,12 @@ class OutgoingJobs:
         self._recorder = recorder
         self._preflight = preflight
         self._overhead = overhead
+        self._teardown = teardown
+        # Completed jobs whose source has not stopped yet (uuid -> the job's end, wall s),
+        # and watched jobs whose source stopped before their end was concluded (uuid -> the
+        # stop): the two halves of a teardown reading. Bounded: a stop may never come.
+        self._ended: dict[str, float] = {}
+        self._stopped: dict[str, float] = {}
         self._conn = conn
         self._host = host
         self._clock = clock
@@ -214,6 +223,7 @@ class OutgoingJobs:
         update = final.update
         if update.phase is Phase.COMPLETED and final.completed:
             self._learn_overhead(watch.info, final.completed)
+            self._job_ended(watch.info, final.completed)
         self._publish(watch, update)
         if self._recorder is not None:
             self._recorder.finish(
@@ -242,6 +252,35 @@ class OutgoingJobs:
             log.info(
                 "resident memory of %s over-stated its non-zero RAM (huge pages?): not"
                 " learned as QEMU's overhead", info.domain_name,
+            )  # fmt: skip
+
+    def _job_ended(self, info: MigrationInfo, params: Mapping[str, Any]) -> None:
+        """A completed job's end on the wall clock: half of a teardown reading."""
+        job = completed_job(params)
+        if job is None:
+            return
+        end = info.started_at + job.elapsed_s
+        stopped = self._stopped.pop(info.domain_uuid, None)
+        if stopped is None:
+            _bounded_put(self._ended, info.domain_uuid, end)
+        else:
+            self._learn_teardown(info.domain_name, end, stopped)
+
+    def _source_stopped(self, uuid: str, name: str) -> None:
+        """The domain stopped here (STOPPED event): the other half of a teardown reading."""
+        now = self._clock()
+        end = self._ended.pop(uuid, None)
+        if end is not None:
+            self._learn_teardown(name, end, now)
+        elif uuid in self.jobs:
+            _bounded_put(self._stopped, uuid, now)
+
+    def _learn_teardown(self, name: str, job_end_at: float, stopped_at: float) -> None:
+        reading = self._teardown.learn(job_end_at=job_end_at, stopped_at=stopped_at)
+        if reading is not None:
+            log.info(
+                "teardown after the job of %s: %.1f s (now using %.1f s, median of %d)",
+                name, reading, self._teardown.value() or 0.0, self._teardown.readings,
             )  # fmt: skip
 
     def _publish(self, watch: Outgoing, update: Update | None) -> None:
@@ -298,6 +337,8 @@ class OutgoingJobs:
     def on_lifecycle(self, dom: Any, event: int, detail: int) -> bool:
         """A lifecycle event. False: not a job watched here."""
         uuid = dom.UUIDString()
+        if event == Lifecycle.STOPPED:
+            self._source_stopped(uuid, dom.name())
         watch = self.jobs.get(uuid)
         if watch is None:
             return False
@@ -363,3 +404,15 @@ class OutgoingJobs:
         self._publish(watch, update)
         if update is not None:
             watch.wake.set()
+
+
+#: Teardown halves kept at most: a job whose stop never comes must not grow the dict.
+_PENDING_MAX = 64
+
+
+def _bounded_put(pending: dict[str, float], key: str, value: float) -> None:
+    """Put ``key``, dropping the oldest entries beyond ``_PENDING_MAX`` (insertion order)."""
+    pending.pop(key, None)
+    pending[key] = value
+    while len(pending) > _PENDING_MAX:
+        del pending[next(iter(pending))]
