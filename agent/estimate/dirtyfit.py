@@ -55,17 +55,16 @@ def fit_preflight(
     shortest period).
     """
     pts = _current_regime(
-        sorted((p, max(v, 0.0) * p) for p, v in preflight.rates.items() if p > 0), memory_mib
+        sorted((p, max(v, 0.0) * p) for p, v in preflight.rates.items() if p > 0),
+        memory_mib,
+        noise_mib,
     )
     if not pts:
         return DirtyFit(0.0, math.inf, None, 0.0)
     periods = [p for p, _ in pts]
     vols = [v for _, v in pts]
     hot_low = max(vols)
-    if memory_mib is not None and memory_mib > 0:
-        var = [max(2.0 * v * (1.0 - min(v / memory_mib, 1.0)), 4.0) for v in vols]
-    else:
-        var = [max(noise_mib, 1e-9) ** 2] * len(vols)
+    var = [_reading_variance(v, memory_mib, noise_mib) for v in vols]
     w = [1.0 / x for x in var]
 
     def rate_fit(idx: Sequence[int]) -> float:
@@ -104,8 +103,16 @@ def fit_preflight(
     return DirtyFit(flat * MIB, rate_sigma(all_idx) * MIB, None, hot_low * MIB)
 
 
+def _reading_variance(vol_mib: float, memory_mib: float | None, noise_mib: float) -> float:
+    """Variance (MiB^2) of a reading of ``vol_mib`` distinct MiB: binomial over QEMU's sampled
+    pages when the guest's RAM is known (at least one page's worth), else ``noise_mib`` squared."""
+    if memory_mib is not None and memory_mib > 0:
+        return max(2.0 * vol_mib * (1.0 - min(vol_mib / memory_mib, 1.0)), 4.0)
+    return max(noise_mib, 1e-9) ** 2
+
+
 def _current_regime(
-    pts: list[tuple[float, float]], memory_mib: float | None
+    pts: list[tuple[float, float]], memory_mib: float | None, noise_mib: float
 ) -> list[tuple[float, float]]:
     """The readings of the guest's current behaviour: drop those a later one disowns.
 
@@ -118,17 +125,14 @@ def _current_regime(
     burst. Those readings are dropped up to the last one so disowned; what the guest does now
     is what a migration starting now will meet.
     """
-
-    def var(v: float) -> float:
-        if memory_mib is not None and memory_mib > 0:
-            return max(2.0 * v * (1.0 - min(v / memory_mib, 1.0)), 4.0)
-        return 10.7**2
-
     start = 0
     for i in range(len(pts)):
         for j in range(i + 1, len(pts)):
             vi, vj = pts[i][1], pts[j][1]
-            if vi - vj > 3.0 * math.sqrt(var(vi) + var(vj)):
+            spread = _reading_variance(vi, memory_mib, noise_mib) + _reading_variance(
+                vj, memory_mib, noise_mib
+            )
+            if vi - vj > 3.0 * math.sqrt(spread):
                 start = i + 1
     return pts[start:]
 
