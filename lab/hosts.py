@@ -297,7 +297,12 @@ def port_holders(ports: list[int]) -> dict[int, str]:
 def check_ports_free(specs: dict[str, HostSpec] | None = None) -> None:
     """Raise a one-line LabError naming who holds a lab port, before anything starts: a
     daemon that fails to bind later says much less."""
-    holders = port_holders(lab_ports(specs or HOSTS))
+    _raise_if_taken(lab_ports(specs or HOSTS))
+
+
+def _raise_if_taken(ports: list[int]) -> None:
+    """One line naming who listens on the first of ``ports`` that is taken, if any."""
+    holders = port_holders(ports)
     if holders:
         port, who = min(holders.items())
         more = f" (and {len(holders) - 1} more lab ports)" if len(holders) > 1 else ""
@@ -331,7 +336,10 @@ def _namespace_script(spec: HostSpec, dirs: HostDirs) -> str:
 
 def start_daemon(spec: HostSpec) -> DaemonRecord:
     """Start one host's libvirtd in a private mount + UTS namespace."""
-    check_ports_free({spec.name: spec})
+    # Only the daemon's own port: when one host's daemon restarts mid-run, the lab's own QEMUs
+    # may hold its incoming-migration ports, and that is no reason to refuse. `Lab.up` checks
+    # every lab port (check_ports_free) before the first start.
+    _raise_if_taken([spec.tcp_port])
     dirs = _prepare_dirs(spec)
     # unshare without --fork execs, and so does sh: the child's pid is libvirtd's.
     argv = [
