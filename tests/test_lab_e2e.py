@@ -484,7 +484,11 @@ async def test_estimate_before_migrating_then_compare(
     assert calm.dirty_rate_bytes_per_second > 0 and calm.memory_bytes == 512 * MIB
     assert calm.convergence is not Convergence.NOT_CONVERGING
     assert calm.duration_s is not None and calm.duration_low_s is not None
-    assert calm.duration_high_s is not None
+    # The band's upper edge may be open: one pre-flight ladder of a just-booted TCG guest on a
+    # loaded host can read 30 MiB/s over 1 s and 3-8 MiB/s over longer periods (seen in CI),
+    # and rate + 2 sigma then reaches the bandwidth. Open is honest; an edge below the centre
+    # is not.
+    assert calm.duration_high_s is None or calm.duration_high_s >= calm.duration_s
     assert hot40.basis is EtaBasis.PREFLIGHT
     assert hot40.convergence is Convergence.NOT_CONVERGING, hot40.reason
     assert hot40.recommendations
@@ -504,7 +508,8 @@ async def test_estimate_before_migrating_then_compare(
     error = abs(calm.duration_s - final.elapsed_s) / final.elapsed_s
     print(
         f"pre-flight estimate {calm.duration_s:.1f} s "
-        f"({calm.duration_low_s:.1f}-{calm.duration_high_s:.1f}), true {final.elapsed_s:.1f} s, "
+        f"({calm.duration_low_s:.1f}-{calm.duration_high_s or float('inf'):.1f}), "
+        f"true {final.elapsed_s:.1f} s, "
         f"error {error:.0%}"
     )
     # One migration cannot score a band's coverage (bench-eta does, over many); it can
