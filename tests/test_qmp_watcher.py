@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from migwatch.agent.backends.jobstats import completed_job, parse_job_stats
 from migwatch.agent.backends.protocol import Ending
-from migwatch.agent.backends.qmp.jobs import capabilities_of, dirty_rate_of, job_stats, limits_of
+from migwatch.agent.backends.qmp.jobs import (
+    Mirror,
+    capabilities_of,
+    dirty_rate_of,
+    job_stats,
+    limits_of,
+    mirror_of,
+    with_mirror,
+)
 from migwatch.agent.backends.qmp.watcher import Guest, GuestWatcher, Poll
 from migwatch.agent.backends.trace import read_trace
 from migwatch.agent.backends.tracefacts import (
@@ -417,3 +425,137 @@ def test_outcome_of_a_migration_followed_by_the_previous_agent(
         assert w.outcome(direction) is None
         return
     assert w.outcome(direction) == expected
+
+
+# -- Proxmox storage migration: drive-mirror into the destination's NBD export first --------
+NBD_NODES = [
+    {"node-name": "#block512", "drv": "nbd", "file": "nbd://127.0.0.1:60123/drive-virtio0"},
+    {"node-name": "drive-virtio0", "drv": "raw", "file": "/var/lib/vz/images/101/disk.raw"},
+]
+FILE_NODES = [{"node-name": "#block512", "drv": "raw", "file": "/var/lib/vz/other.raw"}]
+
+
+def mirror_job(offset: int, length: int = 256 * MIB, **extra: Any) -> dict[str, Any]:
+    """One ``query-block-jobs`` entry as QEMU 7.2 shows a drive-mirror (Proxmox's job id is
+    the drive's id)."""
+    ready = offset >= length
+    return {
+        "type": "mirror", "device": "drive-virtio0", "len": length, "offset": offset,
+        "busy": not ready, "paused": False, "speed": 0, "io-status": "ok",
+        "ready": ready, "status": "ready" if ready else "running", **extra,
+    }  # fmt: skip
+
+
+def mirrored(offset: int, **extra: Any) -> Mirror | None:
+    return mirror_of([mirror_job(offset, **extra)], NBD_NODES)
+
+
+def test_a_mirror_into_nbd_is_a_migrations_disk_copy_and_a_file_mirror_is_not() -> None:
+    """Mirror jobs count only beside an NBD node (the destination's export); their len and
+    offset are summed; other block jobs and disk moves into files are not migrations."""
+    m = mirror_of(
+        [mirror_job(64 * MIB), mirror_job(32 * MIB, 128 * MIB), {"type": "stream", "len": 9}],
+        NBD_NODES,
+    )
+    assert m == Mirror(total=384 * MIB, copied=96 * MIB, ready=False)
+    assert m.remaining == 288 * MIB
+    assert mirror_of([mirror_job(64 * MIB)], FILE_NODES) is None
+    assert mirror_of([], NBD_NODES) is None and mirror_of(None, NBD_NODES) is None
+    failed = mirror_of([mirror_job(8 * MIB, error="Input/output error")], NBD_NODES)
+    assert failed is not None and failed.error == "Input/output error"
+    stats = with_mirror(
+        job_stats(active(2, 4500)), mirror_of([mirror_job(256 * MIB)], NBD_NODES), 3000
+    )
+    assert stats["time_elapsed"] == 7500 and stats["disk_total"] == 256 * MIB
+    assert stats["disk_remaining"] == 0 and stats["data_total"] == 256 * MIB + 256 * MIB + 528384
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        pytest.param(
+            [
+                (0, Poll("running", {"status": "cancelled"}, mirror=mirrored(0))),
+                (1, Poll("running", {"status": "cancelled"}, mirror=mirrored(100 * MIB))),
+                (3, Poll("running", {"status": "cancelled"}, mirror=mirrored(256 * MIB))),
+                (4, Poll("running", active(1, 500), LIM, mirror=mirrored(256 * MIB))),
+                (5, Poll("postmigrate", COMPLETED, LIM, mirror=mirrored(256 * MIB))),
+                (6, Poll("postmigrate", COMPLETED, LIM, mirror=mirrored(256 * MIB))),
+            ],
+            [
+                (OUT, Phase.DISK_MIRROR, ""),
+                (OUT, Phase.DISK_MIRROR, ""),
+                (OUT, Phase.DISK_MIRROR, ""),
+                (OUT, Phase.PRECOPY, ""),
+                (OUT, Phase.COMPLETED, ""),
+            ],
+            id="storage-then-memory-completes",
+        ),
+        pytest.param(
+            [
+                (0, Poll("running", {}, mirror=mirrored(10 * MIB))),
+                (1, Poll("running", {}, mirror=None)),
+            ],
+            [
+                (OUT, Phase.DISK_MIRROR, ""),
+                (OUT, Phase.CANCELLED, "the disk mirrors stopped before the memory"),
+            ],
+            id="mirror-cancelled-before-migrate",
+        ),
+        pytest.param(
+            [
+                (0, Poll("running", {}, mirror=mirrored(10 * MIB))),
+                (1, Poll("running", {}, mirror=mirrored(12 * MIB, error="No space left"))),
+            ],
+            [
+                (OUT, Phase.DISK_MIRROR, ""),
+                (OUT, Phase.FAILED, "disk mirror failed: No space left"),
+            ],
+            id="mirror-fails",
+        ),
+        pytest.param(
+            [(0, Poll("running", {"status": "failed"}, mirror=mirrored(256 * MIB)))],
+            [],
+            id="ready-mirrors-of-a-failed-migration-are-not-a-new-one",
+        ),
+        pytest.param(
+            [(0, Poll("running", {}, mirror=mirrored(10 * MIB))), (1, "gone")],
+            [
+                (OUT, Phase.DISK_MIRROR, ""),
+                (
+                    OUT,
+                    Phase.FAILED,
+                    "the source QEMU exited before the switch-over: the migration did not complete",
+                ),
+            ],
+            id="killed-during-the-disk-copy",
+        ),
+    ],
+)
+def test_storage_migration_sequences(
+    steps: list[tuple[float, Any]], expected: list[tuple[Direction, Phase, str]]
+) -> None:
+    """Proxmox's storage migration (mirrors first, then migrate) gives the phases libvirt's
+    NBD migrations show: DISK_MIRROR, then PRECOPY, then the end."""
+    assert feed(GuestWatcher(GUEST, "pve1"), steps) == expected
+
+
+def test_storage_phase_and_memory_run_on_one_clock_with_the_mirror_as_disk() -> None:
+    """The storage phase's samples run on the watcher's clock from the mirror's first sight;
+    once migrate starts, QEMU's total-time continues it, and the mirror stays the disk
+    counters, as the recorder writes them (``last_stats``)."""
+    w = GuestWatcher(GUEST, "pve1")
+    (first,) = w.poll(100.0, Poll("running", {}, mirror=mirrored(0)))
+    assert first.info.started_at == 100.0 and first.phase is Phase.DISK_MIRROR
+    (copy,) = w.poll(104.0, Poll("running", {}, mirror=mirrored(128 * MIB)))
+    assert copy.sample is not None and copy.sample.elapsed_s == 4.0
+    assert (copy.sample.disk_processed, copy.sample.disk_remaining) == (128 * MIB, 128 * MIB)
+    assert w.last_stats["disk_total"] == 256 * MIB and w.last_stats["time_elapsed"] == 4000
+    (mem,) = w.poll(110.0, Poll("running", active(1, 500), LIM, mirror=mirrored(256 * MIB)))
+    assert mem.phase is Phase.PRECOPY and mem.sample is not None
+    assert mem.sample.elapsed_s == 10.0 and mem.sample.disk_total == 256 * MIB
+    (later,) = w.poll(111.0, Poll("running", active(1, 1500), LIM, mirror=mirrored(256 * MIB)))
+    assert later.sample is not None and later.sample.elapsed_s == 11.0
+    (final,) = w.poll(113.0, Poll("postmigrate", COMPLETED, LIM, mirror=mirrored(256 * MIB)))
+    assert final.phase is Phase.COMPLETED and final.sample is not None
+    assert final.sample.elapsed_s == 6021 / 1000 + 9.5 and final.sample.disk_total == 256 * MIB

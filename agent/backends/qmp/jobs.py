@@ -10,7 +10,7 @@ and ``qemuDomainJobDataToParams``). So ``jobstats.parse_job_stats`` makes the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from migwatch.agent.backends.jobstats import JobType
 from migwatch.agent.model import Limits
@@ -148,3 +148,82 @@ def dirty_rate_of(reply: Mapping[str, object], previous_start: int | None) -> fl
         return None
     rate = _num(reply, "dirty-rate")
     return None if rate is None else float(rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """The ``drive-mirror`` jobs copying a guest's local disks to a migration's destination
+    (Proxmox's storage migration: mirrors into the destination's NBD export first, then
+    ``migrate`` for the RAM while the mirrors keep the copies in sync)."""
+
+    total: int  # bytes, the jobs' ``len`` summed
+    copied: int  # bytes, their ``offset`` summed
+    ready: bool  # every job has caught up: only the guest's new writes still flow
+    error: str = ""  # a job ended with this error
+
+    @property
+    def remaining(self) -> int:
+        return max(self.total - self.copied, 0)
+
+
+def mirror_of(block_jobs: object, nodes: object) -> Mirror | None:
+    """The migration's disk mirrors from ``query-block-jobs`` and ``query-named-block-nodes``.
+
+    Only mirror jobs count, and only when the guest has an NBD node (the destination's
+    export, ``nbd:<host>:<port>:exportname=...`` as Proxmox passes it): a mirror into a
+    local file is a disk move, not a migration. None when there is no such mirror.
+    """
+    if not isinstance(block_jobs, list) or not _has_nbd_node(nodes):
+        return None
+    jobs = [j for j in block_jobs if isinstance(j, Mapping) and j.get("type") == "mirror"]
+    if not jobs:
+        return None
+    errors = [str(j["error"]) for j in jobs if isinstance(j.get("error"), str) and j["error"]]
+    return Mirror(
+        total=sum(_num(j, "len") or 0 for j in jobs),
+        copied=sum(_num(j, "offset") or 0 for j in jobs),
+        ready=all(j.get("ready") is True for j in jobs),
+        error="; ".join(errors),
+    )
+
+
+def _has_nbd_node(nodes: object) -> bool:
+    if not isinstance(nodes, list):
+        return False
+    for node in nodes:
+        if not isinstance(node, Mapping):
+            continue
+        file = node.get("file")
+        if node.get("drv") == "nbd" or (isinstance(file, str) and file.startswith("nbd")):
+            return True
+    return False
+
+
+def mirror_stats(elapsed_ms: int, mirror: Mirror) -> dict[str, object]:
+    """Job stats for the storage phase, before ``migrate``: QEMU has no migration clock yet,
+    so ``time_elapsed`` is the watcher's own, from the mirror's first sight."""
+    return with_mirror(
+        {"type": int(JobType.UNBOUNDED), "time_elapsed": max(elapsed_ms, 0)}, mirror, 0
+    )
+
+
+def with_mirror(
+    stats: dict[str, object], mirror: Mirror | None, offset_ms: int
+) -> dict[str, object]:
+    """``stats`` with the mirror as its disk counters (unless QEMU's own block migration
+    fills them) and ``offset_ms`` of storage phase added to the job clock, so the whole
+    migration runs on one clock as libvirt's NBD migrations do."""
+    out = dict(stats)
+    elapsed = out.get("time_elapsed")
+    if offset_ms and isinstance(elapsed, int):
+        out["time_elapsed"] = elapsed + offset_ms
+    if mirror is None or "disk_total" in out:
+        return out
+    out["disk_total"] = mirror.total
+    out["disk_processed"] = mirror.copied
+    out["disk_remaining"] = mirror.remaining
+    for key, part in (("data_total", mirror.total), ("data_processed", mirror.copied),
+                      ("data_remaining", mirror.remaining)):  # fmt: skip
+        base = out.get(key)
+        out[key] = (base if isinstance(base, int) else 0) + part
+    return out

@@ -13,6 +13,12 @@ gone"; it returns the ``Observation`` values to publish. Rules, as measured on Q
   with ``-S``, as Proxmox starts it): COMPLETED. During post-copy it already runs, with
   a post-copy ``status``. A failed incoming migration makes QEMU exit, so the socket
   going away while ``inmigrate`` is a failure.
+* Storage first (Proxmox with local disks): ``drive-mirror`` jobs into the destination's NBD
+  export run before ``migrate`` is called (``jobs.mirror_of``). A mirror still copying on a
+  running guest starts the outgoing migration in DISK_MIRROR, on the watcher's clock; when
+  ``migrate`` follows, QEMU's ``total-time`` continues that clock and the mirrors stay its
+  disk counters. Mirrors that vanish or fail before ``migrate``: CANCELLED or FAILED.
+  Until ``migrate`` starts, a ``query-migrate`` status is the previous migration's.
 * A source QEMU gone before its switch-over took the guest with it: FAILED. Gone after
   the switch-over (the management stack stops it once the destination runs) is taken as
   COMPLETED, as libvirt's backend does with a transient source domain that vanishes.
@@ -30,7 +36,16 @@ from migwatch.agent.backends.jobstats import parse_job_stats
 from migwatch.agent.backends.protocol import Ending, MigrationInfo, Observation
 from migwatch.agent.model import Direction, JobSample, Limits, Phase, Preflight, running_phase
 
-from .jobs import POSTCOPY, RUNNING, SWITCHOVER, job_stats, status_of
+from .jobs import (
+    POSTCOPY,
+    RUNNING,
+    SWITCHOVER,
+    Mirror,
+    job_stats,
+    mirror_stats,
+    status_of,
+    with_mirror,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +66,7 @@ class Poll:
     migrate: Mapping[str, object] = field(default_factory=dict)  # ``query-migrate``
     limits: Limits | None = None  # parameters and capabilities, when read in this batch
     resident_bytes: int | None = None  # the QEMU process's VmRSS, when read
+    mirror: Mirror | None = None  # the migration's disk mirrors (``jobs.mirror_of``)
 
 
 class GuestWatcher:
@@ -68,6 +84,12 @@ class GuestWatcher:
         self.runstate = ""
         self.status = "none"  # the last ``query-migrate`` status seen
         self._migrate: Mapping[str, object] = {}  # the last ``query-migrate`` reply
+        # The job stats of the last outgoing poll, disk mirrors merged in: what the
+        # recorder writes, so a replay sees what the estimator saw.
+        self.last_stats: dict[str, object] = {}
+        self._mirror_began: float | None = None  # when the storage phase was first seen
+        self._ram_seen = True  # ``migrate`` has started (False during the storage phase)
+        self._offset_ms = 0  # storage phase before ``migrate``, added to QEMU's clock
 
     @property
     def role(self) -> Direction | None:
@@ -97,16 +119,29 @@ class GuestWatcher:
         if self._info is None:
             if poll.runstate == "inmigrate":
                 return [self._start(now, Direction.INCOMING, 0.0, None)]
-            if status not in RUNNING:
+            if status in RUNNING:
+                stats = job_stats(poll.migrate)
+                elapsed_ms = stats.get("time_elapsed", 0)
+                elapsed = elapsed_ms / 1000 if isinstance(elapsed_ms, int) else 0.0
+                self._start(now, Direction.OUTGOING, elapsed, poll.resident_bytes)
+            elif poll.mirror is not None and not poll.mirror.ready and poll.runstate == "running":
+                # Still copying: a migration's storage phase. A ready mirror alone is not
+                # taken (a failed migration's mirrors wait to be cancelled, ready).
+                self._start(now, Direction.OUTGOING, 0.0, poll.resident_bytes)
+                self._mirror_began, self._ram_seen = now, False
+            else:
                 return []
-            stats = job_stats(poll.migrate)
-            elapsed_ms = stats.get("time_elapsed", 0)
-            elapsed = elapsed_ms / 1000 if isinstance(elapsed_ms, int) else 0.0
-            self._start(now, Direction.OUTGOING, elapsed, poll.resident_bytes)
         assert self._info is not None
         if self._info.direction is Direction.INCOMING:
             return self._incoming(now, poll.runstate, status, poll.migrate)
-        return self._outgoing(now, poll.runstate, status, poll.migrate)
+        if not self._ram_seen:
+            if status not in RUNNING:
+                return self._storage(now, poll.mirror)
+            self._ram_seen = True
+            total = job_stats(poll.migrate).get("time_elapsed")
+            since = int((now - (self._mirror_began or now)) * 1000)
+            self._offset_ms = max(since - (total if isinstance(total, int) else 0), 0)
+        return self._outgoing(now, poll.runstate, status, poll.migrate, poll.mirror)
 
     def event(self, now: float, name: str, data: Mapping[str, object]) -> list[Observation]:
         """A QMP event (dedicated monitors only); polls stay authoritative."""
@@ -203,12 +238,30 @@ class GuestWatcher:
         self._phase = Phase.SETUP if outgoing else Phase.PRECOPY
         self._sample = None
         self._switched_over = False
+        self._mirror_began, self._ram_seen, self._offset_ms = None, True, 0
         return self._observe(now)
 
+    def _storage(self, now: float, mirror: Mirror | None) -> list[Observation]:
+        """Before ``migrate``: the disk mirrors are the whole migration so far."""
+        if mirror is None:
+            return [self._end(now, Phase.CANCELLED, "the disk mirrors stopped before the memory")]
+        if mirror.error:
+            return [self._end(now, Phase.FAILED, f"disk mirror failed: {mirror.error}")]
+        self.last_stats = mirror_stats(int((now - (self._mirror_began or now)) * 1000), mirror)
+        self._sample = parse_job_stats(self.last_stats)
+        self._phase = _running_phase("active", "running", self._sample)
+        return [self._observe(now)]
+
     def _outgoing(
-        self, now: float, runstate: str, status: str, migrate: Mapping[str, object]
+        self,
+        now: float,
+        runstate: str,
+        status: str,
+        migrate: Mapping[str, object],
+        mirror: Mirror | None = None,
     ) -> list[Observation]:
-        stats = job_stats(migrate)
+        stats = with_mirror(job_stats(migrate), mirror, self._offset_ms)
+        self.last_stats = stats
         sample = parse_job_stats(stats)
         if status == "completed":
             if sample is not None:
