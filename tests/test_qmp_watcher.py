@@ -390,7 +390,7 @@ def test_auto_converge_capability_known_before_the_throttle_changes_the_verdict(
 def test_a_dedicated_monitor_replaces_the_shared_one() -> None:
     """Where a VM has ``<vmid>.migwatch.qmp`` the agent uses it instead of ``<vmid>.qmp``;
     other VMs keep their shared socket; the vmid is the name before either suffix."""
-    from migwatch.agent.backends.qmp.backend import choose_sockets, vmid_of
+    from migwatch.agent.backends.qmp.sockets import choose_sockets, vmid_of
 
     d = Path("/var/run/qemu-server")
     paths = {d / "100.qmp", d / "100.migwatch.qmp", d / "101.qmp"}

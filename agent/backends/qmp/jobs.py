@@ -227,3 +227,17 @@ def with_mirror(
         base = out.get(key)
         out[key] = (base if isinstance(base, int) else 0) + part
     return out
+
+
+def disk_bytes(blocks: object) -> int:
+    """Virtual size of the writable disks in a ``query-block`` reply (what a storage copy
+    would mirror)."""
+    total = 0
+    if isinstance(blocks, list):
+        for dev in blocks:
+            inserted = dev.get("inserted") if isinstance(dev, dict) else None
+            if isinstance(inserted, dict) and not inserted.get("ro"):
+                image = inserted.get("image")
+                if isinstance(image, dict) and isinstance(image.get("virtual-size"), int):
+                    total += int(image["virtual-size"])
+    return total
