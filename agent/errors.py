@@ -1,7 +1,7 @@
 """Errors a backend raises for a control it cannot carry out.
 
 The servicer maps each class to one gRPC status code, in one place
-(``serve/servicer.py``, ``_STATUS_BY_ERROR``)::
+(``serve/refusals.py``, ``STATUS_BY_ERROR``)::
 
     ControlError                 expected refusals, each with a message that says what to do
     ├── MigrationGone            NOT_FOUND: the job ended or the domain left the host
