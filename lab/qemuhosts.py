@@ -5,7 +5,13 @@ its QMP monitor at ``<host dir>/<vmid>.qmp`` (Proxmox: ``/var/run/qemu-server/<v
 and its pid in ``<vmid>.pid``. A migration starts the destination with ``-incoming
 defer``, then ``migrate-incoming`` on a 127.0.0.1 port chosen free at run time, and the
 source's ``migrate``; it is polled every second as Proxmox's migration task does, through
-``QmpCtl``: one QMP connection per command, like ``qm``. Every process started here is in
+``QmpCtl``: one QMP connection per command, like ``qm``. A guest with a disk
+(``GuestSpec.disk_mib``: a qcow2 per host, ``drive-virtio0``) migrates with its storage as
+Proxmox does it (``PVE::QemuMigrate`` with local disks): the destination exports its empty
+disk over NBD (``nbd-server-start``, ``block-export-add``), the source ``drive-mirror``s
+into it (``mode existing``, ``format nbd``, job id = the drive) until the mirror is ready,
+then ``migrate``s the RAM; after the RAM has gone, the mirror is cancelled (its copy is
+complete) and the NBD server stopped. Every process started here is in
 its own process group and is killed by ``QemuLab.stop`` (tests call it in a finally).
 
 The guest is lab/guest (build.sh): the same kernel, initramfs and dirtier as the libvirt
@@ -181,6 +187,12 @@ class QemuLab:
             "-qmp", f"unix:{qmp},server=on,wait=off",
             "-pidfile", str(hdir / f"{vmid}.pid"),
         ]  # fmt: skip
+        if spec.disk_mib:
+            image = self._disk(host, vmid, spec, fill=not incoming)
+            argv += [
+                "-drive", f"file={image},if=none,id=drive-virtio0,format=qcow2",
+                "-device", "virtio-blk-pci,drive=drive-virtio0,id=virtio0",
+            ]  # fmt: skip
         if dedicated:
             own = hdir / f"{vmid}.migwatch.qmp"
             own.unlink(missing_ok=True)
@@ -204,6 +216,19 @@ class QemuLab:
                 raise LabError(f"QEMU for {vmid} on {host} did not start: {tail}")
             time.sleep(0.02)
         return vm
+
+    def _disk(self, host: str, vmid: str, spec: GuestSpec, *, fill: bool) -> Path:
+        """A fresh qcow2 for the guest on ``host``; ``fill``: ``disk_fill_mib`` written with
+        data first (the source's), else empty (the destination's, the mirror's target)."""
+        image = self.hosts[host] / f"{vmid}-disk0.qcow2"
+        image.unlink(missing_ok=True)
+        _run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), f"{spec.disk_mib}M"])
+        if fill and spec.disk_fill_mib:
+            _run([
+                "qemu-io", "-f", "qcow2", "-c",
+                f"write -q -P 0x5a 0 {spec.disk_fill_mib}M", str(image),
+            ])  # fmt: skip
+        return image
 
     def boot(
         self, host: str, vmid: str, spec: GuestSpec, timeout_s: float = 60, dedicated: bool = False
@@ -244,6 +269,8 @@ class QemuLab:
         caps = [{"capability": "postcopy-ram", "state": postcopy}]
         await self.ctl(dst.qmp, "migrate-set-capabilities", capabilities=caps)
         await self.ctl(dst.qmp, "migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
+        if src.spec.disk_mib:
+            await self._mirror_disk(src, dst, bandwidth_mib_s)
         caps.append({"capability": "auto-converge", "state": auto_converge})
         await self.ctl(src.qmp, "migrate-set-capabilities", capabilities=caps)
         params: dict[str, Any] = {}
@@ -255,6 +282,42 @@ class QemuLab:
             await self.ctl(src.qmp, "migrate-set-parameters", **params)
         await self.ctl(src.qmp, "migrate", uri=f"tcp:127.0.0.1:{port}")
         return dst
+
+    async def _mirror_disk(self, src: Vm, dst: Vm, bandwidth_mib_s: int | None) -> None:
+        """Proxmox's storage phase: mirror the source's disk into the destination's NBD
+        export until the mirror is ready (every block copied; new writes keep flowing)."""
+        nbd = free_port()
+        await self.ctl(
+            dst.qmp,
+            "nbd-server-start",
+            addr={"type": "inet", "data": {"host": "127.0.0.1", "port": str(nbd)}},
+        )
+        await self.ctl(
+            dst.qmp, "nbd-server-add", device="drive-virtio0", name="drive-virtio0", writable=True
+        )
+        args: dict[str, Any] = {
+            "device": "drive-virtio0", "mode": "existing", "sync": "full", "format": "nbd",
+            "target": f"nbd:127.0.0.1:{nbd}:exportname=drive-virtio0", "auto-dismiss": False,
+        }  # fmt: skip
+        if bandwidth_mib_s:
+            args["speed"] = bandwidth_mib_s << 20
+        await self.ctl(src.qmp, "drive-mirror", **args)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            jobs = await self.ctl(src.qmp, "query-block-jobs")
+            if jobs and all(j.get("ready") for j in jobs):
+                return
+            if not jobs or any(j.get("error") for j in jobs):
+                raise LabError(f"drive-mirror of {src.vmid} ended before it was ready: {jobs}")
+            await asyncio.sleep(0.5)
+        raise LabError(f"drive-mirror of {src.vmid} not ready after 300 s")
+
+    async def finish_storage(self, src: Vm, dst: Vm) -> None:
+        """After the RAM has gone: cancel the (complete) mirror, stop the NBD server."""
+        with contextlib.suppress(Exception):
+            await self.ctl(src.qmp, "block-job-cancel", device="drive-virtio0")
+        with contextlib.suppress(Exception):
+            await self.ctl(dst.qmp, "nbd-server-stop")
 
     async def wait_migration(self, src: Vm, timeout_s: float, interval_s: float = 1.0) -> Outcome:
         """Poll ``query-migrate`` every ``interval_s`` (Proxmox: 1 s) until it ends."""
@@ -278,6 +341,12 @@ class QemuLab:
         for vm in self.vms:
             vm.kill()
         self.vms.clear()
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise LabError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
 
 
 def _read(path: Path) -> str:

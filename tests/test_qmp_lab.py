@@ -227,6 +227,52 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
 
 
 @pytest.mark.asyncio(loop_scope="function")
+async def test_storage_migration_reports_the_disk_mirror_first_then_memory(
+    qlab: QemuLab, agents: dict[str, str], watch: Callable[[str, list[str]], Watcher]
+) -> None:
+    """Proxmox's migration with a local disk (drive-mirror into the destination's NBD export
+    until ready, then migrate, then the mirror cancelled): the source's agent reports the
+    disk copy first (DISK_MIRROR, memory counters zero, disk progress rising), then the
+    memory passes with the mirror as disk counters, on one clock, then COMPLETED with the
+    disk; the destination's reports INCOMING until COMPLETED."""
+    vm = await _boot(qlab, "105", fill_mib=96, ws_mib=16, rate=2, disk_mib=160, disk_rate=1)
+    w = watch(vm.uuid, [agents["A"], agents["B"]])
+    await asyncio.sleep(1.0)
+    dst = await qlab.start_migration(vm, "B", bandwidth_mib_s=20)
+    outcome = await qlab.wait_migration(vm, 120)
+    assert outcome.status == "completed", outcome
+    await qlab.finish_storage(vm, dst)
+    await w.wait_for(
+        "both final states",
+        lambda: bool(w.final(Direction.OUTGOING) and w.final(Direction.INCOMING)),
+        30,
+    )
+    src = w.source()
+    mirror = [m for m in src if m.phase is Phase.DISK_MIRROR]
+    memory = [m for m in src if m.phase is Phase.PRECOPY]
+    assert len(mirror) >= 3, [m.phase for m in src]
+    assert all(m.memory.total_bytes == 0 and m.disk.total_bytes >= 160 * MIB for m in mirror)
+    assert mirror[-1].disk.processed_bytes > mirror[0].disk.processed_bytes
+    assert memory and memory[0].memory.total_bytes >= 256 * MIB
+    assert src.index(mirror[-1]) < src.index(memory[0]), "disk copy comes before memory"
+    assert all(m.disk.total_bytes >= 160 * MIB for m in memory)
+    elapsed = [m.elapsed_s for m in src if m.elapsed_s is not None]
+    assert elapsed == sorted(elapsed), "one clock from the disk copy to the end"
+    final = w.final(Direction.OUTGOING)
+    assert final is not None and final.phase is Phase.COMPLETED
+    assert final.disk.total_bytes >= 160 * MIB and final.memory.processed_bytes > 0
+    incoming = w.ends(Direction.INCOMING)
+    assert incoming[0].phase is Phase.PRECOPY and incoming[-1].phase is Phase.COMPLETED
+    assert await _runstate(qlab, dst) == "running"
+    disk_s = (mirror[-1].elapsed_s or 0) - (mirror[0].elapsed_s or 0)
+    print(
+        f"\nstorage migration: {len(mirror)} disk-copy updates over {disk_s:.1f} s, then "
+        f"{len(memory)} memory updates; disk {final.disk.total_bytes / MIB:.0f} MiB copied, "
+        f"job {final.elapsed_s:.1f} s"
+    )
+
+
+@pytest.mark.asyncio(loop_scope="function")
 async def test_non_converging_migration_is_flagged_then_aborted_through_grpc(
     qlab: QemuLab, agents: dict[str, str], watch: Callable[[str, list[str]], Watcher]
 ) -> None:
