@@ -36,7 +36,7 @@ from migwatch.agent.model import Direction, DomainFacts, HostState, Phase
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from .controls import Controls
-from .jobs import RUNNING, capabilities_of, disk_bytes, limits_of, status_of
+from .jobs import RUNNING, capabilities_of, disk_bytes, limits_of, mirror_of, status_of
 from .preflight import DirtyRateSampler
 from .publish import Publisher
 from .session import Busy, Gone, Sessions, Socket
@@ -197,6 +197,13 @@ class QmpBackend:
                 sock.watcher = GuestWatcher(await self._identify(qmp, sock.path), self._host)
             runstate = (await self._execute(qmp, "query-status")).get("status", "")
             migrate = await self._execute(qmp, "query-migrate")
+            # Proxmox copies local disks with drive-mirror before `migrate`: the block jobs
+            # are part of the migration (``jobs.mirror_of``); the nodes only when there are.
+            mirror = None
+            block_jobs = await self._execute(qmp, "query-block-jobs")
+            if block_jobs:
+                nodes = await self._execute(qmp, "query-named-block-nodes", {"flat": True})
+                mirror = mirror_of(block_jobs, nodes)
             limits = None
             if status_of(migrate) in RUNNING or sock.watcher.role is Direction.OUTGOING:
                 params = await self._execute(qmp, "query-migrate-parameters")
@@ -214,10 +221,15 @@ class QmpBackend:
                 sock.events_on = True
         sock.call_ms = (time.monotonic() - began) * 1000
         resident = None
-        if sock.watcher.role is None and status_of(migrate) in RUNNING:
+        starting = status_of(migrate) in RUNNING or (mirror is not None and not mirror.ready)
+        if sock.watcher.role is None and starting:
             resident = resident_bytes(sock.pid)
         return Poll(
-            runstate=str(runstate), migrate=dict(migrate), limits=limits, resident_bytes=resident
+            runstate=str(runstate),
+            migrate=dict(migrate),
+            limits=limits,
+            resident_bytes=resident,
+            mirror=mirror,
         )
 
     async def _identify(self, qmp: QMPClient, path: Path) -> Guest:

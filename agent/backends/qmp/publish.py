@@ -15,7 +15,6 @@ from migwatch.agent.backends.protocol import Observation, ObservationSink
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.model import Direction, Phase
 
-from .jobs import job_stats
 from .session import Socket
 from .watcher import Poll
 
@@ -37,6 +36,9 @@ class Publisher:
         """Hand on ``observations``; ``poll``, if they came from one, is recorded with them."""
         assert self._observe is not None
         recorder = self._recorder
+        # The job stats the watcher made of this poll (disk mirrors merged in): the trace
+        # holds what the estimator saw, so a replay scores the same samples.
+        stats = sock.watcher.last_stats if sock.watcher is not None and poll is not None else {}
         for obs in observations:
             outgoing = obs.info.direction is Direction.OUTGOING
             uuid = obs.info.domain_uuid
@@ -58,16 +60,14 @@ class Publisher:
                     )
                 recorder.stats(
                     uuid,
-                    job_stats(poll.migrate),
+                    stats,
                     sock.call_ms,
                     runstate=poll.runstate,
                     qmp=dict(poll.migrate),
                 )
             self._observe(obs)
             if obs.phase.terminal and outgoing and recorder is not None:
-                completed = (
-                    job_stats(poll.migrate) if poll and obs.phase is Phase.COMPLETED else None
-                )
+                completed = stats if poll and obs.phase is Phase.COMPLETED else None
                 outcome = {Phase.COMPLETED: "completed", Phase.CANCELLED: "aborted"}.get(
                     obs.phase, "failed"
                 )
