@@ -110,7 +110,7 @@ class EstimatorConfig:
     band_floor_rel: float = 0.05
     # How far the central dirty rate moves towards the fall per pass that the remaining at
     # the pass boundaries shows, when they fall faster than the model says
-    # (``MigrationEstimator._boundary_checked``; 0: off).
+    # (``livemodel.GuestFacts.boundary_checked``; 0: off).
     boundary_ratio_weight: float = 1.0
     # The central plan counts at most this many times the passes so far as still to come
     # (at least more_passes_min), the band's slow edge all the arithmetic says: near a rate

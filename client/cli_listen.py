@@ -1,0 +1,51 @@
+"""The ``migwatch listen`` subcommand: the agents' notifications from OpenStack's bus
+(oslo.messaging), one line per event, ``--json``, or the live fleet table fed from the bus.
+
+Apart from the gRPC commands because it never talks to an agent: it needs a transport URL
+(``NOTIFY_ENV``) instead of ``--agent``, and the bus listener (``bus``) instead of a
+``Fleet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from rich.live import Live
+
+from . import render
+from .bus import watch_bus
+from .cli_common import REFRESH_S, TICK_S, UsageError, print_json, print_line
+from .notifications import format_bus_event, format_bus_event_jsonable
+
+NOTIFY_ENV = "MIGWATCH_NOTIFY_URL"
+
+
+async def cmd_listen(args: argparse.Namespace) -> int:
+    if not args.notify_url:
+        raise UsageError(f"listen needs --notify-url URL (or ${NOTIFY_ENV})")
+    # A URL naming no driver is our one-line error, not stevedore's warning as well.
+    logging.getLogger("stevedore").setLevel(logging.ERROR)
+    async with watch_bus(args.notify_url, args.notify_topic, pool=args.pool) as bus:
+        if args.json:
+            async for event, _ in bus:
+                print_json(format_bus_event_jsonable(event))
+        elif not args.fleet:
+            async for event, _ in bus:
+                print_line(format_bus_event(event))
+        else:
+            loop = asyncio.get_running_loop()
+            with Live(render.format_fleet(bus.snapshot()), auto_refresh=False) as live:
+                stream = aiter(bus)
+                drawn = 0.0
+                while True:
+                    try:
+                        async with asyncio.timeout(TICK_S):
+                            await anext(stream)
+                    except TimeoutError:
+                        pass
+                    if loop.time() - drawn >= REFRESH_S:
+                        live.update(render.format_fleet(bus.snapshot()), refresh=True)
+                        drawn = loop.time()
+    return 0
