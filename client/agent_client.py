@@ -214,13 +214,15 @@ class AgentClient:
         post_copy: bool = False,
         link_bandwidth: int | None = None,
         allow_departed: bool = False,
+        copy_storage: bool = False,
     ) -> EvacuationEstimate:
         """How long until this agent's host is empty: every running guest (or ``domains``,
         started in that order) migrated away, ``concurrency`` at a time (default 1).
 
         ``bandwidth`` (bytes/s per migration) and ``max_downtime_s`` default to each
         guest's current settings; ``link_bandwidth``: the migrations share one link of that
-        capacity; ``auto_converge`` / ``post_copy``: how they will be started. Calling it
+        capacity; ``auto_converge`` / ``post_copy``: how they will be started;
+        ``copy_storage``: they also copy the guests' disks, first. Calling it
         again mid-drain re-plans from what is left; ``allow_departed`` then takes a named
         guest that has left as moved instead of refusing it.
         """
@@ -233,6 +235,7 @@ class AgentClient:
             post_copy=post_copy,
             link_bandwidth=link_bandwidth,
             allow_departed=allow_departed,
+            copy_storage=copy_storage,
         )
         with translate_errors(self.target):
             resp = await self._stub.EstimateEvacuation(

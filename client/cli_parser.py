@@ -236,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="post-copy allowed: a guest that would not converge is switched "
             "to post-copy (nova's live_migration_permit_post_copy) and planned so",
         )
+        v.add_argument(
+            "--copy-storage",
+            action="store_true",
+            help="the migrations also copy the guests' disks, first (local storage: "
+            "libvirt's non-shared disk, Proxmox's local disks)",
+        )
         if name == "drain-progress":
             v.add_argument(
                 "--interval",

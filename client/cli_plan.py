@@ -64,6 +64,7 @@ def _evacuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "auto_converge": args.auto_converge,
         "post_copy": args.post_copy,
+        "copy_storage": args.copy_storage,
     }
 
 

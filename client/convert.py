@@ -142,9 +142,11 @@ def evacuation_request_pb(
     post_copy: bool = False,
     link_bandwidth: int | None = None,
     allow_departed: bool = False,
+    copy_storage: bool = False,
 ) -> pb.EstimateEvacuationRequest:
     req = pb.EstimateEvacuationRequest(
         allow_departed=allow_departed,
+        copy_storage=copy_storage,
         domains=list(domains),
         auto_converge=auto_converge,
         post_copy=post_copy,

@@ -114,6 +114,40 @@ def test_drain_with_post_copy_plans_the_hot_guest() -> None:
     assert hot.duration.low == pytest.approx(2048 / 100 + teardown_low)
 
 
+def test_drain_with_copy_storage_adds_each_guests_disk_copy_first() -> None:
+    """With copy_storage each guest's disks go first at its bandwidth: its duration grows by
+    disk / bandwidth (post-copy planned guests too), the reason says so, and a guest without
+    disks is unchanged; without copy_storage the disks are not counted (shared storage)."""
+    guests = [
+        replace(_facts("disky", 1024, 5, 100), disk_bytes=2000 * MIB),
+        _facts("diskless", 1024, 5, 100),
+        replace(_facts("hot", 2048, 150, 100), disk_bytes=1000 * MIB),
+    ]
+
+    def drain(copy: bool) -> DrainEstimate:
+        return estimate_drain(
+            guests,
+            (),
+            DrainOptions(post_copy=True, copy_storage=copy),
+            _config_for,
+            NOW,
+            random.Random(0),
+            BandConfig(draws=300),
+        )
+
+    shared, local = drain(False), drain(True)
+    by = {e.domain_name: e for e in local.entries}
+    base = {e.domain_name: e for e in shared.entries}
+    for name, disk_s in (("disky", 20.0), ("diskless", 0.0), ("hot", 10.0)):
+        with_disk, without = by[name].duration, base[name].duration
+        assert with_disk is not None and without is not None
+        assert with_disk.central == pytest.approx(without.central + disk_s, abs=0.5), name
+        assert ("disks first" in by[name].reason) == (disk_s > 0)
+        assert "disks first" not in base[name].reason
+    assert by["hot"].post_copy_applied
+    assert local.total.central > shared.total.central + 29.0
+
+
 def test_drain_adds_the_hosts_teardown_to_every_guest() -> None:
     """Each planned guest pays the teardown its host learned after its job (0.75x to 2x on the
     band's edges), so one at a time the total grows by it once per guest."""
@@ -464,6 +498,29 @@ async def test_cli_evacuate_estimate_table_and_json(capsys: pytest.CaptureFixtur
             cli.main, ["--agent", target, "--agent", "127.0.0.1:1", "evacuate-estimate"]
         )
         assert code == 1 and "exactly one --agent" in capsys.readouterr().err
+
+
+@ASYNC
+async def test_cli_evacuate_estimate_with_copy_storage_counts_the_disks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--copy-storage`` asks for the disks to be copied too: the guest with a disk takes
+    longer by its copy and says so, the diskless one is unchanged."""
+    async with running_agent(_config(), _idle_host("quick", "disk")) as agent:
+        target = f"127.0.0.1:{agent.port}"
+        plans = {}
+        for flags in ((), ("--copy-storage",)):
+            code = await asyncio.to_thread(
+                cli.main, ["--agent", target, "evacuate-estimate", "--json", *flags]
+            )
+            assert code == 0
+            data = json.loads(capsys.readouterr().out)
+            plans[bool(flags)] = {e["domain_name"]: e for e in data["entries"]}
+    shared, local = plans[False], plans[True]
+    assert local["sim-disk"]["duration_s"] > shared["sim-disk"]["duration_s"] + 1.0
+    assert "disks first" in local["sim-disk"]["reason"]
+    assert "disks first" not in shared["sim-disk"]["reason"]
+    assert local["sim-quick"]["duration_s"] == pytest.approx(shared["sim-quick"]["duration_s"])
 
 
 @ASYNC

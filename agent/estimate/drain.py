@@ -41,7 +41,14 @@ from migwatch.agent.estimate.evacuation import (
     shared_bandwidth,
 )
 from migwatch.agent.estimate.prediction import predict_migration
-from migwatch.agent.model import Convergence, DomainFacts, EtaBasis, Migration, Recommendation
+from migwatch.agent.model import (
+    MIB,
+    Convergence,
+    DomainFacts,
+    EtaBasis,
+    Migration,
+    Recommendation,
+)
 
 #: The estimator's configuration for a guest, given the QEMU overhead and the teardown after
 #: each job learned on its host (``Tracker.config_for``: the one place that merges them).
@@ -59,6 +66,7 @@ class DrainOptions:
     post_copy: bool = False
     link_bandwidth_bps: int | None = None  # one link shared by all; None: not shared
     order_given: bool = False  # keep the guests' order as given
+    copy_storage: bool = False  # each migration copies the guest's disks first
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +160,10 @@ def _predict_guest(
     if options.max_downtime_s is not None:
         limits = replace(limits, max_downtime_s=options.max_downtime_s)
     config = config_for(facts.resident_overhead_bytes, facts.migration_overhead_s)
+    disk = facts.disk_bytes if options.copy_storage else 0
     prediction = predict_migration(
         facts.memory_bytes,
-        0,
+        disk,
         facts.preflight,
         limits,
         config,
@@ -164,9 +173,16 @@ def _predict_guest(
     est = prediction.estimate
     spread = _spread(est.eta_s, est.eta_low_s, est.eta_high_s)
     reason = est.reason
+    if disk:
+        reason += (
+            f"; its disks first: {disk / MIB:.0f} MiB, ~{disk / bandwidth:.0f} s at the bandwidth"
+        )
     post_copy_applied = False
     if spread is None and options.post_copy:
         spread = post_copy_spread(float(facts.memory_bytes), prediction.hot_set_bytes, bandwidth)
+        if disk:  # the disks are mirrored before the memory's first pass
+            d = disk / bandwidth
+            spread = Spread(spread.central + d, spread.low + d, spread.high + d)
         post_copy_applied = True
         reason += f"; planned with post-copy after the first pass: ~{spread.central:.0f} s"
     elif spread is None:

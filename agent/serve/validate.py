@@ -142,4 +142,5 @@ def drain_options(request: pb.EstimateEvacuationRequest) -> DrainOptions:
             else None
         ),
         order_given=bool(names),
+        copy_storage=request.copy_storage,
     )

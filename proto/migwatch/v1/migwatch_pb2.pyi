@@ -377,7 +377,7 @@ class EstimateMigrationResponse(_message.Message):
     def __init__(self, domain_uuid: _Optional[str] = ..., domain_name: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration_low: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., duration_high: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., convergence: _Optional[_Union[Convergence, str]] = ..., reason: _Optional[str] = ..., recommendations: _Optional[_Iterable[_Union[Recommendation, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dirty_rate_bytes_per_second: _Optional[int] = ..., hot_set_bytes: _Optional[int] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., measurement_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., basis: _Optional[_Union[EtaBasis, str]] = ...) -> None: ...
 
 class EstimateEvacuationRequest(_message.Message):
-    __slots__ = ("domains", "concurrency", "bandwidth", "max_downtime", "auto_converge", "post_copy", "link_bandwidth", "allow_departed")
+    __slots__ = ("domains", "concurrency", "bandwidth", "max_downtime", "auto_converge", "post_copy", "link_bandwidth", "allow_departed", "copy_storage")
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -386,6 +386,7 @@ class EstimateEvacuationRequest(_message.Message):
     POST_COPY_FIELD_NUMBER: _ClassVar[int]
     LINK_BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
     ALLOW_DEPARTED_FIELD_NUMBER: _ClassVar[int]
+    COPY_STORAGE_FIELD_NUMBER: _ClassVar[int]
     domains: _containers.RepeatedScalarFieldContainer[str]
     concurrency: int
     bandwidth: int
@@ -394,7 +395,8 @@ class EstimateEvacuationRequest(_message.Message):
     post_copy: bool
     link_bandwidth: int
     allow_departed: bool
-    def __init__(self, domains: _Optional[_Iterable[str]] = ..., concurrency: _Optional[int] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., auto_converge: _Optional[bool] = ..., post_copy: _Optional[bool] = ..., link_bandwidth: _Optional[int] = ..., allow_departed: _Optional[bool] = ...) -> None: ...
+    copy_storage: bool
+    def __init__(self, domains: _Optional[_Iterable[str]] = ..., concurrency: _Optional[int] = ..., bandwidth: _Optional[int] = ..., max_downtime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., auto_converge: _Optional[bool] = ..., post_copy: _Optional[bool] = ..., link_bandwidth: _Optional[int] = ..., allow_departed: _Optional[bool] = ..., copy_storage: _Optional[bool] = ...) -> None: ...
 
 class EvacuationEntry(_message.Message):
     __slots__ = ("domain_uuid", "domain_name", "in_flight", "planned", "start_offset", "duration", "duration_low", "duration_high", "convergence", "reason", "recommendations", "basis", "measurement_age", "bandwidth", "order", "post_copy_applied")
