@@ -51,6 +51,10 @@ job-stats keys (`agent/backends/qmp/jobs.py`) and, under `qmp`, the reply itself
 `dirtyrate` lines are `calc-dirty-rate` page-sampling readings (4096 pages per GiB) taken
 after boot; `memstats` `rss` is the QEMU process's `VmRSS`; *duration* runs from the
 destination's start to the source's `completed` status seen by a 1 s `query-migrate` poll.
+`qmp-disk` (`... disk=256`) has a local disk migrated first as Proxmox does (drive-mirror into
+the destination's NBD export until ready, then `migrate`): its first samples are the disk
+phase, `disk_*` from `query-block-jobs` and `time_elapsed` on the agent's clock from the
+mirror's first sight, which QEMU's `total-time` then continues.
 
 Columns as in the shared INDEX.md: *fill* = MiB filled with non-zero data at boot; *hot set* =
 MiB rewritten in a sequential sweep at *dirty rate* MiB/s; *disk* = qcow2 copied with the memory

@@ -269,8 +269,6 @@ class QemuLab:
         caps = [{"capability": "postcopy-ram", "state": postcopy}]
         await self.ctl(dst.qmp, "migrate-set-capabilities", capabilities=caps)
         await self.ctl(dst.qmp, "migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
-        if src.spec.disk_mib:
-            await self._mirror_disk(src, dst, bandwidth_mib_s)
         caps.append({"capability": "auto-converge", "state": auto_converge})
         await self.ctl(src.qmp, "migrate-set-capabilities", capabilities=caps)
         params: dict[str, Any] = {}
@@ -280,6 +278,11 @@ class QemuLab:
             params["downtime-limit"] = downtime_ms
         if params:
             await self.ctl(src.qmp, "migrate-set-parameters", **params)
+        if src.spec.disk_mib:
+            # After the parameters (Proxmox sets them just before `migrate`; QEMU does not
+            # mind the order), so the limits the agent reads in the disk phase are the
+            # migration's.
+            await self._mirror_disk(src, dst, bandwidth_mib_s)
         await self.ctl(src.qmp, "migrate", uri=f"tcp:127.0.0.1:{port}")
         return dst
 
@@ -410,6 +413,8 @@ async def record(
             )
             outcome = await lab.wait_migration(vm, 600)
             duration = time.monotonic() - began
+            if spec.disk_mib:
+                await lab.finish_storage(vm, dst)
             while not finals and time.monotonic() - began < duration + 10:
                 await asyncio.sleep(0.1)
             healthy = await asyncio.to_thread(_healthy, dst)
@@ -429,6 +434,7 @@ async def record(
                 line["guest"] = spec.trace_dict()
                 line["scenario"] = out.stem
                 line["preflight_periods_s"] = list(preflight_periods)
+                line["disk_fill_mib"] = spec.disk_fill_mib if spec.disk_mib else None
                 if auto_converge:
                     line["params"]["auto_converge"] = True
             if line["type"] == "result":
@@ -452,7 +458,8 @@ def _healthy(vm: Vm, wait_s: float = 3.0) -> bool:
 
 
 def main() -> None:
-    """``python -m lab.qemuhosts record OUT.jsonl MEM FILL WS RATE BANDWIDTH [ac]``."""
+    """``python -m lab.qemuhosts record OUT.jsonl MEM FILL WS RATE BANDWIDTH [ac] [disk=MIB]``
+    (``disk=MIB``: a local disk, half of it written, migrated first by drive-mirror)."""
     import sys
 
     args = sys.argv[1:]
@@ -460,7 +467,11 @@ def main() -> None:
         raise SystemExit(main.__doc__)
     out = Path(args[1])
     mem, fill, ws, rate, bw = (int(a) for a in args[2:7])
+    disk = next((int(a.removeprefix("disk=")) for a in args[7:] if a.startswith("disk=")), 0)
     spec = GuestSpec(
+        disk_mib=disk,
+        disk_fill_mib=disk // 2,
+        disk_rate=1 if disk else 0,
         name="vm" + out.stem.replace("-", ""),
         mem_mib=mem,
         fill_mib=fill,

@@ -205,7 +205,11 @@ class QmpBackend:
                 nodes = await self._execute(qmp, "query-named-block-nodes", {"flat": True})
                 mirror = mirror_of(block_jobs, nodes)
             limits = None
-            if status_of(migrate) in RUNNING or sock.watcher.role is Direction.OUTGOING:
+            if (
+                status_of(migrate) in RUNNING
+                or sock.watcher.role is Direction.OUTGOING
+                or mirror is not None
+            ):
                 params = await self._execute(qmp, "query-migrate-parameters")
                 caps = capabilities_of(await self._execute(qmp, "query-migrate-capabilities"))
                 limits = limits_of(params, caps)
