@@ -329,10 +329,19 @@ async def test_fleet_joins_the_outgoing_and_incoming_ends_of_one_migration() -> 
 
             src.push(info(Direction.OUTGOING), AgentPhase.COMPLETED, sample)
             dst.push(info(Direction.INCOMING), AgentPhase.COMPLETED)
-            seen = await until(updates, lambda _: len(fleet.snapshot().finished) == 1, timeout=5)
-            seen += await until(updates, lambda _: fleet.snapshot().finished[0].destination.final)  # type: ignore[union-attr]
+            # Wait on the updates consumed, not on the snapshot: the fleet's state can show
+            # an end whose update is still queued behind this consumer.
+            finals: set[str] = set()
+
+            def both_ends_final(u: Update) -> bool:
+                if isinstance(u, MigrationUpdate) and u.migration.final:
+                    finals.add(u.agent)
+                return finals == {ta, tb}
+
+            seen = await until(updates, both_ends_final, timeout=5)
             snap = fleet.snapshot()
     assert {agent for agent, _ in final_counts(seen)} == {ta, tb}
+    assert all(n == 1 for n in final_counts(seen).values()), final_counts(seen)
     assert snap.migrations == ()
     (finished,) = snap.finished
     assert finished.phase is Phase.COMPLETED and finished.destination is not None
