@@ -18,7 +18,7 @@ from migwatch.agent.model import MIB
 
 HEADER = """# migwatch lab traces
 
-Real libvirt live migrations A -> B recorded by `lab/labctl.py` (`make lab-record`): two
+Real libvirt live migrations A -> B recorded by `lab/record.py` (`make lab-record`): two
 libvirt 9.0 daemons on one machine, QEMU 7.2 under TCG, peer-to-peer, `migrate_uri
 tcp://127.0.0.1`, guest kernel `pti=on`, sampled every 0.25 s; format in
 `TRACE_FORMAT.md` (beside this file). Each meta line records every
@@ -214,7 +214,7 @@ def render(out_dir: Path) -> str:
 
 RP_HEADER = """# migwatch lab traces: real programs (`rp-*`)
 
-Real libvirt live migrations A -> B recorded by `lab/labctl.py record-set --set rp` with the
+Real libvirt live migrations A -> B recorded by `python -m lab.record set --set rp` with the
 same lab as the traces one folder up (libvirt 9.0, QEMU 7.2 under TCG, peer-to-peer,
 `migrate_uri tcp://127.0.0.1`, guest kernel `pti=on`, sampled every 0.25 s; format in
 `../TRACE_FORMAT.md`), but the guests run real programs from Debian packages instead of the

@@ -15,6 +15,7 @@ LAB_VENV ?= $(LAB_ROOT)/.venv
 LAB_PYTHON ?= $(LAB_VENV)/bin/python
 LAB_TRACES ?= $(LAB_ROOT)/bench/traces
 LABCTL = cd $(LAB_ROOT) && $(LAB_PYTHON) -m lab.labctl
+LABREC = cd $(LAB_ROOT) && $(LAB_PYTHON) -m lab.record
 
 .PHONY: lab lab-install lab-guest lab-guest-rp lab-up lab-down lab-status lab-record lab-record-rp
 
@@ -36,7 +37,7 @@ lab-status:
 	$(LABCTL) status
 
 lab-record: lab
-	$(LABCTL) record-set --out $(LAB_TRACES)
+	$(LABREC) set --out $(LAB_TRACES)
 
 # The real-program guests' initramfs (Debian packages: redis, sqlite3, xz, zstd, gzip,
 # coreutils, stress-ng; fetched with apt-get download, not installed).
@@ -44,4 +45,4 @@ lab-guest-rp: lab-install
 	bash $(LAB_SRC)/guest/build.sh rp
 
 lab-record-rp: lab lab-guest-rp
-	$(LABCTL) record-set --set rp --out $(LAB_TRACES)/rp
+	$(LABREC) set --set rp --out $(LAB_TRACES)/rp

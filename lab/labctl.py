@@ -12,14 +12,14 @@ Python API (for tests)::
     assert lab.domain_running_on("B", "lab1") and lab.guest_check("B", "lab1").ok
     lab.destroy_all()
 
-CLI: ``python -m lab.labctl up|down|status|boot|migrate|check|destroy|record|record-set``
+CLI: ``python -m lab.labctl up|down|status|boot|migrate|check|destroy``; recording is
+``python -m lab.record`` (lab/record.py)
 (``--help`` on each). State lives in $MIGWATCH_LAB_DIR (default /var/tmp/migwatch-lab).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import sys
@@ -289,7 +289,7 @@ class Lab:
 # ---------------------------------------------------------------------- CLI
 
 
-def _add_guest_args(p: argparse.ArgumentParser) -> None:
+def add_guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="lab1")
     p.add_argument("--mem", type=int, default=512, help="guest RAM, MiB")
     p.add_argument("--fill", type=int, default=256, help="MiB filled non-zero at boot")
@@ -309,7 +309,7 @@ def _add_guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wopt", default="", help="workload variant (lab/guest/workload.sh)")
 
 
-def _add_migration_args(p: argparse.ArgumentParser) -> None:
+def add_migration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bandwidth", type=int, default=50, help="MiB/s")
     p.add_argument("--postcopy", action="store_true", help="VIR_MIGRATE_POSTCOPY")
     p.add_argument("--postcopy-bandwidth", type=int, default=None, help="bandwidth.postcopy")
@@ -325,7 +325,7 @@ def _add_migration_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _guest_spec(a: argparse.Namespace) -> GuestSpec:
+def guest_spec(a: argparse.Namespace) -> GuestSpec:
     if a.workload:
         return WorkloadSpec(
             name=a.name,
@@ -349,7 +349,7 @@ def _guest_spec(a: argparse.Namespace) -> GuestSpec:
     )
 
 
-def _migration_spec(a: argparse.Namespace) -> MigrationSpec:
+def migration_spec(a: argparse.Namespace) -> MigrationSpec:
     return MigrationSpec(
         name=a.name,
         bandwidth_mib_s=a.bandwidth,
@@ -361,13 +361,13 @@ def _migration_spec(a: argparse.Namespace) -> MigrationSpec:
     )
 
 
-def _print(obj: object) -> None:
+def print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
     timings = Lab().up()
-    _print(
+    print_json(
         {
             "up": "already up" if not timings else "started",
             **{k: round(v, 3) for k, v in timings.items()},
@@ -383,70 +383,35 @@ def _cmd_down(a: argparse.Namespace) -> int:
 
 def _cmd_status(a: argparse.Namespace) -> int:
     status = Lab().status()
-    _print(status)
+    print_json(status)
     return 0 if all(s["alive"] and s["listening"] for s in status.values()) else 1
 
 
 def _cmd_boot(a: argparse.Namespace) -> int:
     start = time.monotonic()
-    uuid = Lab().boot(_guest_spec(a), timeout=a.boot_timeout)
-    _print({"uuid": uuid, "boot_s": round(time.monotonic() - start, 3)})
+    uuid = Lab().boot(guest_spec(a), timeout=a.boot_timeout)
+    print_json({"uuid": uuid, "boot_s": round(time.monotonic() - start, 3)})
     return 0
 
 
 def _cmd_migrate(a: argparse.Namespace) -> int:
     lab = Lab()
-    handle = lab.start(_migration_spec(a), action_hook=lambda r: _print({"action": asdict(r)}))
+    handle = lab.start(migration_spec(a), action_hook=lambda r: print_json({"action": asdict(r)}))
     outcome = handle.wait()
     host = "B" if outcome.outcome == "completed" else "A"
-    _print({**asdict(outcome), "guest_check": lab.guest_check(host, a.name).as_dict()})
+    print_json({**asdict(outcome), "guest_check": lab.guest_check(host, a.name).as_dict()})
     return 0 if outcome.outcome != "failed" else 1
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
     check = Lab().guest_check(a.host, a.name)
-    _print(check.as_dict())
+    print_json(check.as_dict())
     return 0 if check.ok else 1
 
 
 def _cmd_destroy(a: argparse.Namespace) -> int:
     Lab().destroy_all()
     return 0
-
-
-def _cmd_record(a: argparse.Namespace) -> int:
-    from lab.record import Scenario, record_many
-
-    scenario = Scenario(
-        label=a.label,
-        scenario=a.scenario,
-        guest=_guest_spec(a),
-        migration=_migration_spec(a),
-        preflight=a.preflight,
-        settle_s=a.settle,
-        timeout_s=a.timeout,
-    )
-    summaries = asyncio.run(record_many([scenario], Path(a.out)))
-    _print(summaries)
-    return 0
-
-
-def _cmd_record_set(a: argparse.Namespace) -> int:
-    from lab.record import record_many, write_index
-    from lab.scenarios import SETS
-
-    chosen = [s for s in SETS[a.set] if not a.only or s.label in a.only]
-    out = Path(a.out)
-    summaries = asyncio.run(record_many(chosen, out))
-    write_index(out)
-    _print(summaries)
-    return 0 if all(s.get("guest_check_ok") for s in summaries) else 1
-
-
-def _set_names() -> list[str]:
-    from lab.scenarios import SETS
-
-    return list(SETS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -463,37 +428,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         fn=_cmd_destroy
     )
     p = sub.add_parser("boot", help="boot a guest on A, wait until its memory is filled")
-    _add_guest_args(p)
+    add_guest_args(p)
     p.add_argument("--boot-timeout", type=float, default=120.0, help="s until filled/ready")
     p.set_defaults(fn=_cmd_boot)
     p = sub.add_parser("migrate", help="migrate a running guest A -> B")
     p.add_argument("--name", default="lab1")
-    _add_migration_args(p)
+    add_migration_args(p)
     p.set_defaults(fn=_cmd_migrate)
     p = sub.add_parser("check", help="guest health from a host's serial log")
     p.add_argument("--host", default="B", choices=sorted(HOSTS))
     p.add_argument("--name", default="lab1")
     p.set_defaults(fn=_cmd_check)
-    p = sub.add_parser("record", help="boot, migrate and record one trace (JSON Lines)")
-    _add_guest_args(p)
-    _add_migration_args(p)
-    p.add_argument("--label", required=True, help="trace name (file <label>.jsonl)")
-    p.add_argument("--scenario", default="converge", help="scenario kind for the meta line")
-    p.add_argument("--preflight", action="store_true", help="dirty-rate measurements first")
-    p.add_argument("--settle", type=float, default=2.0, help="s between boot and migration")
-    p.add_argument("--timeout", type=float, default=120.0, help="abort the migration after s")
-    p.add_argument("--out", default="bench/traces")
-    p.set_defaults(fn=_cmd_record)
-    p = sub.add_parser("record-set", help="record the standard set of traces + INDEX.md")
-    p.add_argument("--out", default="bench/traces")
-    p.add_argument(
-        "--set",
-        default="standard",
-        choices=_set_names(),
-        help="which scenario set (lab/scenarios.py; default standard)",
-    )
-    p.add_argument("--only", nargs="*", help="labels to record (default: all)")
-    p.set_defaults(fn=_cmd_record_set)
     args = parser.parse_args(argv)
     try:
         rc: int = args.fn(args)

@@ -14,9 +14,11 @@ and torn down in the order Pitfall 10 requires.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,34 +30,18 @@ import libvirt
 import libvirtaio
 from migwatch.agent.backends.jobstats import job_type_name
 
-from lab.guest import GuestSpec, WorkloadSpec, dirtier_tail
+from lab.guest import WorkloadSpec, dirtier_tail
 from lab.hosts import HOSTS, LabError
-from lab.labctl import Lab
-from lab.migrate import Action, ActionRecord, MigrationSpec, flag_names
-
-#: The shared traces' pre-flight periods (TRACE_FORMAT.md); a scenario may ask for more.
-PREFLIGHT_PERIODS_S = (1, 2, 4)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One trace to record: the guest, the migration and how to observe it."""
-
-    label: str
-    scenario: str  # kind: converge, nonconverge-abort, postcopy, storage, ...
-    guest: GuestSpec
-    migration: MigrationSpec
-    preflight: bool = False
-    # Longer periods see the hot set saturate when 4 s is too short for it (mw4 set).
-    preflight_periods_s: tuple[int, ...] = PREFLIGHT_PERIODS_S
-    settle_s: float = 2.0
-    timeout_s: float = 120.0
-    interval_s: float = 0.25
-    note: str = ""
-    # Real-program guests fill their page cache and load their data before they say
-    # ready: that can take minutes under TCG.
-    boot_timeout_s: float = 120.0
-
+from lab.labctl import (
+    Lab,
+    add_guest_args,
+    add_migration_args,
+    guest_spec,
+    migration_spec,
+    print_json,
+)
+from lab.migrate import Action, ActionRecord, flag_names
+from lab.scenarios import SETS, Scenario
 
 # ---------------------------------------------------------------------- names
 
@@ -543,4 +529,67 @@ def write_index(out_dir: Path) -> None:
     _write(out_dir)
 
 
-__all__ = ["Action", "Scenario", "record_many", "record_one", "write_index"]
+# ---------------------------------------------------------------------- CLI
+
+
+def _cmd_one(a: argparse.Namespace) -> int:
+    scenario = Scenario(
+        label=a.label,
+        scenario=a.scenario,
+        guest=guest_spec(a),
+        migration=migration_spec(a),
+        preflight=a.preflight,
+        settle_s=a.settle,
+        timeout_s=a.timeout,
+    )
+    summaries = asyncio.run(record_many([scenario], Path(a.out)))
+    print_json(summaries)
+    return 0
+
+
+def _cmd_set(a: argparse.Namespace) -> int:
+    chosen = [s for s in SETS[a.set] if not a.only or s.label in a.only]
+    out = Path(a.out)
+    summaries = asyncio.run(record_many(chosen, out))
+    write_index(out)
+    print_json(summaries)
+    return 0 if all(s.get("guest_check_ok") for s in summaries) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lab.record one|set``: record traces on the lab (``make lab`` first)."""
+    parser = argparse.ArgumentParser(prog="python -m lab.record", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("one", help="boot, migrate and record one trace (JSON Lines)")
+    add_guest_args(p)
+    add_migration_args(p)
+    p.add_argument("--label", required=True, help="trace name (file <label>.jsonl)")
+    p.add_argument("--scenario", default="converge", help="scenario kind for the meta line")
+    p.add_argument("--preflight", action="store_true", help="dirty-rate measurements first")
+    p.add_argument("--settle", type=float, default=2.0, help="s between boot and migration")
+    p.add_argument("--timeout", type=float, default=120.0, help="abort the migration after s")
+    p.add_argument("--out", default="bench/traces")
+    p.set_defaults(fn=_cmd_one)
+    p = sub.add_parser("set", help="record a scenario set of lab/scenarios.py + INDEX.md")
+    p.add_argument("--out", default="bench/traces")
+    p.add_argument(
+        "--set",
+        default="standard",
+        choices=list(SETS),
+        help="which scenario set (lab/scenarios.py; default standard)",
+    )
+    p.add_argument("--only", nargs="*", help="labels to record (default: all)")
+    p.set_defaults(fn=_cmd_set)
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.fn(args)
+        return rc
+    except LabError as err:
+        print(f"lab.record: {err}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["Action", "Scenario", "main", "record_many", "record_one", "write_index"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The standard set of recorded traces (`make lab-record`, `labctl record-set`).
+"""The standard set of recorded traces (`make lab-record`, `python -m lab.record set`).
 
 It varies RAM (384-1152 MiB), fill, hot set, dirty rate and bandwidth (30-120
 MiB/s): converging runs with rate/bandwidth from 0 to ~0.75, runs that never
@@ -9,11 +9,34 @@ dirty-rate measurements. Each migration takes seconds to ~40 s.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from lab.guest import GuestSpec, WorkloadSpec
 from lab.migrate import Action, MigrationSpec
-from lab.record import PREFLIGHT_PERIODS_S, Scenario
+
+#: The shared traces' pre-flight periods (TRACE_FORMAT.md); a scenario may ask for more.
+PREFLIGHT_PERIODS_S = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One trace to record: the guest, the migration and how to observe it."""
+
+    label: str
+    scenario: str  # kind: converge, nonconverge-abort, postcopy, storage, ...
+    guest: GuestSpec
+    migration: MigrationSpec
+    preflight: bool = False
+    # Longer periods see the hot set saturate when 4 s is too short for it (mw4 set).
+    preflight_periods_s: tuple[int, ...] = PREFLIGHT_PERIODS_S
+    settle_s: float = 2.0
+    timeout_s: float = 120.0
+    interval_s: float = 0.25
+    note: str = ""
+    # Real-program guests fill their page cache and load their data before they say
+    # ready: that can take minutes under TCG.
+    boot_timeout_s: float = 120.0
 
 
 def _sc(
@@ -1045,7 +1068,7 @@ def _heldout(scenarios: list[Scenario]) -> frozenset[str]:
 #: traces' estimator scores while tuning; report them apart (bench/traces/rp/SPLIT.md).
 RP_HELDOUT: frozenset[str] = _heldout(RP_SET)
 
-#: The sets ``labctl record-set --set`` knows.
+#: The sets ``python -m lab.record set --set`` knows.
 SETS: dict[str, list[Scenario]] = {
     "standard": STANDARD_SET,
     "mw2": MW2_SET,
