@@ -215,6 +215,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="progress of a migration at most every S seconds, and at once on a change of "
         "phase or verdict (default 10)",
     )
+    g.add_argument(
+        "--notify-config",
+        metavar="FILE",
+        help="oslo.config file with your deployment's messaging settings, e.g. a copy of "
+        "nova.conf ([oslo_messaging_rabbit] amqp_durable_queues, rabbit_quorum_queue, ssl; "
+        "[DEFAULT] control_exchange): RabbitMQ refuses a publisher whose queue settings "
+        "differ from the existing ones (default: oslo.messaging's defaults)",
+    )
     g = p.add_argument_group("security (docs/SECURITY.md)")
     g.add_argument("--tls-cert", metavar="FILE", help="PEM server certificate (chain); serve TLS")
     g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")

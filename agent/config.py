@@ -101,6 +101,12 @@ class AgentConfig:
     notify_url: str = ""
     notify_topic: str = "migwatch_notifications"
     notify_interval_s: float = 10.0
+    # An oslo.config file with the deployment's messaging settings ([oslo_messaging_rabbit]:
+    # amqp_durable_queues, rabbit_quorum_queue, ssl, heartbeats; [DEFAULT] control_exchange),
+    # e.g. a copy of nova.conf: a publisher whose exchange or queue settings differ from the
+    # ones the broker already has is refused by RabbitMQ (PRECONDITION_FAILED). Empty: the
+    # oslo.messaging defaults.
+    notify_config: str = ""
     # security (serve/auth/, docs/SECURITY.md)
     tls_cert: str = ""  # PEM server certificate (chain); with tls_key: serve TLS
     tls_key: str = ""
@@ -168,6 +174,17 @@ class AgentConfig:
             )
         if not self.notify_topic:
             raise ConfigError("notify_topic must not be empty")
+        if self.notify_config:
+            if not self.notify_url:
+                raise ConfigError(
+                    "notify_config is set but notify_url is not: give the transport URL too"
+                )
+            if not Path(self.notify_config).is_file():
+                raise ConfigError(
+                    f"notify_config {self.notify_config}: no such file; give an oslo.config "
+                    "file with your deployment's [oslo_messaging_rabbit] settings (e.g. a copy "
+                    "of nova.conf)"
+                )
         self._validate_security(listens)
         return self
 

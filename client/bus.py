@@ -85,12 +85,17 @@ class BusWatch:
         return self.fleet.snapshot()
 
 
-def _start_listener(url: str, topic: str, pool: str | None, deliver: Any) -> tuple[Any, Any]:
+def _start_listener(
+    url: str, topic: str, pool: str | None, deliver: Any, config_file: str = ""
+) -> tuple[Any, Any]:
     om = _oslo()
     from oslo_config import cfg
 
+    # Our own configuration, never the process's; the deployment's messaging settings
+    # (durable or quorum queues, TLS, control_exchange) from ``config_file`` if given.
     conf = cfg.ConfigOpts()
-    conf([], project="migwatch", default_config_files=[], default_config_dirs=[])
+    files = [config_file] if config_file else []
+    conf([], project="migwatch", default_config_files=files, default_config_dirs=[])
     try:
         transport = om.get_notification_transport(conf, url=url)
     except Exception as exc:
@@ -155,9 +160,11 @@ async def _in_daemon_thread(fn: Callable[..., _T], *args: Any) -> _T:
 
 @asynccontextmanager
 async def watch_bus(
-    url: str, topic: str = DEFAULT_TOPIC, *, pool: str | None = None
+    url: str, topic: str = DEFAULT_TOPIC, *, pool: str | None = None, config_file: str = ""
 ) -> AsyncIterator[BusWatch]:
-    """Listen to the agents' notifications on ``url`` (see the module docstring)."""
+    """Listen to the agents' notifications on ``url`` (see the module docstring);
+    ``config_file``: an oslo.config file with the deployment's messaging settings, as the
+    agents' ``--notify-config``."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[BusEvent] = asyncio.Queue(_QUEUE_SIZE)
     closing = False
@@ -177,7 +184,7 @@ async def watch_bus(
     if pool is None:
         private = f"migwatch-listen-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     listener, transport = await _in_daemon_thread(
-        _start_listener, url, topic, pool or private, deliver
+        _start_listener, url, topic, pool or private, deliver, config_file
     )
     try:
         yield BusWatch(queue)

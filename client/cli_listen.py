@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 
 from rich.live import Live
 
@@ -27,7 +28,11 @@ async def cmd_listen(args: argparse.Namespace) -> int:
         raise UsageError(f"listen needs --notify-url URL (or ${NOTIFY_ENV})")
     # A URL naming no driver is our one-line error, not stevedore's warning as well.
     logging.getLogger("stevedore").setLevel(logging.ERROR)
-    async with watch_bus(args.notify_url, args.notify_topic, pool=args.pool) as bus:
+    if args.notify_config and not os.path.isfile(args.notify_config):
+        raise UsageError(f"--notify-config {args.notify_config}: no such file")
+    async with watch_bus(
+        args.notify_url, args.notify_topic, pool=args.pool, config_file=args.notify_config
+    ) as bus:
         if args.json:
             async for event, _ in bus:
                 print_json(format_bus_event_jsonable(event))

@@ -269,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the agents' --notify-topic (default {DEFAULT_TOPIC})",
     )
     b.add_argument(
+        "--notify-config",
+        metavar="FILE",
+        default="",
+        help="oslo.config file with the deployment's messaging settings (as the agents' "
+        "--notify-config: durable or quorum queues, TLS, control_exchange)",
+    )
+    b.add_argument(
         "--pool",
         metavar="NAME",
         help="consume the named queue shared by every listener of that pool and kept by the "

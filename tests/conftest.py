@@ -203,7 +203,7 @@ class BusListener:
     any OpenStack consumer would receive. ``events`` holds (received_at, publisher_id,
     event_type, payload)."""
 
-    def __init__(self, url: str, topic: str) -> None:
+    def __init__(self, url: str, topic: str, config_file: str = "") -> None:
         self.topic = topic
         from migwatch.agent.notify.publisher import import_oslo_messaging
         from oslo_config import cfg
@@ -212,7 +212,7 @@ class BusListener:
         self.events: list[tuple[float, str, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         conf = cfg.ConfigOpts()
-        conf([], default_config_files=[], default_config_dirs=[])
+        conf([], default_config_files=[config_file] if config_file else [], default_config_dirs=[])
         self._transport = om.get_notification_transport(conf, url=url)
         listener = self
 

@@ -153,6 +153,35 @@ async def test_watch_bus_follows_an_agent_into_the_fleet_view(bus_broker: Broker
 
 
 @pytest.mark.asyncio
+async def test_watch_bus_reads_a_durable_deployment_with_its_config_file(
+    bus_broker: Broker, tmp_path: Path
+) -> None:
+    """``watch_bus(config_file=...)`` (``migwatch listen --notify-config``) declares its queue
+    with the deployment's settings: durable, on the deployment's control exchange, where the
+    agent publishes with the same file; without the file it would be refused by RabbitMQ."""
+    suffix = time.monotonic_ns()
+    topic = f"mwtest_durable_fleet_{suffix}"
+    conf = tmp_path / "nova.conf"
+    conf.write_text(
+        f"[DEFAULT]\ncontrol_exchange = mwtest_durable_fleet_{suffix}\n\n"
+        "[oslo_messaging_rabbit]\namqp_durable_queues = true\n"
+    )
+    async with (
+        watch_bus(bus_broker.url, topic, config_file=str(conf)) as bus,
+        running_agent(replace(_config(bus_broker.url, topic), notify_config=str(conf))),
+    ):
+        finals: list[MigrationUpdate] = []
+        async with asyncio.timeout(20):
+            async for _, updates in bus:
+                finals += [
+                    u for u in updates if isinstance(u, MigrationUpdate) and u.migration.final
+                ]
+                if finals:
+                    break
+    assert finals[0].migration.phase is CPhase.COMPLETED
+
+
+@pytest.mark.asyncio
 async def test_migwatch_listen_prints_json_events(bus_broker: Broker, tmp_path: Path) -> None:
     """`migwatch listen --json` prints each notification as one JSON object, and leaves no
     queue behind on the broker when it exits."""

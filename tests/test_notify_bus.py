@@ -12,6 +12,7 @@ import logging
 import time
 import urllib.request
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -258,3 +259,63 @@ async def test_unreachable_bus_at_start_neither_delays_nor_blocks_the_agent(
         if r.name == "migwatch.agent.notify.publisher" and "unreachable" in r.getMessage()
     ]
     assert len(lines) == 1 and "secret" not in lines[0] and "***" in lines[0]
+
+
+@pytest.mark.asyncio
+async def test_notify_config_publishes_with_the_deployments_durable_queues(
+    bus_broker: Broker, tmp_path: Path
+) -> None:
+    """With --notify-config naming the deployment's messaging settings (durable queues, its
+    own control exchange, as a nova.conf would), the agent declares the exchange and queue
+    as the deployment's own consumers do, and an oslo.messaging listener with that same
+    file receives every migration's start and end; without the durable setting RabbitMQ
+    refuses the agent's declaration and nothing arrives."""
+    suffix = time.monotonic_ns()
+    exchange, topic = f"mwtest_durable_{suffix}", f"mwtest_durable_{suffix}"
+    conf = tmp_path / "nova.conf"
+    conf.write_text(
+        f"[DEFAULT]\ncontrol_exchange = {exchange}\n\n"
+        "[oslo_messaging_rabbit]\namqp_durable_queues = true\n"
+    )
+    listener = BusListener(bus_broker.url, topic, config_file=str(conf))
+    try:
+        # The same exchange without the durable setting: RabbitMQ refuses the declaration
+        # (406 PRECONDITION_FAILED, inequivalent arg 'durable'), so nothing gets through.
+        plain = tmp_path / "plain.conf"
+        plain.write_text(f"[DEFAULT]\ncontrol_exchange = {exchange}\n")
+        async with running_agent(_config(bus_broker.url, topic, notify_config=str(plain))) as a:
+            await _until(lambda: bool(_finals(a)), 10, "a migration's end")
+            await _until(lambda: a.bus is not None and a.bus.outages >= 1, 10, "the refusal")
+            assert a.bus is not None and not a.bus.up
+        assert not listener.of("migwatch.migration.end")
+        config = _config(bus_broker.url, topic, notify_config=str(conf))
+        async with running_agent(config) as agent:
+            await _until(
+                lambda: (
+                    len(_finals(agent)) >= 2
+                    and set(_finals(agent))
+                    <= {d["id"] for d in listener.of("migwatch.migration.end")}
+                ),
+                20,
+                "two migrations' ends through the durable exchange",
+            )
+            _check_every_end_arrived(agent, listener)
+    finally:
+        listener.close()
+    exchanges = await asyncio.to_thread(bus_broker.rabbitmqctl, "list_exchanges", "name", "durable")
+    queues = await asyncio.to_thread(bus_broker.rabbitmqctl, "list_queues", "name", "durable")
+    assert f"{exchange}\ttrue" in exchanges, exchanges
+    assert f"{topic}.info\ttrue" in queues, queues
+
+
+def test_notify_config_must_name_a_file_and_needs_a_url(tmp_path: Path) -> None:
+    """A --notify-config that is not a file, or one without --notify-url, is refused with a
+    message saying what to give."""
+    from migwatch.agent.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no such file"):
+        _config("rabbit://127.0.0.1:5672/", "t", notify_config=str(tmp_path / "nope")).validate()
+    conf = tmp_path / "nova.conf"
+    conf.write_text("[oslo_messaging_rabbit]\n")
+    with pytest.raises(ConfigError, match="notify_url"):
+        _config("", "t", notify_config=str(conf)).validate()

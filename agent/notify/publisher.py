@@ -60,6 +60,20 @@ class BusConfig:
     interval_s: float = 10.0
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
+    # oslo.config file with the deployment's messaging settings ("": oslo's defaults).
+    config_file: str = ""
+
+
+def private_conf(config_file: str = "") -> Any:
+    """An oslo.config ``ConfigOpts`` of our own (never the process's global CONF or argv),
+    reading ``config_file`` if given. The messaging drivers register their options on it
+    when the transport is made; oslo.config resolves them from the file then."""
+    from oslo_config import cfg
+
+    conf = cfg.ConfigOpts()
+    files = [config_file] if config_file else []
+    conf([], project="migwatch", default_config_files=files, default_config_dirs=[])
+    return conf
 
 
 def redact(url: str) -> str:
@@ -107,11 +121,9 @@ class _Sender:
 
     def _connect(self) -> None:
         om = import_oslo_messaging()
-        from oslo_config import cfg
-
-        # A private configuration: never the process's global CONF, never its argv.
-        conf = cfg.ConfigOpts()
-        conf([], project="migwatch", default_config_files=[], default_config_dirs=[])
+        # A private configuration: never the process's global CONF, never its argv; the
+        # deployment's messaging settings from --notify-config, if given.
+        conf = private_conf(self._config.config_file)
         sender = self
 
         base_class: Any = om.transport.NotificationTransport

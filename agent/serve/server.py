@@ -238,7 +238,10 @@ class Agent:
             )
 
         config = BusConfig(
-            self.config.notify_url, self.config.notify_topic, self.config.notify_interval_s
+            self.config.notify_url,
+            self.config.notify_topic,
+            self.config.notify_interval_s,
+            config_file=self.config.notify_config,
         )
         try:
             bus = BusPublisher(config, self.hub, host_report)
