@@ -15,3 +15,11 @@ bench-evacuation: venv
 ## RabbitMQ, hub vs bare gRPC (~10 min)
 bench-fleet: venv
 	$(PY) -m bench.fleet
+
+.PHONY: bench-plot
+## bench-plot: the pictures in docs/img: the predicted end over a recorded migration
+## (migwatch's ETA and band, the naive remaining / rate, the true end, the flag)
+PLOT_TRACES ?= bench/traces/mw4-hard1.jsonl bench/traces/qmp-disk.jsonl \
+	bench/traces/mw5-nc.jsonl bench/traces/rp/rp-redis-mid.jsonl
+bench-plot: venv
+	$(PY) -m bench.plot_eta $(PLOT_TRACES) --out docs/img
