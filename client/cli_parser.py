@@ -242,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="the migrations also copy the guests' disks, first (local storage: "
             "libvirt's non-shared disk, Proxmox's local disks)",
         )
+        if name == "evacuate-estimate":
+            v.add_argument(
+                "--svg",
+                metavar="FILE",
+                help="also write the plan as a picture (a chart of each guest's migration "
+                "over time, the total and its band) to FILE",
+            )
         if name == "drain-progress":
             v.add_argument(
                 "--interval",

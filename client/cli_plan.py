@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -22,6 +23,7 @@ from . import render
 from .cli_common import UsageError, fleet_of, parsed, print_json, print_line, print_rich
 from .drain import DrainTracker
 from .fleet import Fleet
+from .plan_svg import plan_svg
 from .units import parse_bandwidth, parse_duration
 
 
@@ -72,6 +74,8 @@ async def cmd_evacuate_estimate(args: argparse.Namespace) -> int:
     fleet, agent = _one_agent(args)
     async with fleet.client(agent) as client:
         plan = await client.estimate_evacuation(args.domains or (), **_evacuation_kwargs(args))
+    if args.svg:
+        Path(args.svg).write_text(plan_svg(plan, agent))
     if args.json:
         print_json({"agent": agent, **render.to_jsonable(plan)})
     else:

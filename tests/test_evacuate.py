@@ -7,7 +7,9 @@ import asyncio
 import json
 import random
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import pytest
@@ -521,6 +523,39 @@ async def test_cli_evacuate_estimate_with_copy_storage_counts_the_disks(
     assert "disks first" in local["sim-disk"]["reason"]
     assert "disks first" not in shared["sim-disk"]["reason"]
     assert local["sim-quick"]["duration_s"] == pytest.approx(shared["sim-quick"]["duration_s"])
+
+
+@ASYNC
+async def test_cli_evacuate_estimate_draws_the_plan_as_svg(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--svg FILE`` writes the plan as a chart: one bar per planned guest in start order
+    (two at a time: the second slot starts at 0 too), the total line inside its band, and
+    the guest that would not converge listed as left out."""
+    svg = tmp_path / "plan.svg"
+    async with running_agent(
+        _config(), _idle_host("quick", "converging", "not-converging")
+    ) as agent:
+        target = f"127.0.0.1:{agent.port}"
+        code = await asyncio.to_thread(
+            cli.main,
+            ["--agent", target, "evacuate-estimate", "--concurrency", "2", "--svg", str(svg)],
+        )
+    capsys.readouterr()
+    assert code == 0
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(svg.read_text())
+    bars = [e for e in root.iter(f"{ns}rect") if e.get("class") == "bar"]
+    assert len(bars) == 2
+    assert len({b.get("x") for b in bars}) == 1, "two slots: both start now"
+    (total,) = [e for e in root.iter(f"{ns}line") if e.get("class") == "total"]
+    (band,) = [e for e in root.iter(f"{ns}rect") if e.get("class") == "total-band"]
+    t = float(total.get("x1") or 0)
+    assert (
+        float(band.get("x") or 0) <= t <= float(band.get("x") or 0) + float(band.get("width") or 0)
+    )
+    left_out = [e.text or "" for e in root.iter(f"{ns}text") if e.get("class") == "left-out"]
+    assert len(left_out) == 1 and "sim-not-converging" in left_out[0]
 
 
 @ASYNC
