@@ -183,3 +183,61 @@ def test_a_loose_resident_reading_is_not_learned_as_overhead() -> None:
     assert loose is None
     assert learner.loose_readings == 1
     assert learner.value() == 176 * MIB
+
+
+# -- kept across restarts (--state-dir): agent/backends/learned.py -------------------------
+
+
+def test_learners_give_back_their_readings_and_take_them_again() -> None:
+    """``history`` is what a restarted agent restores; ``restore`` rebuilds the same median and
+    drops readings no migration could have produced."""
+    over, tear = ResidentOverhead(), TeardownTime()
+    for rss in (400, 410, 405):
+        over.learn(resident_bytes=rss * MIB, memory_total=512 * MIB, zero_pages=(512 - 230) * 256,
+                   page_size=4096)  # fmt: skip
+    tear.learn(job_end_at=10.0, stopped_at=11.5)
+    tear.learn(job_end_at=20.0, stopped_at=21.9)
+    again_o, again_t = ResidentOverhead(), TeardownTime()
+    again_o.restore([*over.history, -5.0, 10.0 * 2**30])  # two impossible readings
+    again_t.restore([*tear.history, 500.0])
+    assert again_o.history == over.history and again_o.value() == over.value()
+    assert again_t.history == tear.history and again_t.value() == pytest.approx(1.7)
+
+
+def test_learned_file_round_trip_and_a_bad_file_is_only_a_lost_head_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What is saved loads back; no file is an empty start; a corrupt or foreign file is
+    logged and ignored; the write is whole (no temporary file left behind)."""
+    from migwatch.agent.backends.learned import Learned, LearnedFile
+
+    f = LearnedFile(tmp_path / "state")
+    assert f.load() == Learned()
+    f.save(Learned((170.0 * MIB, 180.0 * MIB), (1.5,)))
+    assert f.load() == Learned((170.0 * MIB, 180.0 * MIB), (1.5,))
+    assert [p.name for p in f.path.parent.iterdir()] == ["learned.json"]
+    f.path.write_text("{not json")
+    assert f.load() == Learned() and "ignoring" in caplog.text
+    f.path.write_text(json.dumps({"version": 99, "teardown_s": [1.0]}))
+    assert f.load() == Learned()
+
+
+def test_libvirt_backend_keeps_what_it_learned_across_a_restart(tmp_path: Path) -> None:
+    """A libvirt backend with a state directory saves each new reading and a new one on the
+    same directory starts from them (the describe() facts then carry the learned values)."""
+    import os
+
+    if os.environ.get("MIGWATCH_SKIP_LAB") == "1":
+        pytest.skip("MIGWATCH_SKIP_LAB=1: libvirt-python may be absent")
+    from migwatch.agent.backends.libvirt.backend import LibvirtBackend
+
+    uri = "qemu+tcp://127.0.0.1:1/system"  # never connected: only the constructor runs
+    first = LibvirtBackend(uri, state_dir=str(tmp_path))
+    first._overhead.learn(resident_bytes=400 * MIB, memory_total=512 * MIB,
+                          zero_pages=(512 - 228) * 256, page_size=4096)  # fmt: skip
+    first._teardown.learn(job_end_at=5.0, stopped_at=6.8)
+    first._keep_learned()
+    second = LibvirtBackend(uri, state_dir=str(tmp_path))
+    assert second._overhead.value() == first._overhead.value() == 172 * MIB
+    assert second._teardown.value() == pytest.approx(1.8)
+    assert LibvirtBackend(uri)._teardown.value() is None  # no state dir: nothing kept

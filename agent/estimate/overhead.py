@@ -29,6 +29,7 @@ MiB under TCG in the lab, less under KVM) is rejected and counted as loose
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import median
 
@@ -76,6 +77,19 @@ class ResidentOverhead:
     def readings(self) -> int:
         return len(self._readings)
 
+    @property
+    def history(self) -> tuple[float, ...]:
+        """The readings kept, oldest first: what a restarted agent restores."""
+        return tuple(self._readings)
+
+    def restore(self, readings: Iterable[float]) -> None:
+        """Take readings a previous run kept (``history``); implausible ones are dropped."""
+        for r in readings:
+            if 0.0 <= r <= self.ceiling_bytes:
+                self._readings.append(float(r))
+        while len(self._readings) > self.window:
+            self._readings.popleft()
+
 
 @dataclass
 class TeardownTime:
@@ -119,3 +133,16 @@ class TeardownTime:
     @property
     def readings(self) -> int:
         return len(self._readings)
+
+    @property
+    def history(self) -> tuple[float, ...]:
+        """The readings kept, oldest first: what a restarted agent restores."""
+        return tuple(self._readings)
+
+    def restore(self, readings: Iterable[float]) -> None:
+        """Take readings a previous run kept (``history``); implausible ones are dropped."""
+        for r in readings:
+            if 0.0 <= r <= self.max_reading_s:
+                self._readings.append(float(r))
+        while len(self._readings) > self.window:
+            self._readings.popleft()

@@ -84,6 +84,7 @@ class OutgoingJobs:
         conn: Callable[[], Any],
         host: Callable[[], str],
         clock: Callable[[], float],
+        learned: Callable[[], None] = lambda: None,
     ) -> None:
         self.jobs: dict[str, Outgoing] = {}
         self.observe: ObservationSink = lambda _obs: None  # set by the backend's run()
@@ -93,6 +94,7 @@ class OutgoingJobs:
         self._preflight = preflight
         self._overhead = overhead
         self._teardown = teardown
+        self._learned = learned  # called after a new reading: the backend keeps it
         # Completed jobs whose source has not stopped yet (uuid -> the job's end, wall s),
         # and watched jobs whose source stopped before their end was concluded (uuid -> the
         # stop): the two halves of a teardown reading. Bounded: a stop may never come.
@@ -243,6 +245,7 @@ class OutgoingJobs:
             page_size=int(params.get("memory_page_size", 4096) or 4096),
         )
         if reading is not None:
+            self._learned()
             log.info(
                 "QEMU resident overhead from the migration of %s: %.0f MiB (now using %.0f"
                 " MiB, median of %d)", info.domain_name, reading / MIB,
@@ -278,6 +281,7 @@ class OutgoingJobs:
     def _learn_teardown(self, name: str, job_end_at: float, stopped_at: float) -> None:
         reading = self._teardown.learn(job_end_at=job_end_at, stopped_at=stopped_at)
         if reading is not None:
+            self._learned()
             log.info(
                 "teardown after the job of %s: %.1f s (now using %.1f s, median of %d)",
                 name, reading, self._teardown.value() or 0.0, self._teardown.readings,
