@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -170,13 +172,17 @@ async def _runstate(lab: QemuLab, vm: Vm) -> str:
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_converging_migration_is_streamed_from_both_ends_while_another_client_polls(
-    qlab: QemuLab, agents: dict[str, str], watch: Callable[[str, list[str]], Watcher]
+    qlab: QemuLab,
+    agents: dict[str, str],
+    watch: Callable[[str, list[str]], Watcher],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A converging migration started and polled once a second by another per-command QMP
     client is streamed by the source's agent with rising passes, memory progress and
     COMPLETED with its downtime, and by the destination's as INCOMING until COMPLETED,
     joined into one record; the other client never waits a second for the monitor; the
     source's recorder writes the migration as a trace the replay backend reads."""
+    caplog.set_level(logging.INFO, logger="migwatch.agent.backends.qmp.backend")
     vm = await _boot(qlab, "101", fill_mib=128, ws_mib=32, rate=16)
     w = watch(vm.uuid, [agents["A"], agents["B"]])
     await asyncio.sleep(1.0)  # the fleet's streams are up before the job starts
@@ -217,12 +223,18 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
     assert trace.result is not None and trace.result.outcome == "completed"
     samples = [s.sample for s in trace.source_stats if s.sample is not None]
     assert len(samples) >= 4 and samples[-1].iteration == iterations[-1]
+    # The source's backend learned this host's QEMU overhead from it, as libvirt's does.
+    learned = re.findall(
+        r"QEMU resident overhead from the migration of vm101: (\d+) MiB", caplog.text
+    )
+    assert learned and 32 <= int(learned[-1]) <= 256, learned
     print(
         f"\nconverging: {outcome.duration_s:.1f} s (migrate call to seen completed, "
         f"{time.monotonic() - began:.1f} s with the destination's start), passes "
         f"{iterations[0]}..{iterations[-1]}, downtime {final.actual_downtime_s * 1000:.0f} ms; "
         f"other client: {len(qlab.ctl.waits)} connections, longest wait {wait * 1000:.1f} ms, "
-        f"{poll_wait * 1000:.1f} ms for its 1 s query-migrate polls of the source"
+        f"{poll_wait * 1000:.1f} ms for its 1 s query-migrate polls of the source; QEMU overhead "
+        f"learned {learned[-1]} MiB"
     )
 
 

@@ -559,3 +559,15 @@ def test_storage_phase_and_memory_run_on_one_clock_with_the_mirror_as_disk() -> 
     (final,) = w.poll(113.0, Poll("postmigrate", COMPLETED, LIM, mirror=mirrored(256 * MIB)))
     assert final.phase is Phase.COMPLETED and final.sample is not None
     assert final.sample.elapsed_s == 6021 / 1000 + 9.5 and final.sample.disk_total == 256 * MIB
+
+
+def test_the_hosts_learned_overhead_rides_with_the_outgoing_migration() -> None:
+    """The overhead the backend learned from earlier migrations (``Poll``) is in the new
+    migration's record, for its estimator; an incoming migration carries none."""
+    w = GuestWatcher(GUEST, "pve1")
+    poll = Poll("running", active(1, 500), LIM, resident_bytes=200 * MIB,
+                resident_overhead_bytes=150 * MIB)  # fmt: skip
+    (first,) = w.poll(10.0, poll)
+    assert first.info.resident_overhead_bytes == 150 * MIB
+    (incoming,) = GuestWatcher(GUEST, "pve2").poll(10.0, replace(poll, runstate="inmigrate"))
+    assert incoming.info.resident_overhead_bytes is None

@@ -107,6 +107,7 @@ def make_backend(config: AgentConfig) -> Backend:
             preflight_interval_s=config.preflight_interval_s,
             preflight_periods=config.preflight_periods_s,
             preflight_concurrency=config.preflight_concurrency,
+            state_dir=config.state_dir,
         )
     if config.backend == "replay":
         from migwatch.agent.backends.replay import ReplayBackend

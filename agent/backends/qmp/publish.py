@@ -11,6 +11,8 @@ events, the controls' effects) and all of them need to know which traces are ope
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from migwatch.agent.backends.protocol import Observation, ObservationSink
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.model import Direction, Phase
@@ -22,8 +24,17 @@ from .watcher import Poll
 class Publisher:
     """The agent's observation sink (set by ``attach``) and the optional trace recorder."""
 
-    def __init__(self, *, recorder: TraceRecorder | None, sample_interval_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        recorder: TraceRecorder | None,
+        sample_interval_s: float,
+        completed: Callable[[Observation, Mapping[str, object]], None] = lambda _o, _s: None,
+    ) -> None:
         self._recorder = recorder
+        # Called with each completed outgoing migration and its final job stats: the
+        # backend learns its host's QEMU overhead from them.
+        self._completed = completed
         self._interval = sample_interval_s
         self._observe: ObservationSink | None = None
         self._recording: set[str] = set()  # UUIDs whose trace is open
@@ -66,6 +77,8 @@ class Publisher:
                     qmp=dict(poll.migrate),
                 )
             self._observe(obs)
+            if obs.phase is Phase.COMPLETED and outgoing and poll is not None:
+                self._completed(obs, stats)
             if obs.phase.terminal and outgoing and recorder is not None:
                 completed = stats if poll and obs.phase is Phase.COMPLETED else None
                 outcome = {Phase.COMPLETED: "completed", Phase.CANCELLED: "aborted"}.get(

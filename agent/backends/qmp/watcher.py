@@ -67,6 +67,8 @@ class Poll:
     limits: Limits | None = None  # parameters and capabilities, when read in this batch
     resident_bytes: int | None = None  # the QEMU process's VmRSS, when read
     mirror: Mirror | None = None  # the migration's disk mirrors (``jobs.mirror_of``)
+    # This host's QEMU overhead in rss, learned from completed migrations (None: not yet).
+    resident_overhead_bytes: int | None = None
 
 
 class GuestWatcher:
@@ -123,11 +125,17 @@ class GuestWatcher:
                 stats = job_stats(poll.migrate)
                 elapsed_ms = stats.get("time_elapsed", 0)
                 elapsed = elapsed_ms / 1000 if isinstance(elapsed_ms, int) else 0.0
-                self._start(now, Direction.OUTGOING, elapsed, poll.resident_bytes)
+                self._start(
+                    now, Direction.OUTGOING, elapsed, poll.resident_bytes,
+                    poll.resident_overhead_bytes,
+                )  # fmt: skip
             elif poll.mirror is not None and not poll.mirror.ready and poll.runstate == "running":
                 # Still copying: a migration's storage phase. A ready mirror alone is not
                 # taken (a failed migration's mirrors wait to be cancelled, ready).
-                self._start(now, Direction.OUTGOING, 0.0, poll.resident_bytes)
+                self._start(
+                    now, Direction.OUTGOING, 0.0, poll.resident_bytes,
+                    poll.resident_overhead_bytes,
+                )  # fmt: skip
                 self._mirror_began, self._ram_seen = now, False
             else:
                 return []
@@ -221,7 +229,12 @@ class GuestWatcher:
 
     # -- internals --------------------------------------------------------------------
     def _start(
-        self, now: float, direction: Direction, elapsed_s: float, resident: int | None
+        self,
+        now: float,
+        direction: Direction,
+        elapsed_s: float,
+        resident: int | None,
+        overhead: int | None = None,
     ) -> Observation:
         outgoing = direction is Direction.OUTGOING
         self._info = MigrationInfo(
@@ -234,6 +247,7 @@ class GuestWatcher:
             started_at=round(now - elapsed_s, 1),
             memory_bytes=self.guest.memory_bytes if outgoing else None,
             resident_bytes=resident if outgoing else None,
+            resident_overhead_bytes=overhead if outgoing else None,
         )
         self._phase = Phase.SETUP if outgoing else Phase.PRECOPY
         self._sample = None
