@@ -18,7 +18,7 @@ log = logging.getLogger("migwatch.agent")
 _EPILOG = """\
 examples:
   migwatch-agent                                  simulated migrations on 127.0.0.1:50051
-  migwatch-agent --backend libvirt --listen 0.0.0.0:50051 \
+  migwatch-agent --backend libvirt --listen 0.0.0.0:50051 \\
       --tls-cert agent.crt --tls-key agent.key --tls-client-ca clients-ca.crt --operator 'ops-*'
   migwatch-agent --backend qmp                    Proxmox VE: every /var/run/qemu-server/*.qmp
   migwatch-agent --backend replay --trace run.jsonl --speed 4

@@ -161,6 +161,11 @@ class AgentConfig:
             raise ConfigError(
                 f"migration_overhead_s {self.migration_overhead_s} must be 0 to 600 seconds"
             )
+        if self.retention_s < 0:
+            raise ConfigError(
+                f"retention_s {self.retention_s} must be 0 or more seconds (finished "
+                "migrations are kept this long), e.g. --retention 86400"
+            )
         if self.max_subscribers < 1:
             raise ConfigError("max_subscribers must be at least 1")
         if self.notify_url and "://" not in self.notify_url:

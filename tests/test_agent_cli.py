@@ -60,6 +60,29 @@ def test_help_shows_examples() -> None:
     assert "examples:" in result.stdout
     assert "migwatch-agent --backend libvirt" in result.stdout
     assert "grpcurl -plaintext" in result.stdout
+    # A two-line example keeps its shell continuation (a bare backslash in the source
+    # would join the lines with a run of spaces).
+    assert "--listen 0.0.0.0:50051 \\\n      --tls-cert" in result.stdout
+
+
+def test_negative_retention_is_a_one_line_error() -> None:
+    """--retention below 0 exits 1 naming the setting, instead of serving with it."""
+    assert_user_error(run_agent("--retention", "-1"), "retention_s", "0 or more")
+
+
+@pytest.mark.parametrize("kind", ["a file", "not a database"])
+def test_unusable_state_dir_is_a_one_line_error(tmp_path: Path, kind: str) -> None:
+    """A --state-dir that is a file, or holds a finals.sqlite3 that is not sqlite, exits 1
+    with one line naming it, not a traceback."""
+    if kind == "a file":
+        state_dir = tmp_path / "file"
+        state_dir.write_text("")
+    else:
+        state_dir = tmp_path / "dir"
+        state_dir.mkdir()
+        (state_dir / "finals.sqlite3").write_text("not sqlite " * 100)
+    result = run_agent("--state-dir", str(state_dir), "--listen", "127.0.0.1:0")
+    assert_user_error(result, f"state_dir {state_dir}", "--state-dir")
 
 
 def test_unknown_backend_flag_is_a_one_line_error() -> None:
