@@ -423,7 +423,7 @@ def format_evacuation(e: EvacuationEstimate, agent: str = "") -> RenderableType:
 
 
 def format_drain_progress(p: DrainProgress) -> str:
-    """``hv1: 3 of 7 moved, 2 moving, ~4m10s left (3m20s–6m00s)``."""
+    """``hv1: 3 of 7 moved, 2 moving (vm3, vm5), ~4m10s (3m20s–6m00s) left``."""
     line = f"{p.host}: {p.moved} of {p.total} moved"
     if p.empty:
         return line + ", host empty"
