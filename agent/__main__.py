@@ -168,8 +168,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="keep finished migrations in DIR/finals.sqlite3 across restarts "
-        "(default: in memory only)",
+        help="keep finished migrations in DIR/finals.sqlite3, and what the libvirt backend "
+        "learned about its host in DIR/learned.json, across restarts (default: in memory "
+        "only)",
     )
     g.add_argument(
         "--metrics-listen",
