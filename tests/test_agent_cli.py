@@ -65,9 +65,18 @@ def test_help_shows_examples() -> None:
     assert "--listen 0.0.0.0:50051 \\\n      --tls-cert" in result.stdout
 
 
-def test_negative_retention_is_a_one_line_error() -> None:
-    """--retention below 0 exits 1 naming the setting, instead of serving with it."""
-    assert_user_error(run_agent("--retention", "-1"), "retention_s", "0 or more")
+@pytest.mark.parametrize(
+    ("flag", "value", "setting"),
+    [
+        ("--retention", "-1", "retention_s"),
+        ("--preflight-interval", "-5", "preflight_interval_s"),
+        ("--slow-budget", "0", "slow_budget_s"),
+    ],
+)
+def test_out_of_range_durations_are_a_one_line_error(flag: str, value: str, setting: str) -> None:
+    """A negative retention or pre-flight interval, or a slow budget of 0, exits 1 naming the
+    setting and an example, instead of serving with it."""
+    assert_user_error(run_agent(flag, value), setting, f"e.g. {flag} ")
 
 
 @pytest.mark.parametrize("kind", ["a file", "not a database"])
