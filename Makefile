@@ -65,7 +65,8 @@ lint: venv
 	@# tests/ too, so a test fake that does not satisfy the Backend protocol fails here.
 	MYPYPATH=build/typecheck:. $(VENV)/bin/mypy --explicit-package-bases tests
 
-## bench: every benchmark, figures printed with their method
+## bench: bench-hub and bench-eta, figures printed with their method (the others run on
+##        their own: bench-evacuation, bench-fleet, bench-plot, bench-preflight)
 bench: venv bench-hub bench-eta
 
 bench-hub: venv

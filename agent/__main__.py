@@ -18,7 +18,7 @@ log = logging.getLogger("migwatch.agent")
 _EPILOG = """\
 examples:
   migwatch-agent                                  simulated migrations on 127.0.0.1:50051
-  migwatch-agent --backend libvirt --listen 0.0.0.0:50051 \
+  migwatch-agent --backend libvirt --listen 0.0.0.0:50051 \\
       --tls-cert agent.crt --tls-key agent.key --tls-client-ca clients-ca.crt --operator 'ops-*'
   migwatch-agent --backend qmp                    Proxmox VE: every /var/run/qemu-server/*.qmp
   migwatch-agent --backend replay --trace run.jsonl --speed 4
@@ -168,8 +168,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="keep finished migrations in DIR/finals.sqlite3 across restarts "
-        "(default: in memory only)",
+        help="keep finished migrations in DIR/finals.sqlite3, and what the libvirt backend "
+        "learned about its host in DIR/learned.json, across restarts (default: in memory "
+        "only)",
     )
     g.add_argument(
         "--metrics-listen",

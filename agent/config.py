@@ -161,6 +161,21 @@ class AgentConfig:
             raise ConfigError(
                 f"migration_overhead_s {self.migration_overhead_s} must be 0 to 600 seconds"
             )
+        if self.preflight_interval_s < 0:
+            raise ConfigError(
+                f"preflight_interval_s {self.preflight_interval_s} must be 0 (off) or more "
+                "seconds, e.g. --preflight-interval 120"
+            )
+        if self.slow_budget_s <= 0:
+            raise ConfigError(
+                f"slow_budget_s {self.slow_budget_s} must be more than 0 seconds (a migration "
+                "expected to take longer is 'slow'), e.g. --slow-budget 600"
+            )
+        if self.retention_s < 0:
+            raise ConfigError(
+                f"retention_s {self.retention_s} must be 0 or more seconds (finished "
+                "migrations are kept this long), e.g. --retention 86400"
+            )
         if self.max_subscribers < 1:
             raise ConfigError("max_subscribers must be at least 1")
         if self.notify_url and "://" not in self.notify_url:

@@ -49,10 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader (head, a closed jq) went away: not an error. Point stdout at
-        # devnull so the interpreter's final flush does not complain.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return _reader_gone()
+    except BaseExceptionGroup as group:
+        # `watch` prints from inside the fleet's TaskGroup, which wraps the error.
+        _, rest = group.split(BrokenPipeError)
+        if rest is not None:
+            raise
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader (head, a closed jq) went away: not an error, status 0.
+
+    Point stdout at devnull so the interpreter's final flush does not complain.
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 if __name__ == "__main__":

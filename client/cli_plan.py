@@ -75,7 +75,10 @@ async def cmd_evacuate_estimate(args: argparse.Namespace) -> int:
     async with fleet.client(agent) as client:
         plan = await client.estimate_evacuation(args.domains or (), **_evacuation_kwargs(args))
     if args.svg:
-        Path(args.svg).write_text(plan_svg(plan, agent))
+        try:
+            Path(args.svg).write_text(plan_svg(plan, agent))
+        except OSError as exc:
+            raise UsageError(f"--svg {args.svg}: cannot write it: {exc.strerror}") from exc
     if args.json:
         print_json({"agent": agent, **render.to_jsonable(plan)})
     else:

@@ -140,6 +140,10 @@ def short_ids(ids: list[str], minimum: int = 8) -> dict[str, str]:
 #: recommendation, what an operator acts on, always stay on screen.
 _WIDE = 130  # everything: progress bars, transfer and dirty rates
 _MEDIUM = 100  # no rates column (``migwatch get`` has them); shorter bars
+# The id column (8 characters and its padding) comes out of the same budget; below
+# _MEDIUM + _ID_COLUMN the id goes under the hosts instead, or rich would squeeze the
+# verdict column below the width its text was wrapped at and cut words off.
+_ID_COLUMN = 10
 
 
 def format_fleet_table(
@@ -169,11 +173,13 @@ class _FleetTable:
 def _fleet_table(
     migrations: tuple[FleetMigration, ...], show_ids: bool, title: str | None, width: int
 ) -> Table:
-    wide, medium = width >= _WIDE, width >= _MEDIUM
+    id_column = show_ids and width - _ID_COLUMN >= _MEDIUM
+    budget = width - _ID_COLUMN if id_column else width
+    wide, medium = budget >= _WIDE, budget >= _MEDIUM
     table = Table(
         title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True
     )
-    if show_ids:
+    if id_column:
         table.add_column("id", no_wrap=True)
     table.add_column(
         "domain / hosts", no_wrap=True, max_width=None if wide else 24, overflow="ellipsis"
@@ -189,9 +195,11 @@ def _fleet_table(
     bar = 8 if wide else 5
     for fm in migrations:
         src = fm.source
-        cells: list[RenderableType] = [ids[fm.id]] if show_ids else []
+        cells: list[RenderableType] = [ids[fm.id]] if id_column else []
         domain = Text(fm.domain_name or fm.domain_uuid)
         domain.append(f"\n{format_hosts(fm.source_host, fm.destination_host)}", style="dim")
+        if show_ids and not id_column:
+            domain.append(f"\nid {ids[fm.id]}")
         cells += [domain, _phase_cell(fm, with_progress=not medium)]
         if medium:
             cells.append(
@@ -423,7 +431,7 @@ def format_evacuation(e: EvacuationEstimate, agent: str = "") -> RenderableType:
 
 
 def format_drain_progress(p: DrainProgress) -> str:
-    """``hv1: 3 of 7 moved, 2 moving, ~4m10s left (3m20s–6m00s)``."""
+    """``hv1: 3 of 7 moved, 2 moving (vm3, vm5), ~4m10s (3m20s–6m00s) left``."""
     line = f"{p.host}: {p.moved} of {p.total} moved"
     if p.empty:
         return line + ", host empty"

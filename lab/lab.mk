@@ -1,7 +1,7 @@
 # migwatch libvirt lab: `include lab/lab.mk` from the top Makefile.
 #
 #   make lab          install packages + build the guest + start both libvirt hosts
-#   make lab-record   record the standard trace set into bench/traces/ (~12 min)
+#   make lab-record   record the standard trace set into bench/traces/ (~9 min)
 #   make lab-record-rp  record the real-program set into bench/traces/rp/ (~1.5-2 h)
 #   make lab-down     stop everything the lab started
 #

@@ -60,6 +60,38 @@ def test_help_shows_examples() -> None:
     assert "examples:" in result.stdout
     assert "migwatch-agent --backend libvirt" in result.stdout
     assert "grpcurl -plaintext" in result.stdout
+    # A two-line example keeps its shell continuation (a bare backslash in the source
+    # would join the lines with a run of spaces).
+    assert "--listen 0.0.0.0:50051 \\\n      --tls-cert" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "setting"),
+    [
+        ("--retention", "-1", "retention_s"),
+        ("--preflight-interval", "-5", "preflight_interval_s"),
+        ("--slow-budget", "0", "slow_budget_s"),
+    ],
+)
+def test_out_of_range_durations_are_a_one_line_error(flag: str, value: str, setting: str) -> None:
+    """A negative retention or pre-flight interval, or a slow budget of 0, exits 1 naming the
+    setting and an example, instead of serving with it."""
+    assert_user_error(run_agent(flag, value), setting, f"e.g. {flag} ")
+
+
+@pytest.mark.parametrize("kind", ["a file", "not a database"])
+def test_unusable_state_dir_is_a_one_line_error(tmp_path: Path, kind: str) -> None:
+    """A --state-dir that is a file, or holds a finals.sqlite3 that is not sqlite, exits 1
+    with one line naming it, not a traceback."""
+    if kind == "a file":
+        state_dir = tmp_path / "file"
+        state_dir.write_text("")
+    else:
+        state_dir = tmp_path / "dir"
+        state_dir.mkdir()
+        (state_dir / "finals.sqlite3").write_text("not sqlite " * 100)
+    result = run_agent("--state-dir", str(state_dir), "--listen", "127.0.0.1:0")
+    assert_user_error(result, f"state_dir {state_dir}", "--state-dir")
 
 
 def test_unknown_backend_flag_is_a_one_line_error() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import sys
@@ -576,6 +577,26 @@ async def test_cli_watch_json_streams_tagged_updates_until_interrupted(agent_tar
     assert lines[0]["kind"] == "agent status" and lines[0]["agent"] == agent_target
     assert {line["kind"] for line in lines} <= {"agent status", "migration", "vanished"}
     assert any(line["kind"] == "migration" for line in lines)
+
+
+async def test_cli_watch_json_into_a_reader_that_quits_ends_quietly(agent_target: str) -> None:
+    """``migwatch watch --json | head -n 1``: the closed pipe ends watch with status 0 and no
+    traceback (the error reaches main wrapped in the fleet's TaskGroup)."""
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "migwatch.client.cli", "--agent", agent_target),
+        *("watch", "--json", "--heartbeat", "0.2s"),
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        first = await asyncio.to_thread(reader.readline)
+    # The reader is gone: the next line watch prints hits a broken pipe.
+    async with asyncio.timeout(10):
+        _, err = await proc.communicate()
+    assert json.loads(first)["kind"] == "agent status"
+    assert proc.returncode == 0 and err == b"", err
 
 
 async def test_sync_wrapper_lists_and_snapshots(agent_target: str, unused_port: int) -> None:

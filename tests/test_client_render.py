@@ -259,6 +259,32 @@ def test_narrow_terminals_keep_the_verdict_and_the_progress(width: int) -> None:
     assert max(len(line.rstrip()) for line in text.splitlines()) <= width
 
 
+@pytest.mark.parametrize("width", [80, 100, 109, 110, 129, 139, 140])
+def test_long_names_with_ids_never_cut_the_verdict_s_words(width: int) -> None:
+    """With ids (as ``list`` shows them) and real-length domain and host names, every word of
+    the verdict and the id stay whole at any width; below 110 columns the id moves under the
+    hosts rather than squeezing the verdict column."""
+    m = replace(
+        migration(),
+        domain_name="sim-not-converging-3",
+        source_host="sim-host-a",
+        destination_host="sim-host-b",
+    )
+    fm = FleetMigration(
+        m.domain_uuid,
+        m.domain_name,
+        m.source_host,
+        m.destination_host,
+        source=m,
+        source_agent="a:1",
+    )
+    text = text_of(render.format_fleet_table((fm,), show_ids=True), width=width)
+    words = set(text.split())
+    for word in ("a1823c35", *m.convergence_reason.split()):
+        assert word.strip(";:,") in {w.strip(";:,") for w in words}, (word, text)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+
+
 @pytest.mark.parametrize("width", [80, 140])
 def test_an_auto_converge_throttle_is_shown(width: int) -> None:
     """QEMU throttling the guest is the workload's cost of auto-converge: table and detail

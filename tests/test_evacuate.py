@@ -559,6 +559,22 @@ async def test_cli_evacuate_estimate_draws_the_plan_as_svg(
 
 
 @ASYNC
+async def test_cli_evacuate_estimate_svg_it_cannot_write_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--svg`` into a missing directory exits 1 with one line naming the file, no traceback."""
+    svg = tmp_path / "no-such-dir" / "plan.svg"
+    async with running_agent(_config(), _idle_host("quick")) as agent:
+        target = f"127.0.0.1:{agent.port}"
+        code = await asyncio.to_thread(
+            cli.main, ["--agent", target, "evacuate-estimate", "--svg", str(svg)]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert f"--svg {svg}: cannot write it" in err[0]
+
+
+@ASYNC
 async def test_cli_drain_progress_follows_a_drain_to_the_end(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -146,7 +147,14 @@ class Agent:
         known: dict[str, tuple[str, float]] = {}
         self._orphans: dict[str, Migration] = {}
         if config.state_dir:
-            self.store = FinalStore(Path(config.state_dir) / "finals.sqlite3")
+            path = Path(config.state_dir) / "finals.sqlite3"
+            try:
+                self.store = FinalStore(path)
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(
+                    f"state_dir {config.state_dir}: cannot open {path}: {exc}; give a "
+                    "directory the agent can create and write (--state-dir)"
+                ) from exc
             kept = self.store.load(time.time() - config.retention_s)
             self.hub.restore(kept, self.store.sequence_floor())
             known = self.store.active()
