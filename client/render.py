@@ -292,7 +292,12 @@ def format_migration(m: Migration, agent: str = "") -> str:
         ),
         (
             f"  elapsed      {format_duration(m.elapsed_s)}"
-            f"   ETA {format_eta(m.eta_s, m.eta_low_s, m.eta_high_s)} [{enum_name(m.eta_basis)}]"
+            + (
+                "   finished"  # its ETA would be 0: nothing left to predict
+                if m.final
+                else f"   ETA {format_eta(m.eta_s, m.eta_low_s, m.eta_high_s)}"
+                f" [{enum_name(m.eta_basis)}]"
+            )
         ),
         f"  verdict      {format_verdict(m.convergence, m.convergence_reason)}",
         (
@@ -416,10 +421,9 @@ def format_evacuation(e: EvacuationEstimate, agent: str = "") -> RenderableType:
     if e.unmeasured_domains:
         notes.append(f"dirty rate assumed (never measured): {', '.join(e.unmeasured_domains)}")
     if e.oldest_measurement_age_s is not None:
-        notes.append(
-            f"measurements {format_duration(e.newest_measurement_age_s)}"
-            f"–{format_duration(e.oldest_measurement_age_s)} old"
-        )
+        newest = format_duration(e.newest_measurement_age_s)
+        oldest = format_duration(e.oldest_measurement_age_s)
+        notes.append(f"measurements {newest if newest == oldest else f'{newest}–{oldest}'} old")
     notes.append(
         ("order as given" if e.order_given else "order: longest first") + f"; band: {e.band_method}"
     )

@@ -354,6 +354,13 @@ def test_format_migration_detail_names_everything() -> None:
     assert "abort: abort" in text
 
 
+def test_a_finished_migration_says_finished_not_a_zero_eta() -> None:
+    """``get`` of a finished migration shows it finished, not ``ETA 0ms (0ms–0ms)``."""
+    m = migration(phase=Phase.COMPLETED, eta_s=0.0, eta_low_s=0.0, eta_high_s=0.0)
+    text = render.format_migration(m, "hv1:50051")
+    assert "finished" in text and "ETA" not in text
+
+
 def test_json_lines_are_plain_data() -> None:
     """JSON output uses lower-case enum names, ISO times, and tags kind and agent."""
     line = render.format_json(render.migration_to_jsonable(migration(), "hv1:50051"))
