@@ -233,11 +233,11 @@ def test_libvirt_backend_keeps_what_it_learned_across_a_restart(tmp_path: Path) 
 
     uri = "qemu+tcp://127.0.0.1:1/system"  # never connected: only the constructor runs
     first = LibvirtBackend(uri, state_dir=str(tmp_path))
-    first._overhead.learn(resident_bytes=400 * MIB, memory_total=512 * MIB,
-                          zero_pages=(512 - 228) * 256, page_size=4096)  # fmt: skip
-    first._teardown.learn(job_end_at=5.0, stopped_at=6.8)
-    first._keep_learned()
+    completed = {"memory_total": 512 * MIB, "memory_constant": (512 - 228) * 256,
+                 "memory_page_size": 4096}  # fmt: skip
+    first._learning.completed_job("vm", 400 * MIB, completed)
+    first._learning.stopped_after_job("vm", job_end_at=5.0, stopped_at=6.8)
     second = LibvirtBackend(uri, state_dir=str(tmp_path))
-    assert second._overhead.value() == first._overhead.value() == 172 * MIB
-    assert second._teardown.value() == pytest.approx(1.8)
-    assert LibvirtBackend(uri)._teardown.value() is None  # no state dir: nothing kept
+    assert second._learning.overhead.value() == first._learning.overhead.value() == 172 * MIB
+    assert second._learning.teardown.value() == pytest.approx(1.8)
+    assert LibvirtBackend(uri)._learning.teardown.value() is None  # no state dir: nothing kept

@@ -182,7 +182,7 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
     COMPLETED with its downtime, and by the destination's as INCOMING until COMPLETED,
     joined into one record; the other client never waits a second for the monitor; the
     source's recorder writes the migration as a trace the replay backend reads."""
-    caplog.set_level(logging.INFO, logger="migwatch.agent.backends.qmp.backend")
+    caplog.set_level(logging.INFO, logger="migwatch.agent.backends.learned")
     vm = await _boot(qlab, "101", fill_mib=128, ws_mib=32, rate=16)
     w = watch(vm.uuid, [agents["A"], agents["B"]])
     await asyncio.sleep(1.0)  # the fleet's streams are up before the job starts

@@ -35,16 +35,54 @@ from statistics import median
 
 
 @dataclass
-class ResidentOverhead:
-    """The overhead learned from this host's completed migrations (see the module docstring)."""
+class _RecentReadings:
+    """The last ``window`` plausible readings of one property of the host; their median is
+    what the host has taught (``min_readings`` needed). The two learners below differ only
+    in how a completed migration becomes a reading and which readings are plausible."""
 
     window: int = 9  # readings kept; the median of an odd count is one of them
     min_readings: int = 1
+    _readings: deque[float] = field(default_factory=deque)
+
+    def _plausible(self, reading: float) -> bool:
+        raise NotImplementedError
+
+    def _keep(self, reading: float) -> float:
+        self._readings.append(reading)
+        while len(self._readings) > self.window:
+            self._readings.popleft()
+        return reading
+
+    def _median(self) -> float | None:
+        return float(median(self._readings)) if len(self._readings) >= self.min_readings else None
+
+    @property
+    def readings(self) -> int:
+        return len(self._readings)
+
+    @property
+    def history(self) -> tuple[float, ...]:
+        """The readings kept, oldest first: what a restarted agent restores."""
+        return tuple(self._readings)
+
+    def restore(self, readings: Iterable[float]) -> None:
+        """Take readings a previous run kept (``history``); implausible ones are dropped."""
+        for r in readings:
+            if self._plausible(r):
+                self._keep(float(r))
+
+
+@dataclass
+class ResidentOverhead(_RecentReadings):
+    """The overhead learned from this host's completed migrations (see the module docstring)."""
+
     # The most QEMU's own resident memory can plausibly be (binary, heap, TCG code cache):
     # above it a reading says resident memory was loose (huge pages), not what QEMU uses.
     ceiling_bytes: int = 256 * 1024 * 1024
     loose_readings: int = 0  # rejected readings above ``ceiling_bytes``
-    _readings: deque[float] = field(default_factory=deque)
+
+    def _plausible(self, reading: float) -> bool:
+        return 0.0 <= reading <= self.ceiling_bytes
 
     def learn(
         self, *, resident_bytes: int | None, memory_total: int, zero_pages: int, page_size: int
@@ -62,37 +100,16 @@ class ResidentOverhead:
         if reading > self.ceiling_bytes:
             self.loose_readings += 1  # rss over-stated the non-zero bytes: not an overhead
             return None
-        self._readings.append(reading)
-        while len(self._readings) > self.window:
-            self._readings.popleft()
-        return reading
+        return self._keep(reading)
 
     def value(self) -> int | None:
         """The learned overhead in bytes, or ``None`` until enough migrations completed."""
-        if len(self._readings) < self.min_readings:
-            return None
-        return int(median(self._readings))
-
-    @property
-    def readings(self) -> int:
-        return len(self._readings)
-
-    @property
-    def history(self) -> tuple[float, ...]:
-        """The readings kept, oldest first: what a restarted agent restores."""
-        return tuple(self._readings)
-
-    def restore(self, readings: Iterable[float]) -> None:
-        """Take readings a previous run kept (``history``); implausible ones are dropped."""
-        for r in readings:
-            if 0.0 <= r <= self.ceiling_bytes:
-                self._readings.append(float(r))
-        while len(self._readings) > self.window:
-            self._readings.popleft()
+        learned = self._median()
+        return None if learned is None else int(learned)
 
 
 @dataclass
-class TeardownTime:
+class TeardownTime(_RecentReadings):
     """Learn how long a migration goes on after its job's own clock stops. Pure: no I/O.
 
     Every prediction and live ETA is of the job's ``time_elapsed``, but a drain waits for
@@ -105,10 +122,10 @@ class TeardownTime:
     ``EstimatorConfig.migration_overhead_s``.
     """
 
-    window: int = 9
-    min_readings: int = 1
     max_reading_s: float = 120.0  # beyond this the stop was not the migration's teardown
-    _readings: deque[float] = field(default_factory=deque)
+
+    def _plausible(self, reading: float) -> bool:
+        return 0.0 <= reading <= self.max_reading_s
 
     def learn(self, *, job_end_at: float, stopped_at: float) -> float | None:
         """Take one completed migration's job end and its source's stop (same clock, s);
@@ -118,31 +135,8 @@ class TeardownTime:
         # kept as 0); far above: the domain stopped for another reason later on.
         if not -0.5 <= reading <= self.max_reading_s:
             return None
-        reading = max(reading, 0.0)
-        self._readings.append(reading)
-        while len(self._readings) > self.window:
-            self._readings.popleft()
-        return reading
+        return self._keep(max(reading, 0.0))
 
     def value(self) -> float | None:
         """The learned tail in seconds, or ``None`` until enough migrations completed."""
-        if len(self._readings) < self.min_readings:
-            return None
-        return float(median(self._readings))
-
-    @property
-    def readings(self) -> int:
-        return len(self._readings)
-
-    @property
-    def history(self) -> tuple[float, ...]:
-        """The readings kept, oldest first: what a restarted agent restores."""
-        return tuple(self._readings)
-
-    def restore(self, readings: Iterable[float]) -> None:
-        """Take readings a previous run kept (``history``); implausible ones are dropped."""
-        for r in readings:
-            if 0.0 <= r <= self.max_reading_s:
-                self._readings.append(float(r))
-        while len(self._readings) > self.window:
-            self._readings.popleft()
+        return self._median()

@@ -39,12 +39,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import libvirt
 import libvirtaio
-from migwatch.agent.backends.learned import Learned, LearnedFile
+from migwatch.agent.backends.learned import HostLearning
 from migwatch.agent.backends.libvirt import scan
 from migwatch.agent.backends.libvirt.connection import (
     CONNECTION_LOST,
@@ -64,8 +63,7 @@ from migwatch.agent.backends.libvirt.preflight import PreflightSampler
 from migwatch.agent.backends.libvirt.watcher import ending_of, is_incoming_start
 from migwatch.agent.backends.protocol import Ending, ObservationSink, StatusSink
 from migwatch.agent.backends.recorder import TraceRecorder
-from migwatch.agent.estimate.overhead import ResidentOverhead, TeardownTime
-from migwatch.agent.model import MIB, Direction, DomainFacts, HostState
+from migwatch.agent.model import Direction, DomainFacts, HostState
 from migwatch.agent.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -110,42 +108,20 @@ class LibvirtBackend:
             clock=clock,
             job_seen=self._scan_now,
         )
-        # QEMU's own share of rss on this host, learned from completed migrations.
-        self._overhead = ResidentOverhead()
-        # ... and how long a migration goes on after its job's clock stops.
-        self._teardown = TeardownTime()
-        # Both kept across restarts with --state-dir (a restarted agent keeps its head start).
-        self._learned_file = LearnedFile(Path(state_dir)) if state_dir else None
-        if self._learned_file is not None:
-            kept = self._learned_file.load()
-            self._overhead.restore(kept.resident_overhead_bytes)
-            self._teardown.restore(kept.teardown_s)
-            if self._overhead.readings or self._teardown.readings:
-                log.info(
-                    "kept from earlier runs (%s): QEMU resident overhead %s, teardown %s",
-                    self._learned_file.path,
-                    f"{(self._overhead.value() or 0) / MIB:.0f} MiB" if self._overhead.readings
-                    else "not yet learned",
-                    f"{self._teardown.value() or 0.0:.1f} s" if self._teardown.readings
-                    else "not yet learned",
-                )  # fmt: skip
+        # QEMU's own share of rss on this host and the teardown after each job, learned
+        # from completed migrations (kept across restarts with --state-dir).
+        self._learning = HostLearning(state_dir)
         self._outgoing = OutgoingJobs(
             uri=uri,
             sample_interval_s=sample_interval_s,
             recorder=recorder,
             preflight=self._preflight,
-            overhead=self._overhead,
-            teardown=self._teardown,
+            learning=self._learning,
             conn=lambda: self._conn,
             host=lambda: self._host,
             clock=clock,
-            learned=self._keep_learned,
         )
         self._incoming = IncomingJobs(conn=lambda: self._conn, host=lambda: self._host, clock=clock)
-
-    def _keep_learned(self) -> None:
-        if self._learned_file is not None:
-            self._learned_file.save(Learned(self._overhead.history, self._teardown.history))
 
     @property
     def name(self) -> str:
@@ -342,8 +318,8 @@ class LibvirtBackend:
             preflight=self._preflight.of(found.uuid, found.domain_id),
             migrating=found.migrating,
             resident_bytes=found.resident_bytes,
-            resident_overhead_bytes=self._overhead.value(),
-            migration_overhead_s=self._teardown.value(),
+            resident_overhead_bytes=self._learning.overhead.value(),
+            migration_overhead_s=self._learning.teardown.value(),
         )
 
     async def guests(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import libvirt
 from migwatch.agent.backends.jobstats import completed_job
+from migwatch.agent.backends.learned import HostLearning
 from migwatch.agent.backends.libvirt import controls, scan
 from migwatch.agent.backends.libvirt.connection import (
     CONNECTION_LOST,
@@ -40,7 +41,6 @@ from migwatch.agent.backends.libvirt.watcher import (
 from migwatch.agent.backends.protocol import MigrationInfo, Observation, ObservationSink
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.errors import MigrationGone
-from migwatch.agent.estimate.overhead import ResidentOverhead, TeardownTime
 from migwatch.agent.model import MIB, Direction, Phase
 from migwatch.agent.tasks import stop_task
 
@@ -79,12 +79,10 @@ class OutgoingJobs:
         sample_interval_s: float,
         recorder: TraceRecorder | None,
         preflight: PreflightSampler,
-        overhead: ResidentOverhead,
-        teardown: TeardownTime,
+        learning: HostLearning,
         conn: Callable[[], Any],
         host: Callable[[], str],
         clock: Callable[[], float],
-        learned: Callable[[], None] = lambda: None,
     ) -> None:
         self.jobs: dict[str, Outgoing] = {}
         self.observe: ObservationSink = lambda _obs: None  # set by the backend's run()
@@ -92,9 +90,7 @@ class OutgoingJobs:
         self._interval = sample_interval_s
         self._recorder = recorder
         self._preflight = preflight
-        self._overhead = overhead
-        self._teardown = teardown
-        self._learned = learned  # called after a new reading: the backend keeps it
+        self._learning = learning
         # Completed jobs whose source has not stopped yet (uuid -> the job's end, wall s),
         # and watched jobs whose source stopped before their end was concluded (uuid -> the
         # stop): the two halves of a teardown reading. Bounded: a stop may never come.
@@ -125,7 +121,7 @@ class OutgoingJobs:
             started_at=started_at,
             memory_bytes=found.memory_bytes or None,
             resident_bytes=found.resident_bytes,
-            resident_overhead_bytes=self._overhead.value(),
+            resident_overhead_bytes=self._learning.overhead.value(),
         )
         watch = Outgoing(JobWatcher(info))
         self.jobs[found.uuid] = watch
@@ -224,7 +220,9 @@ class OutgoingJobs:
             return
         update = final.update
         if update.phase is Phase.COMPLETED and final.completed:
-            self._learn_overhead(watch.info, final.completed)
+            self._learning.completed_job(
+                watch.info.domain_name, watch.info.resident_bytes, final.completed
+            )
             self._job_ended(watch.info, final.completed)
         self._publish(watch, update)
         if self._recorder is not None:
@@ -236,27 +234,6 @@ class OutgoingJobs:
         if watch.task is not None and watch.task is not asyncio.current_task():
             watch.task.cancel()
 
-    def _learn_overhead(self, info: MigrationInfo, params: Mapping[str, Any]) -> None:
-        loose = self._overhead.loose_readings
-        reading = self._overhead.learn(
-            resident_bytes=info.resident_bytes,
-            memory_total=int(params.get("memory_total", 0) or 0),
-            zero_pages=int(params.get("memory_constant", -1)),
-            page_size=int(params.get("memory_page_size", 4096) or 4096),
-        )
-        if reading is not None:
-            self._learned()
-            log.info(
-                "QEMU resident overhead from the migration of %s: %.0f MiB (now using %.0f"
-                " MiB, median of %d)", info.domain_name, reading / MIB,
-                (self._overhead.value() or 0) / MIB, self._overhead.readings,
-            )  # fmt: skip
-        elif self._overhead.loose_readings > loose:
-            log.info(
-                "resident memory of %s over-stated its non-zero RAM (huge pages?): not"
-                " learned as QEMU's overhead", info.domain_name,
-            )  # fmt: skip
-
     def _job_ended(self, info: MigrationInfo, params: Mapping[str, Any]) -> None:
         """A completed job's end on the wall clock: half of a teardown reading."""
         job = completed_job(params)
@@ -267,25 +244,16 @@ class OutgoingJobs:
         if stopped is None:
             _bounded_put(self._ended, info.domain_uuid, end)
         else:
-            self._learn_teardown(info.domain_name, end, stopped)
+            self._learning.stopped_after_job(info.domain_name, end, stopped)
 
     def _source_stopped(self, uuid: str, name: str) -> None:
         """The domain stopped here (STOPPED event): the other half of a teardown reading."""
         now = self._clock()
         end = self._ended.pop(uuid, None)
         if end is not None:
-            self._learn_teardown(name, end, now)
+            self._learning.stopped_after_job(name, end, now)
         elif uuid in self.jobs:
             _bounded_put(self._stopped, uuid, now)
-
-    def _learn_teardown(self, name: str, job_end_at: float, stopped_at: float) -> None:
-        reading = self._teardown.learn(job_end_at=job_end_at, stopped_at=stopped_at)
-        if reading is not None:
-            self._learned()
-            log.info(
-                "teardown after the job of %s: %.1f s (now using %.1f s, median of %d)",
-                name, reading, self._teardown.value() or 0.0, self._teardown.readings,
-            )  # fmt: skip
 
     def _publish(self, watch: Outgoing, update: Update | None) -> None:
         if update is None:

@@ -29,12 +29,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from migwatch.agent.backends.learned import Learned, LearnedFile
-from migwatch.agent.backends.protocol import Ending, Observation, ObservationSink, StatusSink
+from migwatch.agent.backends.learned import HostLearning
+from migwatch.agent.backends.protocol import Ending, ObservationSink, StatusSink
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.errors import BackendUnavailable, MigrationGone
-from migwatch.agent.estimate.overhead import ResidentOverhead
-from migwatch.agent.model import MIB, Direction, DomainFacts, HostState, Phase
+from migwatch.agent.model import Direction, DomainFacts, HostState, Phase
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from .controls import Controls
@@ -77,12 +76,13 @@ class QmpBackend:
         self._scanned = False  # every socket of the first scan has been visited once
         # QEMU's own share of rss on this host, learned from completed migrations as the
         # libvirt backend does (and kept across restarts with --state-dir).
-        self._overhead = ResidentOverhead()
-        self._learned_file = LearnedFile(Path(state_dir)) if state_dir else None
-        if self._learned_file is not None:
-            self._overhead.restore(self._learned_file.load().resident_overhead_bytes)
+        self._learning = HostLearning(state_dir)
         self._publisher = Publisher(
-            recorder=recorder, sample_interval_s=sample_interval_s, completed=self._learn
+            recorder=recorder,
+            sample_interval_s=sample_interval_s,
+            completed=lambda obs, stats: self._learning.completed_job(
+                obs.info.domain_name, obs.info.resident_bytes, stats
+            ),
         )
         self._sessions = Sessions(connect_timeout_s=connect_timeout_s, on_event=self._on_event)
         self._controls = Controls(
@@ -245,7 +245,7 @@ class QmpBackend:
             limits=limits,
             resident_bytes=resident,
             mirror=mirror,
-            resident_overhead_bytes=self._overhead.value(),
+            resident_overhead_bytes=self._learning.overhead.value(),
         )
 
     async def _identify(self, qmp: QMPClient, path: Path) -> Guest:
@@ -337,31 +337,8 @@ class QmpBackend:
             preflight=sock.watcher.preflight,
             migrating=sock.watcher.role is not None,
             resident_bytes=resident_bytes(sock.pid),
-            resident_overhead_bytes=self._overhead.value(),
+            resident_overhead_bytes=self._learning.overhead.value(),
         )
-
-    def _learn(self, obs: Observation, stats: Mapping[str, object]) -> None:
-        """A completed outgoing migration: its reading of this host's QEMU overhead."""
-
-        def num(key: str, default: int) -> int:
-            v = stats.get(key)
-            return v if isinstance(v, int) and not isinstance(v, bool) else default
-
-        reading = self._overhead.learn(
-            resident_bytes=obs.info.resident_bytes,
-            memory_total=num("memory_total", 0),
-            zero_pages=num("memory_constant", -1),
-            page_size=num("memory_page_size", 4096),
-        )
-        if reading is None:
-            return
-        if self._learned_file is not None:
-            self._learned_file.save(Learned(resident_overhead_bytes=self._overhead.history))
-        log.info(
-            "QEMU resident overhead from the migration of %s: %.0f MiB (now using %.0f MiB, "
-            "median of %d)", obs.info.domain_name, reading / MIB,
-            (self._overhead.value() or 0) / MIB, self._overhead.readings,
-        )  # fmt: skip
 
     async def close(self) -> None:
         self._publisher.close()
