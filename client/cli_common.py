@@ -9,23 +9,46 @@ the parser names the handlers, the handlers need only this.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
 from rich.console import Console, RenderableType
+from rich.live import Live
 
 from . import render
 from .auth import load_client_auth
 from .fleet import Fleet
+from .model import FleetSnapshot
 from .targets import resolve_targets
 from .units import parse_duration
 
 PROG = "migwatch"
 REFRESH_S = 0.25  # the live table redraws at most this often...
 TICK_S = 1.0  # ...and at least this often, so staleness shows without updates
+
+
+async def redraw_live(
+    live: Live, stream: AsyncIterator[object], snapshot: Callable[[], FleetSnapshot]
+) -> None:
+    """Redraw the fleet table in ``live`` from ``snapshot()`` as ``stream`` delivers, at most
+    every ``REFRESH_S`` and at least every ``TICK_S``; until cancelled (Ctrl-C). ``live``
+    has auto_refresh off: every redraw happens here, on the loop thread that owns the state.
+    ``watch`` (gRPC) and ``listen --fleet`` (the bus) draw the same table this way."""
+    loop = asyncio.get_running_loop()
+    drawn = 0.0
+    while True:
+        try:
+            async with asyncio.timeout(TICK_S):
+                await anext(stream)
+        except TimeoutError:
+            pass
+        if loop.time() - drawn >= REFRESH_S:
+            live.update(render.format_fleet(snapshot()), refresh=True)
+            drawn = loop.time()
 
 
 class UsageError(Exception):

@@ -9,7 +9,6 @@ Apart from the gRPC commands because it never talks to an agent: it needs a tran
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 
@@ -17,7 +16,7 @@ from rich.live import Live
 
 from . import render
 from .bus import watch_bus
-from .cli_common import REFRESH_S, TICK_S, UsageError, print_json, print_line
+from .cli_common import UsageError, print_json, print_line, redraw_live
 from .notifications import format_bus_event, format_bus_event_jsonable
 
 NOTIFY_ENV = "MIGWATCH_NOTIFY_URL"
@@ -40,17 +39,6 @@ async def cmd_listen(args: argparse.Namespace) -> int:
             async for event, _ in bus:
                 print_line(format_bus_event(event))
         else:
-            loop = asyncio.get_running_loop()
             with Live(render.format_fleet(bus.snapshot()), auto_refresh=False) as live:
-                stream = aiter(bus)
-                drawn = 0.0
-                while True:
-                    try:
-                        async with asyncio.timeout(TICK_S):
-                            await anext(stream)
-                    except TimeoutError:
-                        pass
-                    if loop.time() - drawn >= REFRESH_S:
-                        live.update(render.format_fleet(bus.snapshot()), refresh=True)
-                        drawn = loop.time()
+                await redraw_live(live, aiter(bus), bus.snapshot)
     return 0

@@ -8,20 +8,18 @@ and the planners (``cli_plan``) that predict one.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from rich.live import Live
 
 from . import render
 from .cli_common import (
-    REFRESH_S,
-    TICK_S,
     fleet_of,
     parsed,
     print_error,
     print_json,
     print_line,
     print_rich,
+    redraw_live,
 )
 from .model import FleetSnapshot
 from .units import parse_duration
@@ -35,21 +33,10 @@ async def cmd_watch(args: argparse.Namespace) -> int:
             async for update in updates:
                 print_json(render.update_to_jsonable(update))
         return 0
-    loop = asyncio.get_running_loop()
-    # auto_refresh off: every redraw happens here, on the loop thread that owns the state.
     with Live(render.format_fleet(fleet.snapshot()), auto_refresh=False) as live:
         async with fleet.watch() as updates:
-            stream = aiter(updates)
-            drawn = 0.0
-            while True:
-                try:
-                    async with asyncio.timeout(TICK_S):
-                        await anext(stream)
-                except TimeoutError:
-                    pass
-                if loop.time() - drawn >= REFRESH_S:
-                    live.update(render.format_fleet(fleet.snapshot()), refresh=True)
-                    drawn = loop.time()
+            await redraw_live(live, aiter(updates), fleet.snapshot)
+    return 0
 
 
 async def cmd_list(args: argparse.Namespace) -> int:

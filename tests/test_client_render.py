@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -380,3 +382,35 @@ def test_fleet_migration_json_has_id_and_phase() -> None:
     fm = FleetMigration(m.domain_uuid, m.domain_name, "hv1", "hv2", source=m)
     data = render.to_jsonable(fm)
     assert data["id"] == m.id and data["phase"] == "precopy"
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_redraw_live_draws_on_updates_and_on_the_tick_without_them() -> None:
+    """The live table (``watch``, ``listen --fleet``) redraws when updates arrive, at most
+    every REFRESH_S, and again within TICK_S while none arrive, so staleness shows."""
+    import asyncio
+
+    from migwatch.client.cli_common import REFRESH_S, TICK_S, redraw_live
+    from rich.live import Live
+
+    calls: list[float] = []
+    snap = FleetSnapshot(agents=(), migrations=())
+
+    def snapshot() -> FleetSnapshot:
+        calls.append(asyncio.get_running_loop().time())
+        return snap
+
+    async def updates() -> AsyncIterator[object]:
+        for i in range(50):  # a burst: far more than one redraw per REFRESH_S
+            yield i
+        await asyncio.Event().wait()  # then silence
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with Live(render.format_fleet(snap), console=console, auto_refresh=False) as live:
+        task = asyncio.create_task(redraw_live(live, updates(), snapshot))
+        await asyncio.sleep(TICK_S * 2.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert 2 <= len(calls) <= 4, calls  # once for the burst, then once per silent tick
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert all(g >= REFRESH_S for g in gaps) and all(g <= TICK_S * 1.5 for g in gaps), gaps
