@@ -199,18 +199,16 @@ def prepare_disks(spec: GuestSpec) -> None:
     if not spec.disk_mib:
         return
     for host in HOSTS:
-        _run(
-            [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                str(host_dirs(host).image(spec.name)),
-                f"{spec.disk_mib}M",
-            ]
-        )
-    if spec.disk_fill_mib:
+        make_disk(host_dirs(host).image(spec.name), spec, fill=host == "A")
+
+
+def make_disk(image: Path, spec: GuestSpec, *, fill: bool) -> None:
+    """A fresh qcow2 of ``spec.disk_mib`` at ``image``; ``fill``: its first
+    ``spec.disk_fill_mib`` written with non-zero data (a source's disk), else empty (a
+    migration's target). Also the bare-QEMU lab's disks (lab/qemuhosts.py)."""
+    image.unlink(missing_ok=True)
+    _run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), f"{spec.disk_mib}M"])
+    if fill and spec.disk_fill_mib:
         _run(
             [
                 "qemu-io",
@@ -218,7 +216,7 @@ def prepare_disks(spec: GuestSpec) -> None:
                 "qcow2",
                 "-c",
                 f"write -q -P 0x5a 0 {spec.disk_fill_mib}M",
-                str(host_dirs("A").image(spec.name)),
+                str(image),
             ]
         )
 

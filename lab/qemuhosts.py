@@ -36,7 +36,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
-from lab.guest import GuestSpec, guest_dir
+from lab.guest import GuestSpec, guest_dir, make_disk
 from lab.hosts import LabError
 
 QEMU = "qemu-system-x86_64"
@@ -221,13 +221,7 @@ class QemuLab:
         """A fresh qcow2 for the guest on ``host``; ``fill``: ``disk_fill_mib`` written with
         data first (the source's), else empty (the destination's, the mirror's target)."""
         image = self.hosts[host] / f"{vmid}-disk0.qcow2"
-        image.unlink(missing_ok=True)
-        _run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), f"{spec.disk_mib}M"])
-        if fill and spec.disk_fill_mib:
-            _run([
-                "qemu-io", "-f", "qcow2", "-c",
-                f"write -q -P 0x5a 0 {spec.disk_fill_mib}M", str(image),
-            ])  # fmt: skip
+        make_disk(image, spec, fill=fill)
         return image
 
     def boot(
@@ -344,12 +338,6 @@ class QemuLab:
         for vm in self.vms:
             vm.kill()
         self.vms.clear()
-
-
-def _run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise LabError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
 
 
 def _read(path: Path) -> str:
