@@ -9,7 +9,7 @@ the trace's pre-flight prior, and scores ``predict()``. Aggregating and printing
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +103,7 @@ class TraceReport:
         return self.outcome == "completed" and not self.intervened and self.true_s is not None
 
 
-def _naive_eta(
+def naive_eta(
     stats: Mapping[str, object], prev: Mapping[str, object] | None, dt: float
 ) -> float | None:
     def num(d: Mapping[str, object], k: str) -> float:
@@ -142,6 +142,18 @@ def estimates(
     ]
 
 
+def with_naive(
+    trace: Trace, preflight: Preflight | None, config: EstimatorConfig, use_resident: bool = True
+) -> Iterator[tuple[ReplayStep, Estimate, float | None]]:
+    """``estimates`` with the naive remaining / rate ETA on the same sample beside each."""
+    prev_stats: Mapping[str, object] | None = None
+    prev_elapsed = 0.0
+    for step, e in estimates(trace, preflight, config, use_resident):
+        elapsed = step.sample.elapsed_s
+        yield step, e, naive_eta(step.stats, prev_stats, elapsed - prev_elapsed)
+        prev_stats, prev_elapsed = step.stats, elapsed
+
+
 def replay(
     trace: Trace, preflight: Preflight | None, config: EstimatorConfig, use_resident: bool = True
 ) -> Run:
@@ -149,20 +161,16 @@ def replay(
     true = true_duration_s(trace)
     points: list[tuple[float, Estimate, float | None, int]] = []
     run = Run()
-    prev_stats: Mapping[str, object] | None = None
-    prev_elapsed = 0.0
     last_iter = 0
     start_remaining: list[int] = []
     decided: str | None = None
-    for step, e in estimates(trace, preflight, config, use_resident):
+    for step, e, naive in with_naive(trace, preflight, config, use_resident):
         s = step.sample
         if e.convergence is not Convergence.UNKNOWN:
             cls = verdict_class(e.convergence)
             if decided is not None and cls != decided:
                 run.reversals += 1
             decided = cls
-        naive = _naive_eta(step.stats, prev_stats, s.elapsed_s - prev_elapsed)
-        prev_stats, prev_elapsed = step.stats, s.elapsed_s
         points.append((s.elapsed_s, e, naive, s.iteration))
         if e.convergence in FLAGS:
             run.flags += 1

@@ -26,7 +26,7 @@ from pathlib import Path
 from migwatch.agent.backends.trace import TraceError, read_trace
 from migwatch.agent.backends.tracefacts import preflight_of, true_duration_s
 
-from bench.eta_replay import FLAGS, _naive_eta, agent_estimator_config, estimates
+from bench.eta_replay import FLAGS, agent_estimator_config, with_naive
 
 __all__ = ["Point", "Series", "chart", "main", "series_of"]
 
@@ -61,12 +61,8 @@ def series_of(path: Path) -> Series:
     """The agent's replay of one trace, with the pre-flight where it was recorded."""
     trace = read_trace(path)
     points = []
-    prev_stats = None
-    prev_t = 0.0
-    for step, e in estimates(trace, preflight_of(trace), agent_estimator_config()):
+    for step, e, naive in with_naive(trace, preflight_of(trace), agent_estimator_config()):
         t = step.sample.elapsed_s
-        naive = _naive_eta(step.stats, prev_stats, t - prev_t)
-        prev_stats, prev_t = step.stats, t
         end = None if e.eta_s is None else t + e.eta_s
         points.append(
             Point(
