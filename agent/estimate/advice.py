@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from migwatch.agent.estimate.dirtyfit import DirtyModel, ladder_rate_at
 from migwatch.agent.estimate.etaband import EtaBand, Situation
 from migwatch.agent.estimate.etaconfig import EstimatorConfig
 from migwatch.agent.estimate.passmodel import PassPlan, plan_passes
@@ -144,6 +145,21 @@ def recommendations(
     return tuple(recs)
 
 
+def _outpaced_over_a_pass(m: DirtyModel, bw: float) -> bool:
+    """Whether the pre-flight reading taken over about as long as a pass will last says the
+    guest dirties at least as fast as the link. A pass that re-sends the hot set lasts
+    ``hot / bandwidth``; the pre-flight's short periods are its noisiest readings (QEMU
+    samples 512 pages per GiB) and catch bursts, so a fit that the reading over the pass's
+    own time scale contradicts (a stressor reading 102 MiB/s over 1 s but 31 over 2 s, where
+    a pass of its 80 MiB hot set lasts 2 s at 40 MiB/s: it converged) is not enough to flag
+    a migration before it has measured anything. Without readings, the fit decides."""
+    hot = m.hot if m.hot is not None else (max((v for _, v in m.ladder), default=0.0) or None)
+    if not m.ladder or hot is None:
+        return True
+    rate = ladder_rate_at(m.ladder, hot / bw)
+    return rate is None or rate >= bw
+
+
 def verdict(
     *,
     sit: Situation,
@@ -181,6 +197,7 @@ def verdict(
             and bw > 0
             and m.rate_low >= bw
             and (m.hot is None or m.hot > cfg.stall_margin * threshold)
+            and _outpaced_over_a_pass(m, bw)
         ):
             return Convergence.NOT_CONVERGING, "pre-flight: " + keeps_pace
         if eta.eta is None:
@@ -217,13 +234,13 @@ def verdict(
             return Convergence.SLOW, f"will finish in ~{secs(eta.eta)}, over the budget: {how}"
         return Convergence.CONVERGING, how
     window = list(boundaries[-cfg.pass_window :])
-    flat_for = flat_since(boundaries, boundary_times, cfg, threshold)
+    falling = falling_steadily(boundaries, cfg)
+    flat_for = None if falling else flat_since(boundaries, boundary_times, cfg, threshold)
     flat = flat_for is not None
     # The final burst of a hard convergence is a run of short passes whose remaining hovers
     # before the switch-over: a stall is flat over a stretch of job time, not just passes.
     span = sit.elapsed_s - flat_for if flat_for is not None else 0.0
-    # Falling clearly over the last passes: whatever one reading says, pre-copy is gaining.
-    falling = len(window) >= 2 and window[-1] < (1.0 - cfg.rate_tolerance) * max(window)
+
     if rho >= cfg.not_converging_ratio and (left is None or left > threshold) and not falling:
         return Convergence.NOT_CONVERGING, keeps_pace
     if flat and span >= cfg.stall_min_s:
@@ -271,6 +288,25 @@ def verdict(
 #: The reason prefix of a verdict that is UNKNOWN because the remaining stopped falling:
 #: ``steady.SteadyVerdict`` takes it as evidence against a CONVERGING shown.
 NOT_FALLING = "not falling: "
+
+
+def falling_steadily(boundaries: Sequence[float], cfg: EstimatorConfig) -> bool:
+    """Whether the remaining at the pass boundaries is falling: by ``rate_tolerance`` over
+    the last ``pass_window`` boundaries, or steadily over twice as many (by
+    ``rate_tolerance`` over the longer stretch and half as much over the last window). A
+    guest dirtying at about the link's rate, its readings wobbling around it, whose
+    remaining still shrinks pass after pass (652 -> 532 -> 420 -> 432 -> 362 MiB: a
+    key-value store at 60 MiB/s against 60) is slow, not stalled and not "never"; a fall
+    that has levelled off (800 -> 400 -> 380 -> 390 -> 385) does not count."""
+    window = boundaries[-cfg.pass_window :]
+    if len(window) >= 2 and window[-1] < (1.0 - cfg.rate_tolerance) * max(window):
+        return True
+    longer = boundaries[-(2 * cfg.pass_window - 1) :]
+    return (
+        len(longer) >= 2 * cfg.pass_window - 1
+        and longer[-1] < (1.0 - cfg.rate_tolerance) * longer[0]
+        and window[-1] < (1.0 - cfg.rate_tolerance / 2.0) * max(window)
+    )
 
 
 def flat_since(

@@ -19,6 +19,7 @@ clock.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class DirtyFit:
     rate_sigma_bps: float
     hot_bytes: float | None  # None: no saturation seen
     hot_low_bytes: float  # the hot set is at least this (most distinct bytes seen)
+    # The readings of the current regime: (period s, distinct bytes), shortest first.
+    readings: tuple[tuple[float, float], ...] = ()
 
 
 def fit_preflight(
@@ -61,6 +64,7 @@ def fit_preflight(
     )
     if not pts:
         return DirtyFit(0.0, math.inf, None, 0.0)
+    readings = tuple((p, v * MIB) for p, v in pts)
     periods = [p for p, _ in pts]
     vols = [v for _, v in pts]
     hot_low = max(vols)
@@ -99,8 +103,8 @@ def fit_preflight(
             best = (chi, rate, sig_r, hot)
     if len(pts) >= 2 and best is not None and chi_flat - best[0] > chi2:
         _, rate, sig_r, hot = best
-        return DirtyFit(rate * MIB, sig_r * MIB, hot * MIB, hot_low * MIB)
-    return DirtyFit(flat * MIB, rate_sigma(all_idx) * MIB, None, hot_low * MIB)
+        return DirtyFit(rate * MIB, sig_r * MIB, hot * MIB, hot_low * MIB, readings)
+    return DirtyFit(flat * MIB, rate_sigma(all_idx) * MIB, None, hot_low * MIB, readings)
 
 
 def _reading_variance(vol_mib: float, memory_mib: float | None, noise_mib: float) -> float:
@@ -181,6 +185,27 @@ class DirtyModel:
     # migrates (a load that starts with the migration), so its hot set and rate bound the
     # central value, not the slow edge. 0: the model's own edges.
     slow_floor: float = 0.0
+    # The pre-flight readings behind a PREFLIGHT model: (period s, distinct bytes).
+    ladder: tuple[tuple[float, float], ...] = ()
+
+
+def ladder_rate_at(ladder: Sequence[tuple[float, float]], period_s: float) -> float | None:
+    """The dirty rate (B/s) the pre-flight readings show over a window of ``period_s``: the
+    distinct bytes interpolated between the two nearest periods (linear in log period),
+    over the period; outside the ladder, the rate of its nearest end. ``None``: no readings.
+    """
+    if not ladder:
+        return None
+    pts = sorted(ladder)
+    if period_s <= pts[0][0]:
+        return pts[0][1] / pts[0][0]
+    if period_s >= pts[-1][0]:
+        return pts[-1][1] / pts[-1][0]
+    for (p0, v0), (p1, v1) in itertools.pairwise(pts):
+        if p0 <= period_s <= p1:
+            f = math.log(period_s / p0) / math.log(p1 / p0)
+            return (v0 + f * (v1 - v0)) / period_s
+    return None  # unreachable: period_s lies inside the ladder
 
 
 def prior_model(
@@ -207,6 +232,7 @@ def prior_model(
         hot_low=preflight.hot_low_bytes,
         basis=EtaBasis.PREFLIGHT,
         measured=True,
+        ladder=preflight.readings,
     )
 
 
