@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -109,6 +110,34 @@ def test_auto_converge_throttles_until_the_passes_shrink() -> None:
     # Throttled harder already, it ends sooner.
     later = plan(33, AutoConverge(0.7))  # 110 x 0.3
     assert later.converges and later.time_s < central.time_s
+
+
+def test_auto_converge_bite_halfway_up_the_ladder_ends_between_the_edges() -> None:
+    """The central plan's bite (``mid_ladder``): 60 MiB/s at 20 % (75 unthrottled) against
+    50 MiB/s. From 20 % the bite is at 59.5 %, so the dirtying holds at 60 MiB/s through
+    50 % and falls as 1 - t from the 60 % step (30 MiB/s): the plan ends at 70 %, later
+    than the proportional plan and much sooner than the one that bites only at 99 %."""
+
+    def plan(ac: AutoConverge) -> PassPlan:
+        return plan_passes(
+            pass_left_bytes=256 * MIB,
+            pass_elapsed_s=0.0,
+            bandwidth_bps=50 * MIB,
+            dirty_rate_bps=60 * MIB,
+            hot_set_bytes=256 * MIB,
+            max_downtime_s=0.3,
+            auto_converge=ac,
+        )
+
+    ac = AutoConverge(0.2)
+    mid = ac.mid_ladder()
+    assert mid.bite == pytest.approx((0.2 + 0.99) / 2)
+    central, top, fast = plan(mid), plan(ac), plan(replace(ac, proportional=True))
+    assert central.converges and central.throttle == pytest.approx(0.7)
+    assert top.throttle == pytest.approx(0.99)
+    assert fast.time_s < central.time_s < top.time_s
+    # Readings taken under a higher throttle than the one now showed no bite yet.
+    assert AutoConverge(0.2, measured_at=0.4).mid_ladder().bite == pytest.approx(0.695)
 
 
 def test_auto_converge_rate_is_unthrottled_with_the_throttle_it_was_measured_under() -> None:

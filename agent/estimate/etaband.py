@@ -68,13 +68,18 @@ def plan_at(
     bandwidth: float,
     drain: float,
     fast: bool = False,
+    slow: bool = False,
     pass_cap: int | None = None,
 ) -> PassPlan:
-    """The pass plan of ``sit`` with these inputs (``fast``: auto-converge's throttle slows
-    the guest proportionally from now on, the band's fast edge)."""
+    """The pass plan of ``sit`` with these inputs. Under auto-converge (``AutoConverge``)
+    the throttle slows the guest proportionally from now on at the band's fast edge
+    (``fast``), only at the top of the ladder at its slow edge (``slow``), and from halfway
+    up the rest of the ladder in the central plan."""
     ac = sit.auto_converge
     if ac is not None and fast:
         ac = replace(ac, proportional=True)
+    elif ac is not None and not slow:
+        ac = ac.mid_ladder()
     return plan_passes(
         pass_left_bytes=sit.pass_left,
         pass_elapsed_s=sit.pass_elapsed,
@@ -123,6 +128,7 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
         hot=None if doubt else m.hot,
         bandwidth=sit.bandwidth * max(1.0 - spread, 0.1),
         drain=sit.drain_slow,
+        slow=True,
     )
     if not slow.converges and (not m.measured or doubt):
         # Nothing measured yet: the slow edge's assumed dirty rate (a share of the bandwidth)
@@ -135,6 +141,7 @@ def eta_band(sit: Situation, cfg: EstimatorConfig) -> EtaBand:
             hot=None if doubt else m.hot,
             bandwidth=sit.bandwidth,
             drain=sit.drain_slow,
+            slow=True,
         )
     eta = sit.before_memory_s + central.time_s
     margin = cfg.band_floor_s + cfg.band_floor_rel * eta

@@ -27,7 +27,7 @@ Nothing here does I/O or reads a clock.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: The most a drain factor may be: 95 % of what is left in pass 1 never written.
 MAX_DRAIN = 20.0
@@ -61,14 +61,20 @@ class AutoConverge:
     dirties ``1 - throttle`` as fast (``proportional``): true of a CPU-bound writer. A writer
     that needs little CPU is not slowed until the throttle leaves it less than it needs: in
     the lab a paced writer (55-110 MiB/s under TCG) dirtied unchanged through 80 % and
-    collapsed at 90 % (ac-fast, ac-close). Nothing in the job stats tells the two apart
-    before it happens (a pass capped by the hot set reads the same either way), so the
-    central plan assumes the throttle bites only at the top of the ladder, and the band's
-    fast edge that it bites from now on, proportionally.
+    collapsed at 90 % (ac-fast, ac-close); real programs under TCG behave the same way with
+    their own bite points: coreutils sort and zstd dirtied unchanged up to 50-60 % and
+    collapsed at 60-70 %, stress-ng only at 99 %. Nothing in the job stats tells where the
+    bite is before it happens (a pass capped by the hot set reads the same either way), only
+    that it is above the throttle already in force if the readings have not fallen. So the
+    dirtying holds until ``bite`` (``None``: ``maximum``) and falls as ``1 - throttle`` from
+    there; the band's slow edge puts the bite at the top of the ladder, its fast edge at the
+    throttle now (proportional), and the central plan halfway up what is left of the
+    ladder: the median of a bite point equally likely anywhere in it.
     """
 
     throttle: float  # the throttle in force now, 0-0.99 (job stats' auto_converge_throttle)
-    proportional: bool = False  # dirtying falls as 1 - throttle (else: only at ``maximum``)
+    proportional: bool = False  # dirtying falls as 1 - throttle (else: only from ``bite``)
+    bite: float | None = None  # the throttle from which dirtying falls (None: ``maximum``)
     high: int = 0  # QEMU's count of qualifying syncs since its last step (0 to every - 1)
     # The throttle under which the dirty rate was measured (the last pass may have run
     # under the step before this one); None: ``throttle``.
@@ -81,6 +87,12 @@ class AutoConverge:
 
     def step(self, throttle: float) -> float:
         return self.initial if throttle <= 0 else min(throttle + self.increment, self.maximum)
+
+    def mid_ladder(self) -> AutoConverge:
+        """The central plan's bite: halfway between the throttle in force (or the one the
+        readings were taken under, if higher: they showed no bite yet) and the top."""
+        now = max(self.throttle, self.measured_at or 0.0)
+        return replace(self, bite=(now + self.maximum) / 2.0)
 
 
 def plan_passes(
@@ -210,9 +222,9 @@ def _plan_throttled(
     time, sent = duration, above / drain
 
     def rate_at(t: float) -> float:
-        if ac.proportional or t >= ac.maximum:
+        if ac.proportional or t >= min(ac.bite if ac.bite is not None else 1.0, ac.maximum):
             return unthrottled * (1.0 - t)
-        return unthrottled * (1.0 - measured)  # not slowed until the top of the ladder
+        return unthrottled * (1.0 - measured)  # not slowed until the bite
 
     excess = min(rate_at(throttle) * (pass_elapsed_s + duration), cap)
     if excess > 0 and enough <= 0:
