@@ -49,6 +49,18 @@ def test_a_burst_over_one_second_does_not_flag_pass_1() -> None:
     assert Convergence.NOT_CONVERGING not in _verdicts(_pass1(1536, 40), 40, pf)
 
 
+def test_a_burst_over_one_second_leaves_an_eta_from_the_reading_over_a_pass() -> None:
+    """The same stressor: the central rate is the 2 s reading (31 MiB/s, the one that speaks
+    for a ~2 s pass), so pass 1 has a finite ETA; the slow edge keeps the 1 s burst."""
+    pf = Preflight(0.0, {1: 102.0, 2: 31.0, 4: 18.0, 8: 10.0, 16: 5.0})
+    est = MigrationEstimator(EstimatorConfig(), pf)
+    limits = Limits(max_downtime_s=0.3, max_bandwidth_bps=40 * MIB)
+    last = [est.observe(s, limits) for s in _pass1(1536, 40)][-1]
+    assert last.eta_s is not None and last.dirty_rate_bps is not None
+    assert 25 * MIB < last.dirty_rate_bps < 40 * MIB
+    assert last.eta_low_s is not None and last.eta_low_s <= last.eta_s
+
+
 def test_a_hot_set_outpacing_the_link_over_a_pass_flags_pass_1() -> None:
     """A guest reading 70 MiB/s over 4 s and 33 over 8 s, a ~270 MiB hot set that takes ~6 s
     to send at 45 MiB/s: over a pass's length it outpaces the link, so the pre-flight flags

@@ -223,11 +223,20 @@ def prior_model(
             measured=False,
         )
     sig = 2.0 * preflight.rate_sigma_bps
+    hot = prior_hot_set(preflight, memory_total)
+    rate = preflight.rate_bps
+    if rate >= bandwidth_bps > 0 and hot is not None:
+        # The fit says the guest outruns the link, from its short, noisy periods; the
+        # reading over about as long as a pass of the hot set lasts is the one that speaks
+        # for the passes, and when it says the link keeps up it is the central rate.
+        over_a_pass = ladder_rate_at(preflight.readings, hot / bandwidth_bps)
+        if over_a_pass is not None and over_a_pass < bandwidth_bps:
+            rate = over_a_pass
     return DirtyModel(
-        rate=preflight.rate_bps,
-        rate_low=max(0.0, preflight.rate_bps - sig),
+        rate=rate,
+        rate_low=max(0.0, min(rate, preflight.rate_bps - sig)),
         rate_high=preflight.rate_bps + sig,
-        hot=prior_hot_set(preflight, memory_total),
+        hot=hot,
         slow_floor=config.preflight_doubt * bandwidth_bps,
         hot_low=preflight.hot_low_bytes,
         basis=EtaBasis.PREFLIGHT,
