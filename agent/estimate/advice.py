@@ -168,13 +168,16 @@ def verdict(
     in_pass1: bool,
     cfg: EstimatorConfig,
     boundary_times: Sequence[float] = (),
+    hovering: bool = False,
 ) -> tuple[Convergence, str]:
     """The verdict from the dirty model and the remaining at iteration boundaries.
 
     ``boundaries`` are the remaining bytes at the start of each pass after the first,
     ``boundary_times`` the job's elapsed time at each (same length; empty: unknown, then
-    a flat window counts as long enough). One sample's verdict: ``steady.SteadyVerdict``
-    decides whether it changes what is shown.
+    a flat window counts as long enough). ``hovering``: the passes have been short enough
+    to leave just over the switch-over threshold (``hover``): a flat remaining is then the
+    switch-over lottery, whose ETA grows with the wait, not a stall. One sample's
+    verdict: ``steady.SteadyVerdict`` decides whether it changes what is shown.
     """
     m = sit.model
     bw = sit.bandwidth
@@ -235,7 +238,9 @@ def verdict(
         return Convergence.CONVERGING, how
     window = list(boundaries[-cfg.pass_window :])
     falling = falling_steadily(boundaries, cfg)
-    flat_for = None if falling else flat_since(boundaries, boundary_times, cfg, threshold)
+    flat_for = (
+        None if falling or hovering else flat_since(boundaries, boundary_times, cfg, threshold)
+    )
     flat = flat_for is not None
     # The final burst of a hard convergence is a run of short passes whose remaining hovers
     # before the switch-over: a stall is flat over a stretch of job time, not just passes.

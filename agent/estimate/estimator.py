@@ -41,6 +41,7 @@ from migwatch.agent.estimate.dirtyfit import DirtyFit, fit_preflight, preflight_
 from migwatch.agent.estimate.drift import EndDrift
 from migwatch.agent.estimate.etaband import EtaBand, eta_band
 from migwatch.agent.estimate.etaconfig import DEFAULT_CONFIG, EstimatorConfig
+from migwatch.agent.estimate.hover import hovering_since, lottery_band
 from migwatch.agent.estimate.livemodel import GuestFacts
 from migwatch.agent.estimate.livephase import (
     disk_estimate,
@@ -177,6 +178,14 @@ class MigrationEstimator:
             self._drift.reset()  # only the migration's own measured passes drift
         elif cfg.drift_max_slope > 0:
             eta, drift_note = self._follow_drift(eta, sample.elapsed_s)
+        span = self._hover_span(limits.max_downtime_s, sample.elapsed_s)
+        if span is not None and eta.eta is not None:
+            eta = lottery_band(eta, span)
+            drift_note += (
+                f"; each pass has left just over the {secs(limits.max_downtime_s)} switch-over"
+                f" point for {secs(span)}: it ends at the first pass that leaves less, a matter"
+                f" of luck (~{secs(span)} more at the median)"
+            )
         raw, raw_reason = verdict(
             sit=sit,
             eta=eta,
@@ -184,6 +193,7 @@ class MigrationEstimator:
             in_pass1=in_pass1,
             cfg=cfg,
             boundary_times=passes.boundary_times,
+            hovering=span is not None,
         )
         shown = self._steady.update(
             raw, raw_reason, passes.iteration, against_converging=raw_reason.startswith(NOT_FALLING)
@@ -200,6 +210,14 @@ class MigrationEstimator:
             boundaries=passes.boundaries,
             cfg=cfg,
         )
+
+    def _hover_span(self, max_downtime_s: float, elapsed_s: float) -> float | None:
+        """How long the remaining has hovered just over the switch-over point (``hover``)."""
+        passes = self._passes
+        since = hovering_since(
+            passes.boundary_times, passes.boundary_iterations, max_downtime_s, self._cfg
+        )
+        return None if since is None else max(elapsed_s - since, 0.0)
 
     def _follow_drift(self, eta: EtaBand, elapsed_s: float) -> tuple[EtaBand, str]:
         """The band widened for a predicted end that keeps moving (``drift``), and a note

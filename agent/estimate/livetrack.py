@@ -120,6 +120,7 @@ class PassLog:
         self._obs: list[PassObservation] = []
         self._boundaries: list[float] = []  # remaining at the start of passes >= 2
         self._boundary_times: list[float] = []  # job time at each of those starts
+        self._boundary_iterations: list[int] = []  # the pass that began at each (seen)
         self._throttle: int | None = None  # auto-converge's CPU throttle (%), once seen
         self._boundary_throttles: list[int] = []  # the throttle at each pass boundary
 
@@ -147,6 +148,12 @@ class PassLog:
     def boundary_times(self) -> Sequence[float]:
         """Job time at each of those starts."""
         return self._boundary_times
+
+    @property
+    def boundary_iterations(self) -> Sequence[int]:
+        """The pass number at each of those starts: several passes can end between two
+        samples, and only the last one's start is seen."""
+        return self._boundary_iterations
 
     def note_throttle(self, throttle: int | None) -> bool:
         """Take a sample's auto-converge throttle (``None``: not reported); True when QEMU
@@ -202,6 +209,7 @@ class PassLog:
         start_remaining = sample.memory_remaining + bw * (sample.elapsed_s - end)
         self._boundaries.append(float(start_remaining))
         self._boundary_times.append(end)
+        self._boundary_iterations.append(it)
         self._boundary_throttles.append(sample.auto_converge_throttle or 0)
         self._pass_start = end
         self._iteration = it
