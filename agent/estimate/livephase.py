@@ -178,9 +178,11 @@ def precopy_situation(
         elapsed_s=sample.elapsed_s,
         auto_converge=ac,
         bandwidth_ceiling=_ceiling(bw, limits, cfg),
+        # In pass 1 too: a pre-flight rate within a few percent of the transfer rate (which
+        # wobbles) would otherwise swing the central ETA between 50 s and 1,000 s.
         pass_cap=(
             max(math.ceil(cfg.more_passes_factor * passes.iteration), cfg.more_passes_min)
-            if cfg.more_passes_factor > 0 and not in_pass1
+            if cfg.more_passes_factor > 0
             else None
         ),
     )
