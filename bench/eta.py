@@ -55,6 +55,7 @@ DEFAULT_DIRS = (REPO / "bench" / "traces", REPO / "bench" / "traces" / "shared")
 ETA_DIRS = (
     REPO / "bench" / "traces",
     REPO / "bench" / "traces" / "rp",
+    REPO / "bench" / "traces" / "rp2",
     REPO / "bench" / "traces" / "shared",
 )
 TARGET_ERR = 0.10  # p90 ETA error from 25 % elapsed
@@ -243,14 +244,14 @@ def summarize(reports: Sequence[TraceReport]) -> dict[str, object]:
 
 
 def split_targets(splits: Mapping[str, Mapping[str, object]]) -> dict[str, bool | None]:
-    """Issue 12's targets on each held-out split (the p90 only on the real-program one)."""
+    """Issue 12's targets on each held-out split (the p90 only on the real-program ones)."""
     out: dict[str, bool | None] = {}
     for split, b in splits.items():
         if not split.startswith("held-out"):
             continue
         tag = split.replace("held-out (", "heldout_").rstrip(")")
         p90, cov = b.get("p90_from_25"), b.get("coverage_from_25")
-        if tag == "heldout_rp":
+        if tag in ("heldout_rp", "heldout_rp2"):
             out[f"{tag}_p90_from_25_le_20pct"] = isinstance(p90, float) and p90 <= 0.20
         out[f"{tag}_coverage_ge_85pct"] = isinstance(cov, float) and cov >= 0.85
         worse = False

@@ -265,6 +265,7 @@ TUNING = "tuning (lab)"
 TUNING_RP = "tuning (rp)"
 HELD_OUT_SHARED = "held-out (shared)"
 HELD_OUT_RP = "held-out (rp)"
+HELD_OUT_RP2 = "held-out (rp2)"
 
 
 def split_of(path: Path) -> str:
@@ -272,10 +273,14 @@ def split_of(path: Path) -> str:
     lab, job stats only) is held out: the estimator is never tuned on it. In ``rp/`` (the
     real-program recordings) the split was fixed before recording, in ``rp/SPLIT.md``: a
     table row whose split cell reads ``**held-out**``; the rest of ``rp/`` is tuning (rp).
-    Everything else (the lab's synthetic guests) is tuning (lab)."""
+    ``rp2/`` (a second real-program batch, recorded after ``rp``'s held-out split had been
+    scored) is held out whole (``rp2/SPLIT.md``). Everything else (the lab's synthetic
+    guests) is tuning (lab)."""
     folder = path.parent.name
     if folder == "shared":
         return HELD_OUT_SHARED
+    if folder == "rp2":
+        return HELD_OUT_RP2
     split_md = path.parent / "SPLIT.md"
     if folder == "rp" and split_md.is_file():
         for line in split_md.read_text().splitlines():

@@ -95,9 +95,16 @@ def test_missing_dir_is_a_one_line_error(
 def test_splits_are_reported_apart(
     tmp_path: Path, results: tuple[dict[str, object], dict[str, object]]
 ) -> None:
-    """shared/ is held out; in rp/ SPLIT.md's table decides (a trace not in it is held out);
-    every split gets its own block, with the naive baseline, in the table."""
-    from bench.eta_replay import HELD_OUT_RP, HELD_OUT_SHARED, TUNING, TUNING_RP, split_of
+    """shared/ and rp2/ are held out; in rp/ SPLIT.md's table decides (a trace not in it is
+    held out); every split gets its own block, with the naive baseline, in the table."""
+    from bench.eta_replay import (
+        HELD_OUT_RP,
+        HELD_OUT_RP2,
+        HELD_OUT_SHARED,
+        TUNING,
+        TUNING_RP,
+        split_of,
+    )
 
     assert split_of(SHARED / "converge.jsonl") == HELD_OUT_SHARED
     assert split_of(SHARED.parent / "mw4-a.jsonl") == TUNING
@@ -110,6 +117,7 @@ def test_splits_are_reported_apart(
     assert split_of(rp / "rp-a.jsonl") == TUNING_RP
     assert split_of(rp / "rp-b.jsonl") == HELD_OUT_RP
     assert split_of(rp / "rp-new.jsonl") == HELD_OUT_RP
+    assert split_of(SHARED.parent / "rp2" / "rp2-sort-2g.jsonl") == HELD_OUT_RP2
     reports, summary = results
     splits = summary["splits"]
     assert isinstance(splits, dict) and set(splits) == {HELD_OUT_SHARED}
