@@ -284,6 +284,11 @@ def verdict(
             f" {mib(bw)} MiB/s"
         )
     trail = " -> ".join(mib(b) for b in window) if window else "?"
+    if hovering:
+        return Convergence.CONVERGING, (
+            f"remaining after each pass {trail} MiB: just over the {mib(threshold)} MiB that"
+            f" fits in the max downtime at {mib(bw)} MiB/s"
+        )
     return Convergence.CONVERGING, (
         f"remaining after each pass {trail} MiB (x{rho:.2f} per pass at {mib(judged)} MiB/s"
         f" dirtied vs {mib(bw)} MiB/s); ~{eta.plan.passes + 1} more pass(es)"

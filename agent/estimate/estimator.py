@@ -181,10 +181,10 @@ class MigrationEstimator:
         span = self._hover_span(limits.max_downtime_s, sample.elapsed_s)
         if span is not None and eta.eta is not None:
             eta = lottery_band(eta, span)
-            drift_note += (
-                f"; each pass has left just over the {secs(limits.max_downtime_s)} switch-over"
-                f" point for {secs(span)}: it ends at the first pass that leaves less, a matter"
-                f" of luck (~{secs(span)} more at the median)"
+            drift_note = (  # the lottery, not a drift, is why the end moves
+                f"; for {secs(span)} each pass has left a little more than fits in the"
+                f" {secs(limits.max_downtime_s)} max downtime: it ends at the first pass that"
+                f" leaves less, a matter of luck (~{secs(span)} more at the median)"
             )
         raw, raw_reason = verdict(
             sit=sit,
