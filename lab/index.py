@@ -212,9 +212,9 @@ def render(out_dir: Path) -> str:
     )
 
 
-RP_HEADER = """# migwatch lab traces: real programs (`rp-*`)
+RP_HEADER = """# migwatch lab traces: real programs (`{name}-*`)
 
-Real libvirt live migrations A -> B recorded by `python -m lab.record set --set rp` with the
+Real libvirt live migrations A -> B recorded by `python -m lab.record set --set {name}` with the
 same lab as the traces one folder up (libvirt 9.0, QEMU 7.2 under TCG, peer-to-peer,
 `migrate_uri tcp://127.0.0.1`, guest kernel `pti=on`, sampled every 0.25 s; format in
 `../TRACE_FORMAT.md`), but the guests run real programs from Debian packages instead of the
@@ -340,7 +340,7 @@ def render_rp(out_dir: Path, paths: list[Path]) -> str:
     table = ["| " + " | ".join(RP_COLUMNS) + " |", "|" + "---|" * len(RP_COLUMNS)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
     return (
-        f"{RP_HEADER}\n{len(rows)} traces: {counts['tuning']} tuning, "
+        f"{RP_HEADER.format(name=out_dir.name)}\n{len(rows)} traces: {counts['tuning']} tuning, "
         f"{counts['held-out']} held-out.\n\n<!-- table -->\n"
         + "\n".join(table)
         + "\n<!-- /table -->\n"

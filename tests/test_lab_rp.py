@@ -76,6 +76,18 @@ def test_split_file_follows_its_rule() -> None:
     assert held_kinds == set(seen)  # every planned kind has held-out migrations
 
 
+def test_rp2_is_held_out_whole_and_recorded_as_planned() -> None:
+    """rp2/SPLIT.md holds out every scenario of RP2_SET, and every rp2 trace is one of them
+    (a scenario that failed to record is missing, never replaced)."""
+    from lab.scenarios import RP2_SET
+
+    rp2 = RP_DIR.parent / "rp2"
+    split = index.read_split(rp2)
+    assert split == {s.label: "held-out" for s in RP2_SET}
+    recorded = {p.stem for p in rp2.glob("*.jsonl")}
+    assert len(recorded) >= 12 and recorded <= set(split)
+
+
 def _trace(tmp: Path, label: str) -> Path:
     mib = 1024 * 1024
     lines = [
