@@ -34,13 +34,9 @@ def test_lottery_band_is_the_median_wait_and_its_90th_percentile() -> None:
     assert lottery_band(EtaBand(plan, None, None, None), 8.0).eta is None
 
 
-def test_hovering_migration_eta_grows_with_the_wait_and_is_not_flagged() -> None:
-    """A stressor's 48 MiB hot set at 120 MiB/s against a 36 MiB threshold: after pass 1,
-    two passes of ~0.12 s end per 0.25 s sample, each leaving 40-50 MiB. The ETA is about
-    as long as the hovering has lasted (the pass model alone said ~0.4 s), it says why, and
-    no sample is flagged STALLED or NOT_CONVERGING."""
-    limits = Limits(max_downtime_s=0.3, max_bandwidth_bps=120 * MIB)
-    est = MigrationEstimator(CFG)
+def _hovering_samples() -> list[JobSample]:
+    """Pass 1 of 1 GiB at 120 MiB/s, then 20 s of two ~0.12 s passes per 0.25 s sample,
+    each leaving 40-50 MiB against a 36 MiB threshold."""
     samples = [
         JobSample(
             elapsed_s=0.25 * (i + 1),
@@ -53,7 +49,7 @@ def test_hovering_migration_eta_grows_with_the_wait_and_is_not_flagged() -> None
         for i in range(34)
     ]
     t, it = samples[-1].elapsed_s, 2
-    for k in range(80):  # 20 s of hovering
+    for k in range(80):
         t += 0.25
         it += 2
         samples.append(
@@ -67,6 +63,17 @@ def test_hovering_migration_eta_grows_with_the_wait_and_is_not_flagged() -> None
                 iteration=it,
             )
         )
+    return samples
+
+
+def test_hovering_migration_eta_grows_with_the_wait_and_is_not_flagged() -> None:
+    """A stressor's 48 MiB hot set at 120 MiB/s against a 36 MiB threshold: after pass 1,
+    two passes of ~0.12 s end per 0.25 s sample, each leaving 40-50 MiB. The ETA is about
+    as long as the hovering has lasted (the pass model alone said ~0.4 s), it says why, and
+    no sample is flagged STALLED or NOT_CONVERGING."""
+    limits = Limits(max_downtime_s=0.3, max_bandwidth_bps=120 * MIB)
+    est = MigrationEstimator(CFG)
+    samples = _hovering_samples()
     out = [(s, est.observe(s, limits)) for s in samples]
     assert not {Convergence.STALLED, Convergence.NOT_CONVERGING} & {e.convergence for _, e in out}
     hover_start = samples[34].elapsed_s
@@ -77,3 +84,13 @@ def test_hovering_migration_eta_grows_with_the_wait_and_is_not_flagged() -> None
         assert e.eta_s == pytest.approx(s.elapsed_s - hover_start, abs=1.0)
         assert e.eta_high_s is not None and e.eta_high_s >= 8 * e.eta_s
         assert "a matter of luck" in e.reason
+
+
+def test_no_lottery_under_auto_converge() -> None:
+    """The same passes with auto-converge on: QEMU's throttle ladder raises the odds of each
+    draw, so the plan's ETA stands and no sample speaks of luck."""
+    limits = Limits(max_downtime_s=0.3, max_bandwidth_bps=120 * MIB, auto_converge=True)
+    est = MigrationEstimator(CFG)
+    for s in _hovering_samples():
+        e = est.observe(s, limits)
+        assert "a matter of luck" not in e.reason

@@ -178,7 +178,13 @@ class MigrationEstimator:
             self._drift.reset()  # only the migration's own measured passes drift
         elif cfg.drift_max_slope > 0:
             eta, drift_note = self._follow_drift(eta, sample.elapsed_s)
-        span = self._hover_span(limits.max_downtime_s, sample.elapsed_s)
+        # Under auto-converge QEMU raises the odds of each draw with every throttle step:
+        # its ladder, which the plan follows, not a constant-odds lottery, ends the wait.
+        span = (
+            self._hover_span(limits.max_downtime_s, sample.elapsed_s)
+            if sit.auto_converge is None
+            else None
+        )
         if span is not None and eta.eta is not None:
             eta = lottery_band(eta, span)
             drift_note = (  # the lottery, not a drift, is why the end moves
