@@ -20,6 +20,6 @@ bench-fleet: venv
 ## bench-plot: the pictures in docs/img: the predicted end over a recorded migration
 ## (migwatch's ETA and band, the naive remaining / rate, the true end, the flag)
 PLOT_TRACES ?= bench/traces/mw4-hard1.jsonl bench/traces/qmp-disk.jsonl \
-	bench/traces/mw5-nc.jsonl bench/traces/rp/rp-redis-mid.jsonl
+	bench/traces/mw5-nc.jsonl bench/traces/rp/rp-redis-mid.jsonl bench/traces/rp/rp-stress-48m.jsonl
 bench-plot: venv
 	$(PY) -m bench.plot_eta $(PLOT_TRACES) --out docs/img
