@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -51,11 +52,15 @@ __all__ = ["agent_estimator_config", "estimates", "format_table", "main", "run",
 REPO = Path(__file__).resolve().parent.parent
 #: The lab's synthetic recordings and the ten shared ones (what bench.evacuation pools).
 DEFAULT_DIRS = (REPO / "bench" / "traces", REPO / "bench" / "traces" / "shared")
-#: What ``make bench-eta`` scores: those and the real-program recordings (``rp/SPLIT.md``).
+#: What ``make bench-eta`` scores: those and the real-program recordings (``rp/SPLIT.md``,
+#: then the later batches ``rp2/``, ``rp3/``..., each held out whole).
 ETA_DIRS = (
     REPO / "bench" / "traces",
     REPO / "bench" / "traces" / "rp",
-    REPO / "bench" / "traces" / "rp2",
+    *sorted(
+        (d for d in (REPO / "bench" / "traces").glob("rp[0-9]*") if d.is_dir()),
+        key=lambda d: int(d.name[2:]),
+    ),
     REPO / "bench" / "traces" / "shared",
 )
 TARGET_ERR = 0.10  # p90 ETA error from 25 % elapsed
@@ -251,7 +256,7 @@ def split_targets(splits: Mapping[str, Mapping[str, object]]) -> dict[str, bool 
             continue
         tag = split.replace("held-out (", "heldout_").rstrip(")")
         p90, cov = b.get("p90_from_25"), b.get("coverage_from_25")
-        if tag in ("heldout_rp", "heldout_rp2"):
+        if re.fullmatch(r"heldout_rp\d*", tag):
             out[f"{tag}_p90_from_25_le_20pct"] = isinstance(p90, float) and p90 <= 0.20
         out[f"{tag}_coverage_ge_85pct"] = isinstance(cov, float) and cov >= 0.85
         worse = False

@@ -9,6 +9,7 @@ the trace's pre-flight prior, and scores ``predict()``. Aggregating and printing
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,14 +274,14 @@ def split_of(path: Path) -> str:
     lab, job stats only) is held out: the estimator is never tuned on it. In ``rp/`` (the
     real-program recordings) the split was fixed before recording, in ``rp/SPLIT.md``: a
     table row whose split cell reads ``**held-out**``; the rest of ``rp/`` is tuning (rp).
-    ``rp2/`` (a second real-program batch, recorded after ``rp``'s held-out split had been
-    scored) is held out whole (``rp2/SPLIT.md``). Everything else (the lab's synthetic
+    ``rp2/``, ``rp3/``... (later real-program batches, each recorded after the one before had
+    been scored) are held out whole (their ``SPLIT.md``). Everything else (the lab's synthetic
     guests) is tuning (lab)."""
     folder = path.parent.name
     if folder == "shared":
         return HELD_OUT_SHARED
-    if folder == "rp2":
-        return HELD_OUT_RP2
+    if re.fullmatch(r"rp\d+", folder):
+        return f"held-out ({folder})"
     split_md = path.parent / "SPLIT.md"
     if folder == "rp" and split_md.is_file():
         for line in split_md.read_text().splitlines():

@@ -118,6 +118,7 @@ def test_splits_are_reported_apart(
     assert split_of(rp / "rp-b.jsonl") == HELD_OUT_RP
     assert split_of(rp / "rp-new.jsonl") == HELD_OUT_RP
     assert split_of(SHARED.parent / "rp2" / "rp2-sort-2g.jsonl") == HELD_OUT_RP2
+    assert split_of(SHARED.parent / "rp3" / "rp3-sort-mid.jsonl") == "held-out (rp3)"
     reports, summary = results
     splits = summary["splits"]
     assert isinstance(splits, dict) and set(splits) == {HELD_OUT_SHARED}
