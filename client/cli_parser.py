@@ -53,6 +53,19 @@ examples:
 stderr and exit status 1.
 """
 
+LISTEN_EPILOG = f"""\
+bus:
+  --notify-url URL, else ${NOTIFY_ENV}: the oslo.messaging transport the agents publish
+  to (their --notify-url); --notify-config FILE for the deployment's [oslo_messaging_*]
+  settings (durable or quorum queues, TLS, control_exchange). No agent is contacted.
+
+examples:
+  migwatch listen --notify-url rabbit://user:pass@rabbit:5672/   one line per event
+  migwatch listen --json | jq 'select(.event_type | endswith(".end"))'
+  migwatch listen --fleet                          live table, as 'watch', from the bus
+  migwatch listen --pool ops                       a queue kept while nobody listens
+"""
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors raise ``UsageError`` instead of printing usage and exiting 2."""
@@ -61,22 +74,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+def _common(parser: argparse.ArgumentParser, *, top: bool, grpc: bool = True) -> None:
     # On the top parser the options have real defaults; on subcommands they are
     # SUPPRESSed so `migwatch --json list` and `migwatch list --json` both work.
+    # ``grpc``: the subcommand talks to agents (not 'listen', which reads the bus).
     default: Any = argparse.SUPPRESS
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else default,
+        help="print one JSON object per line instead of tables",
+    )
+    if not grpc:
+        return
     parser.add_argument(
         "--agent",
         action="append",
         metavar="HOST:PORT",
         default=None if top else default,
         help=f"an agent to talk to; repeatable (default: ${ENV_VAR} or {DEFAULT_TARGET})",
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        default=False if top else default,
-        help="print one JSON object per line instead of tables",
     )
     parser.add_argument(
         "--timeout",
@@ -118,15 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(name: str, help_: str, func: Callable[[argparse.Namespace], Awaitable[int]]) -> Any:
+    def add(
+        name: str,
+        help_: str,
+        func: Callable[[argparse.Namespace], Awaitable[int]],
+        *,
+        grpc: bool = True,
+        epilog: str = EPILOG,
+    ) -> Any:
         p = sub.add_parser(
             name,
             help=help_,
             description=help_,
-            epilog=EPILOG,
+            epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _common(p, top=False)
+        _common(p, top=False, grpc=grpc)
         p.set_defaults(func=func)
         return p
 
@@ -261,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         "print the agents' notifications from OpenStack's bus (oslo.messaging) as they "
         "arrive: one line per event, --json, or --fleet for the live table fed from the bus",
         cmd_listen,
+        grpc=False,
+        epilog=LISTEN_EPILOG,
     )
     b.add_argument(
         "--notify-url",

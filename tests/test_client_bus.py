@@ -218,3 +218,19 @@ async def test_migwatch_listen_prints_json_events(bus_broker: Broker, tmp_path: 
     assert all(e["phase"] == "completed" and e["memory"]["total_bytes"] > 0 for e in ends)
     queues = await asyncio.to_thread(bus_broker.rabbitmqctl, "list_queues", "name")
     assert "migwatch-listen-" not in queues
+
+
+def test_listen_help_teaches_the_bus_not_the_agents(capsys: pytest.CaptureFixture[str]) -> None:
+    """`migwatch listen --help` offers the bus options and bus examples, not the agents'
+    connection options it would ignore; `listen --agent` is a usage error that says so."""
+    from migwatch.client import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["listen", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "--notify-url" in text and "--pool" in text and "migwatch listen --fleet" in text
+    for flag in ("--agent", "--ca", "--token", "--tls", "--timeout"):
+        assert flag not in text, flag
+    assert cli.main(["listen", "--agent", "hv1:50051"]) == 1
+    assert "unrecognized arguments: --agent" in capsys.readouterr().err
