@@ -349,8 +349,9 @@ def predict_verdict(sit: Situation, eta: EtaBand, cfg: EstimatorConfig) -> tuple
         return Convergence.NOT_CONVERGING, pace + hot
     if sit.auto_converge is not None and eta.plan.throttle:
         pace += (
-            f"; auto-converge would throttle the guest's CPU, by up to"
-            f" {eta.plan.throttle * 100:.0f} % before it converges"
+            f"; auto-converge would throttle the guest's CPU by ~{eta.plan.throttle * 100:.0f} %"
+            f" before it converges (by up to {sit.auto_converge.maximum * 100:.0f} % if the"
+            " guest keeps its pace until the top of QEMU's ladder)"
         )
     if eta.eta > cfg.budget_s:
         return Convergence.SLOW, f"predicted {secs(eta.eta)}, over the budget: " + pace
