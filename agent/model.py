@@ -256,6 +256,7 @@ class DomainFacts:
     preflight: Preflight | None  # latest background measurement, if any
     migrating: bool = False
     resident_bytes: int | None = None  # the guest QEMU's `rss` (memoryStats), if known
+    free_bytes: int | None = None  # the guest's free memory (balloon stats' `unused`), if known
     resident_overhead_bytes: int | None = None  # learned on this host (backend.MigrationInfo)
     # Seconds a migration goes on after its job's clock (teardown), learned on this host.
     migration_overhead_s: float | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from migwatch.agent.backends.trace import ReplayStep, Trace, read_trace
 from migwatch.agent.backends.tracefacts import (
+    free_of,
     limits_at,
     memory_size_hint,
     preflight_of,
@@ -136,6 +137,7 @@ def estimates(
         preflight,
         memory_bytes=memory_size_hint(trace),
         resident_bytes=resident_of(trace) if use_resident else None,
+        free_bytes=free_of(trace) if use_resident else None,
     )
     return [
         (step, est.observe(step.sample, step.limits, postcopy=step.postcopy))
@@ -256,6 +258,7 @@ def _predict(
         dirty_rate_sigma_bps=fit.rate_sigma_bps,
         hot_set_low_bytes=fit.hot_low_bytes,
         resident_bytes=resident_of(trace) if use_resident else None,
+        free_bytes=free_of(trace) if use_resident else None,
         limits=limits,
         config=config,
         auto_converge=_auto_converge(trace),  # a scheduler knows the flags it will use

@@ -163,7 +163,9 @@ def domain_xml(spec: GuestSpec) -> str:
       <target port='0'/>
     </serial>
     <controller type='usb' model='none'/>
-    <memballoon model='none'/>
+    <memballoon model='virtio'>
+      <stats period='2'/>
+    </memballoon>
   </devices>
 </domain>
 """

@@ -525,6 +525,16 @@ async def test_estimate_before_migrating_then_compare(
     )
     assert learned and 120 <= int(learned[-1]) <= 230, learned
     print(f"QEMU resident overhead learned from it: {learned[-1]} MiB")
+    # The lab's guests have the balloon driver and a statistics period, as a cloud's do:
+    # the agent read the guest's free memory with rss when it found the job (less than the
+    # 512 MiB of RAM, of which the dirtier filled 384 MiB).
+    found = re.findall(
+        r"outgoing migration of pf-calm .* resident (\d+) MiB, guest free (\d+) MiB",
+        agents["A"].log.read_text(),
+    )
+    assert found, "no free-memory figure in the agent's log"
+    resident, free = (int(v) for v in found[-1])
+    assert 0 < free < 512 - 256 and resident > 384, found
 
 
 def _cli_json(target: str, *argv: str) -> dict[str, object]:

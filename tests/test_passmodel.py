@@ -336,6 +336,42 @@ def test_pass1_drains_from_resident() -> None:
     assert fast > central > slow >= 1.0
 
 
+def test_free_memory_caps_the_never_written_bytes() -> None:
+    """The guest's free memory (balloon statistics) caps the zero bytes every edge may
+    assume: a never-written page is a free one. 2048 MiB guest, rss 1876 MiB (a tight rss,
+    as rp-gzip-mid's): rss alone allows 342 MiB never written and, read as loose, leans the
+    central value towards 60 % of RAM; with 360 MiB free, no edge assumes more than 360."""
+    from migwatch.agent.estimate.passmodel import pass1_drains_resident, resident_bound
+
+    mib = 1024 * 1024
+    plain = resident_bound(2048 * mib, 1876 * mib, 170 * mib)
+    capped = resident_bound(2048 * mib, 1876 * mib, 170 * mib, free_bytes=360 * mib)
+    assert plain.ceiling == 2048 * mib and capped.ceiling == 360 * mib
+    assert capped.central == plain.central == 342 * mib  # under the ceiling: unchanged
+    assert capped.high == 360 * mib < plain.high  # the fast edge: at most what is free
+    # A guest with less free than rss implies: the ceiling wins everywhere.
+    tight = resident_bound(2048 * mib, 1500 * mib, 170 * mib, free_bytes=300 * mib)
+    assert tight.central == tight.high == tight.low == 300 * mib
+
+    def drains(b: object) -> tuple[float, float, float]:
+        return pass1_drains_resident(
+            memory_remaining=1431 * mib,
+            memory_processed=617 * mib,
+            bound=b,  # type: ignore[arg-type]
+            memory_total=2048 * mib,
+            loose_share=0.6,
+            loose_weight=0.25,
+        )
+
+    (c0, f0, _), (c1, f1, _) = drains(plain), drains(capped)
+    # Fewer zero pages ahead: pass 1 drains slower, so its end is later and nearer the truth.
+    assert c1 < c0 and f1 < f0
+    # The central leans a quarter of the way from 342 to the capped 360 MiB never written:
+    # 346.5, so 2048 - 346.5 - 617 = 1084.5 MiB non-zero ahead (without the cap: 564 MiB).
+    assert c1 == pytest.approx(1431 / 1084.5)
+    assert c0 == pytest.approx(1431 / (2048 - (342 + 0.25 * (0.6 * 2048 - 342)) - 617))
+
+
 def test_pass_cap_truncates_only_an_ill_conditioned_tail() -> None:
     """At x0.97 a pass the geometric tail is cut at the cap; at x0.5 the cap changes
     nothing (the tail is short and well determined); the capped plan still converges."""

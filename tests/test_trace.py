@@ -150,3 +150,15 @@ def test_preflight_readings() -> None:
     pf = preflight_of(trace)
     assert pf is not None and pf.rates == {1.0: 20.0, 2.0: 16.0, 4.0: 18.0}
     assert preflight_of(read_trace(shared("converge.jsonl"))) is None
+
+
+def test_free_memory_comes_from_the_memstats_balloon_figures(tmp_path: Path) -> None:
+    """`free_of` reads the guest's free memory (balloon statistics `unused`, KiB) from the
+    memstats line, beside `rss`; a guest without the balloon driver reports none."""
+    from migwatch.agent.backends.tracefacts import free_of, resident_of
+
+    mem = {"type": "memstats", "t": 1.5, "dt": None, "host": "A"}
+    with_balloon = write(tmp_path, [META, {**mem, "stats": {"rss": 900_000, "unused": 300_000}}])
+    trace = read_trace(with_balloon)
+    assert free_of(trace) == 300_000 * 1024 and resident_of(trace) == 900_000 * 1024
+    assert free_of(read_trace(write(tmp_path, [META, {**mem, "stats": {"rss": 900_000}}]))) is None

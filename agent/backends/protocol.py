@@ -37,6 +37,9 @@ class MigrationInfo:
     # The source QEMU's resident memory (virDomainMemoryStats `rss`) when the job was
     # found: bounds the guest's non-zero RAM; None = unknown.
     resident_bytes: int | None = None
+    # The guest's own count of its free memory (balloon statistics ``unused``) read with it:
+    # bounds the never-written (zero) RAM from above; None = the guest does not report it.
+    free_bytes: int | None = None
     # The host's QEMU overhead in rss (not guest RAM), learned from its completed
     # migrations (``overhead.ResidentOverhead``); None: use the configured value.
     resident_overhead_bytes: int | None = None

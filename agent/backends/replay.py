@@ -32,6 +32,7 @@ from migwatch.agent.backends.protocol import (
 )
 from migwatch.agent.backends.trace import SourceStats, Trace, TraceEvent, TraceResult
 from migwatch.agent.backends.tracefacts import (
+    free_of,
     limits_at,
     memory_size_hint,
     postcopy_started_at,
@@ -131,6 +132,7 @@ class ReplayBackend:
             started_at=start,
             memory_bytes=memory_size_hint(trace),
             resident_bytes=resident_of(trace),
+            free_bytes=free_of(trace),
         )
         return _Replay(trace, info, preflight_of(trace), limits=limits_at(trace, 0.0))
 
@@ -267,6 +269,7 @@ class ReplayBackend:
                     preflight=replay.preflight,
                     migrating=not replay.done,
                     resident_bytes=replay.info.resident_bytes,
+                    free_bytes=replay.info.free_bytes,
                 )
         raise MigrationGone(f"no replayed domain {domain!r}")
 

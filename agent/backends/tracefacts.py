@@ -129,6 +129,18 @@ def resident_of(trace: Trace) -> int | None:
     return None
 
 
+def free_of(trace: Trace) -> int | None:
+    """The guest's free memory in bytes as the ``memstats`` line has it (balloon
+    statistics ``unused``, KiB), read with ``rss``; ``None`` when the guest reports none (no
+    balloon driver or no statistics period: every recording before rp4)."""
+    for rec in trace.records:
+        if isinstance(rec, MemStats):
+            v = rec.stats.get("unused")
+            if isinstance(v, int) and v > 0:
+                return v * 1024
+    return None
+
+
 def memory_size_hint(trace: Trace) -> int | None:
     """The guest's RAM in bytes as the job stats first report it (``memory_total``).
 

@@ -115,6 +115,7 @@ class Tracker:
                     obs.preflight,
                     memory_bytes=obs.info.memory_bytes,
                     resident_bytes=obs.info.resident_bytes,
+                    free_bytes=obs.info.free_bytes,
                 ),
             )
             self._active[key] = track

@@ -168,6 +168,7 @@ def _predict_guest(
         limits,
         config,
         resident_bytes=facts.resident_bytes,
+        free_bytes=facts.free_bytes,
         auto_converge=options.auto_converge,
     )
     est = prediction.estimate

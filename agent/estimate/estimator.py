@@ -89,6 +89,8 @@ class MigrationEstimator:
         resident_bytes: the source QEMU's resident memory when the migration was found
             (``virDomainMemoryStats`` ``rss``), or ``None``: bounds the guest's non-zero
             bytes, hence pass 1's never-written pages (``passmodel.ResidentBound``).
+        free_bytes: the guest's free memory read with it (balloon statistics ``unused``),
+            or ``None``: a never-written page is a free one, so it caps the zero pages.
     """
 
     def __init__(
@@ -98,10 +100,15 @@ class MigrationEstimator:
         *,
         memory_bytes: int | None = None,
         resident_bytes: int | None = None,
+        free_bytes: int | None = None,
     ) -> None:
         self._cfg = config
         self._facts = GuestFacts.of(
-            config, preflight, memory_bytes=memory_bytes, resident_bytes=resident_bytes
+            config,
+            preflight,
+            memory_bytes=memory_bytes,
+            resident_bytes=resident_bytes,
+            free_bytes=free_bytes,
         )
         self._prev: JobSample | None = None
         self._last: Estimate = Estimate(reason="no job statistics yet")

@@ -43,12 +43,14 @@ class GuestFacts:
         preflight: the fit of the latest pre-flight dirty-rate measurement, if any.
         memory_hint: the guest's RAM in bytes, if known.
         resident: the source QEMU's resident memory in bytes, if known.
+        free: the guest's free memory in bytes (balloon statistics), if known.
     """
 
     config: EstimatorConfig
     preflight: DirtyFit | None
     memory_hint: int | None
     resident: int | None
+    free: int | None = None
 
     @classmethod
     def of(
@@ -58,6 +60,7 @@ class GuestFacts:
         *,
         memory_bytes: int | None,
         resident_bytes: int | None,
+        free_bytes: int | None = None,
     ) -> GuestFacts:
         """The facts from ``MigrationEstimator``'s arguments: a pre-flight without readings
         and a size that is not positive count as unknown."""
@@ -76,6 +79,7 @@ class GuestFacts:
             preflight=fit,
             memory_hint=memory_bytes if memory_bytes is not None and memory_bytes > 0 else None,
             resident=resident_bytes if resident_bytes is not None and resident_bytes > 0 else None,
+            free=free_bytes if free_bytes is not None and free_bytes > 0 else None,
         )
 
     def bound(self, memory: float) -> ResidentBound | None:
@@ -83,7 +87,10 @@ class GuestFacts:
         if self.resident is None or memory <= 0:
             return None
         return resident_bound(
-            memory, float(self.resident), float(self.config.resident_overhead_bytes)
+            memory,
+            float(self.resident),
+            float(self.config.resident_overhead_bytes),
+            free_bytes=float(self.free) if self.free is not None else None,
         )
 
     def hot_ceiling(self, memory: float) -> float:

@@ -343,16 +343,26 @@ class ResidentBound:
     central: float  # memory - (rss - overhead)
     low: float  # memory - rss: overhead 0, the hard bound (slow edge)
     high: float  # memory - (rss - 2 x overhead) (fast edge)
+    # The most never-written bytes there can be: the guest's free memory when it reports
+    # it (balloon statistics; a never-written page is a free one), else all of RAM. The
+    # three values above are capped by it, and so is what a loose rss may leave unwritten.
+    ceiling: float = math.inf
 
 
 def resident_bound(
-    memory_bytes: float, resident_bytes: float, overhead_bytes: float
+    memory_bytes: float,
+    resident_bytes: float,
+    overhead_bytes: float,
+    *,
+    free_bytes: float | None = None,
 ) -> ResidentBound:
+    ceiling = memory_bytes if free_bytes is None else min(max(free_bytes, 0.0), memory_bytes)
+
     def zero(overhead: float) -> float:
-        return min(max(memory_bytes - max(resident_bytes - overhead, 0.0), 0.0), memory_bytes)
+        return min(max(memory_bytes - max(resident_bytes - overhead, 0.0), 0.0), ceiling)
 
     o = max(overhead_bytes, 0.0)
-    return ResidentBound(central=zero(o), low=zero(0.0), high=zero(2.0 * o))
+    return ResidentBound(central=zero(o), low=zero(0.0), high=zero(2.0 * o), ceiling=ceiling)
 
 
 def pass1_drains_resident(
@@ -396,7 +406,7 @@ def pass1_drains_resident(
         return drain_for(memory_remaining, max(memory_remaining - normal_ahead, 0.0))
 
     # The never-written bytes if rss is as loose as ``loose_share`` allows.
-    loose_zero = max(bound.central, loose_share * memory_total)
+    loose_zero = min(max(bound.central, loose_share * memory_total), bound.ceiling)
     central = ahead(bound.central + loose_weight * (loose_zero - bound.central))
     if walked > 0 and by_walk < central:
         central = (1.0 - w) * central + w * by_walk

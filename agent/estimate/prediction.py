@@ -35,6 +35,7 @@ def predict(
     limits: Limits | None = None,
     config: EstimatorConfig = DEFAULT_CONFIG,
     auto_converge: bool = False,
+    free_bytes: int | None = None,
 ) -> Estimate:
     """Predict a migration before it starts, with the same pass model as the live ETA.
 
@@ -42,14 +43,18 @@ def predict(
     (``zero_share`` of it never written, if known: those go almost for free), then the
     passes follow the dirty model. ``eta_s`` is the whole job time. ``resident_bytes`` (the
     guest QEMU's ``rss``), when given, replaces ``zero_share`` by the never-written share it
-    implies (``passmodel.ResidentBound``), and bounds the band's edges.
+    implies (``passmodel.ResidentBound``), and bounds the band's edges; ``free_bytes`` (the
+    guest's free memory, balloon statistics) caps the never-written bytes it may assume.
     """
     bw = float(bandwidth_bps)
     sig2 = 2.0 * max(dirty_rate_sigma_bps, 0.0)
     fit = DirtyFit(dirty_rate_bps, max(dirty_rate_sigma_bps, 0.0), hot_set_bytes, hot_set_low_bytes)
     bound = (
         resident_bound(
-            float(memory_bytes), float(resident_bytes), float(config.resident_overhead_bytes)
+            float(memory_bytes),
+            float(resident_bytes),
+            float(config.resident_overhead_bytes),
+            free_bytes=float(free_bytes) if free_bytes else None,
         )
         if resident_bytes is not None and resident_bytes > 0 and memory_bytes > 0
         else None
@@ -121,6 +126,7 @@ def predict_migration(
     config: EstimatorConfig | None = None,
     resident_bytes: int | None = None,
     auto_converge: bool = False,
+    free_bytes: int | None = None,
 ) -> Prediction:
     """Duration, band and verdict of a migration with these inputs.
 
@@ -142,7 +148,7 @@ def predict_migration(
             memory_bytes, disk_bytes, fit.rate_bps, fit.hot_bytes, float(bandwidth),
             limits.max_downtime_s, dirty_rate_sigma_bps=fit.rate_sigma_bps,
             hot_set_low_bytes=fit.hot_low_bytes, resident_bytes=resident_bytes,
-            limits=limits, config=config, auto_converge=auto_converge,
+            limits=limits, config=config, auto_converge=auto_converge, free_bytes=free_bytes,
         )  # fmt: skip
         # Even a verdict without a duration (never converges) leaned on it.
         return Prediction(replace(estimate, basis=EtaBasis.PREFLIGHT), fit.rate_bps, fit.hot_bytes)
@@ -153,6 +159,6 @@ def predict_migration(
     estimate = predict(
         memory_bytes, disk_bytes, rate, None, float(bandwidth), limits.max_downtime_s,
         dirty_rate_sigma_bps=(high - rate) / 2, resident_bytes=resident_bytes,
-        limits=limits, config=config, auto_converge=auto_converge,
+        limits=limits, config=config, auto_converge=auto_converge, free_bytes=free_bytes,
     )  # fmt: skip
     return Prediction(replace(estimate, basis=EtaBasis.DEFAULT), None, None)

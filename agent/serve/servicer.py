@@ -264,6 +264,7 @@ class MigrationServicer:
             limits,
             config,
             resident_bytes=facts.resident_bytes,
+            free_bytes=facts.free_bytes,
             # The host's declared policy says auto-converge even when the request does not.
             auto_converge=request.auto_converge or limits.auto_converge,
         )

@@ -24,7 +24,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="${OUT:-${MIGWATCH_LAB_DIR:-/var/tmp/migwatch-lab}/guest}"
 # Load order matters (Pitfall 11: `Unknown symbol virtio_break_device`).
-VIRTIO_MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk)
+VIRTIO_MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk virtio_balloon)
 
 log() { printf 'lab/guest/build: %s\n' "$*" >&2; }
 
@@ -76,7 +76,8 @@ extract_vmlinux() {
 
 fetch_kernel() {
   local pkg="$1" kdir="$2" tmp="$WORK/kernel"
-  [[ -s "$kdir/vmlinux" ]] && return 0
+  # Kept from an earlier build only if it extracted the same modules.
+  [[ -s "$kdir/vmlinux" && "$(cat "$kdir/modules.list" 2>/dev/null)" == "${VIRTIO_MODULES[*]}" ]] && return 0
   mkdir -p "$tmp"
   log "downloading $pkg"
   # apt-get download drops privileges to _apt, which must be able to write here.
@@ -101,6 +102,7 @@ fetch_kernel() {
   done
   extract_vmlinux "$(echo "$tmp"/root/boot/vmlinuz-*)" "$kdir/vmlinux.tmp"
   mv "$kdir/vmlinux.tmp" "$kdir/vmlinux"
+  echo "${VIRTIO_MODULES[*]}" >"$kdir/modules.list"
 }
 
 write_init() {
@@ -113,7 +115,9 @@ write_init() {
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
+# virtio_balloon: the memory statistics a cloud's guests report (free memory), read by
+# the agent through virDomainMemoryStats, as nova, KubeVirt and Proxmox enable them.
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk virtio_balloon; do
   [ -f "/lib/modules/$m.ko" ] && insmod "/lib/modules/$m.ko"
 done
 # A disk scenario needs /dev/vda before the dirtier opens it; devtmpfs

@@ -318,6 +318,7 @@ class LibvirtBackend:
             preflight=self._preflight.of(found.uuid, found.domain_id),
             migrating=found.migrating,
             resident_bytes=found.resident_bytes,
+            free_bytes=found.free_bytes,
             resident_overhead_bytes=self._learning.overhead.value(),
             migration_overhead_s=self._learning.teardown.value(),
         )

@@ -121,13 +121,15 @@ class OutgoingJobs:
             started_at=started_at,
             memory_bytes=found.memory_bytes or None,
             resident_bytes=found.resident_bytes,
+            free_bytes=found.free_bytes,
             resident_overhead_bytes=self._learning.overhead.value(),
         )
         watch = Outgoing(JobWatcher(info))
         self.jobs[found.uuid] = watch
         log.info(
-            "outgoing migration of %s (%s) found, %.1fs into the job", found.name, found.uuid,
-            now - started_at,
+            "outgoing migration of %s (%s) found, %.1fs into the job; resident %s, guest free %s",
+            found.name, found.uuid, now - started_at, _mib(found.resident_bytes),
+            _mib(found.free_bytes),
         )  # fmt: skip
         self.ensure_watcher(watch)
 
@@ -388,3 +390,8 @@ def _bounded_put(pending: dict[str, float], key: str, value: float) -> None:
     pending[key] = value
     while len(pending) > _PENDING_MAX:
         del pending[next(iter(pending))]
+
+
+def _mib(n: int | None) -> str:
+    """A memory figure for the log: MiB, or why there is none."""
+    return "unknown" if n is None else f"{n / (1 << 20):.0f} MiB"

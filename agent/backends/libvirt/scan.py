@@ -40,6 +40,8 @@ class FoundJob(NamedTuple):
     # domains, memoryStats) and the hop back to the event loop took seconds, and a start
     # derived that late gave a restarted agent a different migration id for the same job.
     read_at: float = 0.0
+    # The guest's own count of free memory (balloon statistics, ``unused``), read with rss.
+    free_bytes: int | None = None
 
 
 class Described(NamedTuple):
@@ -53,6 +55,7 @@ class Described(NamedTuple):
     limits: Limits
     migrating: bool
     resident_bytes: int | None
+    free_bytes: int | None = None  # balloon statistics' ``unused``, if the guest reports it
 
 
 class EndFacts(NamedTuple):
@@ -63,16 +66,26 @@ class EndFacts(NamedTuple):
     running: bool = False  # a migration job still runs (only ``settle_facts`` says)
 
 
-def resident_bytes(dom: Any) -> int | None:
-    """The guest QEMU's resident memory (``virDomainMemoryStats`` ``rss``, KiB) in bytes, or
-    None. Needs no balloon driver. Never-written guest pages are not resident, so it bounds
-    the RAM pass 1 must send as non-zero pages (``passmodel.ResidentBound``)."""
+def memory_facts(dom: Any) -> tuple[int | None, int | None]:
+    """(resident, free) bytes from one ``virDomainMemoryStats``, each None when unknown.
+
+    ``rss``, the guest QEMU's resident memory, needs no balloon driver: never-written guest
+    pages are not resident, so it bounds the RAM pass 1 must send as non-zero pages from
+    above. ``unused``, the guest's free memory, comes only from a guest with the balloon
+    driver and a statistics period (nova's ``mem_stats_period_seconds``, on by default;
+    KubeVirt and Proxmox attach the balloon too): a never-written page is a free one, so it
+    bounds the zero pages from above (``passmodel.ResidentBound``)."""
     try:
-        rss = dom.memoryStats().get("rss")
+        stats = dom.memoryStats()
     except libvirt.libvirtError as exc:
         log.debug("memoryStats of %s failed: %s", dom.name(), exc.get_error_message())
-        return None
-    return int(rss) * 1024 if isinstance(rss, int) and rss > 0 else None
+        return None, None
+
+    def kib(key: str) -> int | None:
+        v = stats.get(key)
+        return int(v) * 1024 if isinstance(v, int) and v > 0 else None
+
+    return kib("rss"), kib("unused")
 
 
 def scan_jobs(
@@ -93,15 +106,10 @@ def scan_jobs(
         if not is_outgoing_migration(stats):
             continue
         uuid = dom.UUIDString()
+        resident, free = (None, None) if uuid in known else memory_facts(dom)
         found.append(
             FoundJob(
-                uuid,
-                dom.name(),
-                True,
-                stats,
-                int(dom.info()[1]) * 1024,
-                None if uuid in known else resident_bytes(dom),
-                read_at,
+                uuid, dom.name(), True, stats, int(dom.info()[1]) * 1024, resident, read_at, free
             )
         )
     return found
@@ -142,15 +150,9 @@ def describe(conn: Any, domain: str) -> Described:
             disk += int(dom.blockInfo(target.get("dev", ""))[0])  # capacity
     limits = read_limits(dom, Limits())
     busy = not no_job(dom.jobStats())
+    resident, free = memory_facts(dom)
     return Described(
-        dom.UUIDString(),
-        dom.name(),
-        int(dom.ID()),
-        memory,
-        disk,
-        limits,
-        busy,
-        resident_bytes(dom),
+        dom.UUIDString(), dom.name(), int(dom.ID()), memory, disk, limits, busy, resident, free
     )
 
 
