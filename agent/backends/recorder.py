@@ -89,14 +89,12 @@ class TraceRecorder:
                 measured_at=preflight.measured_at,
             )  # fmt: skip
         if info.resident_bytes:
-            # The source QEMU's resident memory when the job was found (memoryStats `rss`).
-            self._write(
-                info.domain_uuid,
-                "memstats",
-                None,
-                host="A",
-                stats={"rss": info.resident_bytes // 1024},
-            )
+            # The source QEMU's resident memory when the job was found (memoryStats `rss`),
+            # and the guest's free memory read with it (balloon statistics `unused`), in KiB.
+            mem = {"rss": info.resident_bytes // 1024}
+            if info.free_bytes:
+                mem["unused"] = info.free_bytes // 1024
+            self._write(info.domain_uuid, "memstats", None, host="A", stats=mem)
         log.info("recording migration of %s to %s", info.domain_name, path)
 
     def stats(
