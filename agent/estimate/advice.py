@@ -245,7 +245,7 @@ def verdict(
     # The final burst of a hard convergence is a run of short passes whose remaining hovers
     # before the switch-over: a stall is flat over a stretch of job time, not just passes.
     span = sit.elapsed_s - flat_for if flat_for is not None else 0.0
-
+    # Falling (``falling_steadily``): whatever one reading says, pre-copy is gaining.
     if rho >= cfg.not_converging_ratio and (left is None or left > threshold) and not falling:
         return Convergence.NOT_CONVERGING, keeps_pace
     if flat and span >= cfg.stall_min_s:
