@@ -9,7 +9,7 @@ from migwatch.agent.estimate.estimator import EstimatorConfig, MigrationEstimato
 from migwatch.agent.estimate.etaband import EtaBand
 from migwatch.agent.estimate.hover import hovering_since, lottery_band
 from migwatch.agent.estimate.passmodel import PassPlan
-from migwatch.agent.model import MIB, Convergence, JobSample, Limits
+from migwatch.agent.model import MIB, Action, Convergence, JobSample, Limits
 
 CFG = EstimatorConfig()
 
@@ -70,7 +70,8 @@ def test_hovering_migration_eta_grows_with_the_wait_and_is_not_flagged() -> None
     """A stressor's 48 MiB hot set at 120 MiB/s against a 36 MiB threshold: after pass 1,
     two passes of ~0.12 s end per 0.25 s sample, each leaving 40-50 MiB. The ETA is about
     as long as the hovering has lasted (the pass model alone said ~0.4 s), it says why, and
-    no sample is flagged STALLED or NOT_CONVERGING."""
+    no sample is flagged STALLED or NOT_CONVERGING; once it has hovered 5 s it is SLOW, with
+    the remedy that ends it at once (a little more max downtime)."""
     limits = Limits(max_downtime_s=0.3, max_bandwidth_bps=120 * MIB)
     est = MigrationEstimator(CFG)
     samples = _hovering_samples()
@@ -84,6 +85,11 @@ def test_hovering_migration_eta_grows_with_the_wait_and_is_not_flagged() -> None
         assert e.eta_s == pytest.approx(s.elapsed_s - hover_start, abs=1.0)
         assert e.eta_high_s is not None and e.eta_high_s >= 8 * e.eta_s
         assert "a matter of luck" in e.reason
+        # Slow for no good reason, and the remedy says so: a little more max downtime.
+        assert e.convergence is Convergence.SLOW
+        fix = {r.action: r for r in e.recommendations}.get(Action.RAISE_MAX_DOWNTIME)
+        assert fix is not None and fix.max_downtime_s is not None
+        assert 0.3 < fix.max_downtime_s <= 1.0, fix.summary
 
 
 def test_no_lottery_under_auto_converge() -> None:

@@ -39,8 +39,11 @@ def recommendations(
     pass_remaining: float,
     boundary_remaining: float,
     cfg: EstimatorConfig,
+    hovering: bool = False,
 ) -> tuple[Recommendation, ...]:
-    """Remedies with their predicted effect, for a migration that is not doing well."""
+    """Remedies with their predicted effect, for a migration that is not doing well.
+    ``hovering``: the switch-over lottery (``hover``), which a little more max downtime
+    ends at once, slow or not."""
     if verdict not in (Convergence.NOT_CONVERGING, Convergence.STALLED, Convergence.SLOW):
         return ()
     bw = sit.bandwidth
@@ -49,7 +52,7 @@ def recommendations(
     why_not: list[str] = []
     # 1. Max downtime: switch-over happens at a sync when what is pending fits in
     #    bandwidth x max downtime; what is pending at a sync is about the boundary remaining.
-    if verdict is not Convergence.SLOW and bw > 0:
+    if (verdict is not Convergence.SLOW or hovering) and bw > 0:
         need = boundary_remaining * (1.0 + cfg.rate_tolerance) / bw
         need = math.ceil(max(need, limits.max_downtime_s) * 20.0) / 20.0  # 50 ms steps
         if need <= cfg.downtime_ceiling_s:
@@ -169,6 +172,7 @@ def verdict(
     cfg: EstimatorConfig,
     boundary_times: Sequence[float] = (),
     hovering: bool = False,
+    hover_s: float = 0.0,
 ) -> tuple[Convergence, str]:
     """The verdict from the dirty model and the remaining at iteration boundaries.
 
@@ -176,7 +180,8 @@ def verdict(
     ``boundary_times`` the job's elapsed time at each (same length; empty: unknown, then
     a flat window counts as long enough). ``hovering``: the passes have been short enough
     to leave just over the switch-over threshold (``hover``): a flat remaining is then the
-    switch-over lottery, whose ETA grows with the wait, not a stall. One sample's
+    switch-over lottery, whose ETA grows with the wait, not a stall; SLOW once it has gone on
+    for ``stall_min_s`` (``hover_s``: how long so far). One sample's
     verdict: ``steady.SteadyVerdict`` decides whether it changes what is shown.
     """
     m = sit.model
@@ -284,6 +289,14 @@ def verdict(
             f" {mib(bw)} MiB/s"
         )
     trail = " -> ".join(mib(b) for b in window) if window else "?"
+    if hovering and hover_s >= cfg.stall_min_s:
+        # Not stuck (a lucky pass ends it, and the ETA says how long luck takes), but slow
+        # for no good reason: a little more max downtime ends it at once (the remedy).
+        return Convergence.SLOW, (
+            f"for {secs(hover_s)} each pass has left a little more than the {mib(threshold)}"
+            f" MiB that fits in the max downtime at {mib(bw)} MiB/s ({trail} MiB): it ends"
+            " at a lucky pass, or at once with a little more max downtime"
+        )
     if hovering:
         return Convergence.CONVERGING, (
             f"remaining after each pass {trail} MiB: just over the {mib(threshold)} MiB that"

@@ -207,6 +207,7 @@ class MigrationEstimator:
             cfg=cfg,
             boundary_times=passes.boundary_times,
             hovering=span is not None,
+            hover_s=span or 0.0,
         )
         shown = self._steady.update(
             raw, raw_reason, passes.iteration, against_converging=raw_reason.startswith(NOT_FALLING)
@@ -222,6 +223,7 @@ class MigrationEstimator:
             drift_note=drift_note,
             boundaries=passes.boundaries,
             cfg=cfg,
+            hovering=span is not None,
         )
 
     def _hover_span(self, max_downtime_s: float, elapsed_s: float) -> float | None:

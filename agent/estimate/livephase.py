@@ -201,6 +201,7 @@ def precopy_estimate(
     drift_note: str,
     boundaries: Sequence[float],
     cfg: EstimatorConfig,
+    hovering: bool = False,
 ) -> Estimate:
     """The pre-copy estimate from the band (``eta``, drift followed: ``drift_note``) and the
     verdict ``shown``: no ETA for a flagged migration, at least this pass for one held
@@ -226,6 +227,7 @@ def precopy_estimate(
         pass_remaining=float(sample.memory_remaining),
         boundary_remaining=boundary,
         cfg=cfg,
+        hovering=hovering,
     )
     est = Estimate(
         transfer_rate_bps=bw,
