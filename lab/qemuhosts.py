@@ -186,6 +186,9 @@ class QemuLab:
             "-serial", f"file:{serial}",
             "-qmp", f"unix:{qmp},server=on,wait=off",
             "-pidfile", str(hdir / f"{vmid}.pid"),
+            # As Proxmox gives every guest (id balloon0, statistics every 2 s): the guest's
+            # free memory, which the agent reads with ``qom-get ... guest-stats``.
+            "-device", "virtio-balloon-pci,id=balloon0,guest-stats-polling-interval=2",
         ]  # fmt: skip
         if spec.disk_mib:
             image = self._disk(host, vmid, spec, fill=not incoming)

@@ -35,6 +35,7 @@ if os.environ.get("MIGWATCH_SKIP_LAB") == "1":
 from migwatch.agent.backends.qmp.backend import QmpBackend
 from migwatch.agent.backends.recorder import TraceRecorder
 from migwatch.agent.backends.trace import read_trace
+from migwatch.agent.backends.tracefacts import free_of
 from migwatch.agent.config import AgentConfig
 from migwatch.agent.serve.server import running_agent
 from migwatch.client import (
@@ -181,7 +182,8 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
     client is streamed by the source's agent with rising passes, memory progress and
     COMPLETED with its downtime, and by the destination's as INCOMING until COMPLETED,
     joined into one record; the other client never waits a second for the monitor; the
-    source's recorder writes the migration as a trace the replay backend reads."""
+    source's recorder writes the migration as a trace the replay backend reads, with the
+    guest's free memory read from its balloon."""
     caplog.set_level(logging.INFO, logger="migwatch.agent.backends.learned")
     vm = await _boot(qlab, "101", fill_mib=128, ws_mib=32, rate=16)
     w = watch(vm.uuid, [agents["A"], agents["B"]])
@@ -223,6 +225,9 @@ async def test_converging_migration_is_streamed_from_both_ends_while_another_cli
     assert trace.result is not None and trace.result.outcome == "completed"
     samples = [s.sample for s in trace.source_stats if s.sample is not None]
     assert len(samples) >= 4 and samples[-1].iteration == iterations[-1]
+    # The guest's free memory, read from its balloon as Proxmox reads it, is in the trace.
+    free = free_of(trace)
+    assert free is not None and 0 < free < 256 * MIB - 128 * MIB, free
     # The source's backend learned this host's QEMU overhead from it, as libvirt's does.
     learned = re.findall(
         r"QEMU resident overhead from the migration of vm101: (\d+) MiB", caplog.text

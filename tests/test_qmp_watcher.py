@@ -571,3 +571,17 @@ def test_the_hosts_learned_overhead_rides_with_the_outgoing_migration() -> None:
     assert first.info.resident_overhead_bytes == 150 * MIB
     (incoming,) = GuestWatcher(GUEST, "pve2").poll(10.0, replace(poll, runstate="inmigrate"))
     assert incoming.info.resident_overhead_bytes is None
+
+
+def test_free_memory_of_a_balloon_reply() -> None:
+    """`free_memory_of` reads `stat-free-memory` from a balloon's `guest-stats`, and gives
+    None before the guest's driver has reported (`last-update` 0) or for QEMU's all-ones
+    'unknown'."""
+    from migwatch.agent.backends.qmp.jobs import free_memory_of
+
+    unknown = (1 << 64) - 1
+    reported = {"stats": {"stat-free-memory": 300 * 2**20}, "last-update": 1796614369}
+    assert free_memory_of(reported) == 300 * 2**20
+    assert free_memory_of({"stats": {"stat-free-memory": unknown}, "last-update": 0}) is None
+    assert free_memory_of({"stats": {"stat-free-memory": unknown}, "last-update": 5}) is None
+    assert free_memory_of({}) is None

@@ -37,7 +37,16 @@ from migwatch.agent.model import Direction, DomainFacts, HostState, Phase
 from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from .controls import Controls
-from .jobs import RUNNING, capabilities_of, disk_bytes, limits_of, mirror_of, status_of
+from .jobs import (
+    BALLOON_PATH,
+    RUNNING,
+    capabilities_of,
+    disk_bytes,
+    free_memory_of,
+    limits_of,
+    mirror_of,
+    status_of,
+)
 from .preflight import DirtyRateSampler
 from .publish import Publisher
 from .session import Busy, Gone, Sessions, Socket
@@ -234,9 +243,12 @@ class QmpBackend:
                         {"capabilities": [{"capability": "events", "state": True}]},
                     )
                 sock.events_on = True
+            starting = status_of(migrate) in RUNNING or (mirror is not None and not mirror.ready)
+            free = None
+            if sock.watcher.role is None and starting:
+                free = await self._balloon_free(qmp)
         sock.call_ms = (time.monotonic() - began) * 1000
         resident = None
-        starting = status_of(migrate) in RUNNING or (mirror is not None and not mirror.ready)
         if sock.watcher.role is None and starting:
             resident = resident_bytes(sock.pid)
         return Poll(
@@ -244,9 +256,21 @@ class QmpBackend:
             migrate=dict(migrate),
             limits=limits,
             resident_bytes=resident,
+            free_bytes=free,
             mirror=mirror,
             resident_overhead_bytes=self._learning.overhead.value(),
         )
+
+    async def _balloon_free(self, qmp: QMPClient) -> int | None:
+        """The guest's free memory from its balloon's statistics, as Proxmox reads them;
+        None without a balloon, a guest driver or a polling interval."""
+        try:
+            reply = await self._execute(
+                qmp, "qom-get", {"path": BALLOON_PATH, "property": "guest-stats"}
+            )
+        except ExecuteError:
+            return None
+        return free_memory_of(reply)
 
     async def _identify(self, qmp: QMPClient, path: Path) -> Guest:
         vmid = vmid_of(path)
@@ -323,6 +347,7 @@ class QmpBackend:
                 params = await self._execute(qmp, "query-migrate-parameters")
                 caps = capabilities_of(await self._execute(qmp, "query-migrate-capabilities"))
                 blocks = await self._execute(qmp, "query-block")
+                free = await self._balloon_free(qmp)
         except Gone as exc:
             raise MigrationGone(f"the QEMU of {domain} is gone") from exc
         except (Busy, QMPError) as exc:
@@ -337,6 +362,7 @@ class QmpBackend:
             preflight=sock.watcher.preflight,
             migrating=sock.watcher.role is not None,
             resident_bytes=resident_bytes(sock.pid),
+            free_bytes=free,
             resident_overhead_bytes=self._learning.overhead.value(),
         )
 

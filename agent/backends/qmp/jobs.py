@@ -241,3 +241,21 @@ def disk_bytes(blocks: object) -> int:
                 if isinstance(image, dict) and isinstance(image.get("virtual-size"), int):
                     total += int(image["virtual-size"])
     return total
+
+
+#: The balloon device Proxmox gives every guest (``qm`` ``balloon``), whose ``guest-stats``
+#: QOM property it reads for the guest's memory (``qom-get``).
+BALLOON_PATH = "/machine/peripheral/balloon0"
+
+
+def free_memory_of(reply: Mapping[str, object]) -> int | None:
+    """The guest's free memory in bytes from a balloon's ``guest-stats`` (``qom-get``), or
+    None: no statistics yet (``last-update`` 0: the guest driver has not reported, or no
+    polling interval is set) or a figure QEMU marks unknown (all ones)."""
+    stats = reply.get("stats")
+    if not isinstance(stats, Mapping) or not reply.get("last-update"):
+        return None
+    free = stats.get("stat-free-memory")
+    if isinstance(free, int) and 0 < free < 1 << 63:
+        return free
+    return None

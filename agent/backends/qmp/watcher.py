@@ -66,6 +66,7 @@ class Poll:
     migrate: Mapping[str, object] = field(default_factory=dict)  # ``query-migrate``
     limits: Limits | None = None  # parameters and capabilities, when read in this batch
     resident_bytes: int | None = None  # the QEMU process's VmRSS, when read
+    free_bytes: int | None = None  # the guest's free memory (balloon ``guest-stats``), then
     mirror: Mirror | None = None  # the migration's disk mirrors (``jobs.mirror_of``)
     # This host's QEMU overhead in rss, learned from completed migrations (None: not yet).
     resident_overhead_bytes: int | None = None
@@ -127,14 +128,14 @@ class GuestWatcher:
                 elapsed = elapsed_ms / 1000 if isinstance(elapsed_ms, int) else 0.0
                 self._start(
                     now, Direction.OUTGOING, elapsed, poll.resident_bytes,
-                    poll.resident_overhead_bytes,
+                    poll.resident_overhead_bytes, poll.free_bytes,
                 )  # fmt: skip
             elif poll.mirror is not None and not poll.mirror.ready and poll.runstate == "running":
                 # Still copying: a migration's storage phase. A ready mirror alone is not
                 # taken (a failed migration's mirrors wait to be cancelled, ready).
                 self._start(
                     now, Direction.OUTGOING, 0.0, poll.resident_bytes,
-                    poll.resident_overhead_bytes,
+                    poll.resident_overhead_bytes, poll.free_bytes,
                 )  # fmt: skip
                 self._mirror_began, self._ram_seen = now, False
             else:
@@ -235,6 +236,7 @@ class GuestWatcher:
         elapsed_s: float,
         resident: int | None,
         overhead: int | None = None,
+        free: int | None = None,
     ) -> Observation:
         outgoing = direction is Direction.OUTGOING
         self._info = MigrationInfo(
@@ -248,6 +250,7 @@ class GuestWatcher:
             memory_bytes=self.guest.memory_bytes if outgoing else None,
             resident_bytes=resident if outgoing else None,
             resident_overhead_bytes=overhead if outgoing else None,
+            free_bytes=free if outgoing else None,
         )
         self._phase = Phase.SETUP if outgoing else Phase.PRECOPY
         self._sample = None
