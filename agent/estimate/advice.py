@@ -171,18 +171,17 @@ def verdict(
     in_pass1: bool,
     cfg: EstimatorConfig,
     boundary_times: Sequence[float] = (),
-    hovering: bool = False,
-    hover_s: float = 0.0,
+    hover_s: float | None = None,
 ) -> tuple[Convergence, str]:
     """The verdict from the dirty model and the remaining at iteration boundaries.
 
     ``boundaries`` are the remaining bytes at the start of each pass after the first,
     ``boundary_times`` the job's elapsed time at each (same length; empty: unknown, then
-    a flat window counts as long enough). ``hovering``: the passes have been short enough
-    to leave just over the switch-over threshold (``hover``): a flat remaining is then the
-    switch-over lottery, whose ETA grows with the wait, not a stall; SLOW once it has gone on
-    for ``stall_min_s`` (``hover_s``: how long so far). One sample's
-    verdict: ``steady.SteadyVerdict`` decides whether it changes what is shown.
+    a flat window counts as long enough). ``hover_s``: for how long the passes have been
+    short enough to leave just over the switch-over threshold (``hover``; None: they are
+    not): a flat remaining is then the switch-over lottery, whose ETA grows with the wait,
+    not a stall; SLOW once it has gone on for ``stall_min_s``. One sample's verdict:
+    ``steady.SteadyVerdict`` decides whether it changes what is shown.
     """
     m = sit.model
     bw = sit.bandwidth
@@ -243,6 +242,7 @@ def verdict(
         return Convergence.CONVERGING, how
     window = list(boundaries[-cfg.pass_window :])
     falling = falling_steadily(boundaries, cfg)
+    hovering = hover_s is not None
     flat_for = (
         None if falling or hovering else flat_since(boundaries, boundary_times, cfg, threshold)
     )
@@ -289,7 +289,7 @@ def verdict(
             f" {mib(bw)} MiB/s"
         )
     trail = " -> ".join(mib(b) for b in window) if window else "?"
-    if hovering and hover_s >= cfg.stall_min_s:
+    if hover_s is not None and hover_s >= cfg.stall_min_s:
         # Not stuck (a lucky pass ends it, and the ETA says how long luck takes), but slow
         # for no good reason: a little more max downtime ends it at once (the remedy).
         return Convergence.SLOW, (

@@ -206,8 +206,7 @@ class MigrationEstimator:
             in_pass1=in_pass1,
             cfg=cfg,
             boundary_times=passes.boundary_times,
-            hovering=span is not None,
-            hover_s=span or 0.0,
+            hover_s=span,
         )
         shown = self._steady.update(
             raw, raw_reason, passes.iteration, against_converging=raw_reason.startswith(NOT_FALLING)
