@@ -269,7 +269,6 @@ TUNING = "tuning (lab)"
 TUNING_RP = "tuning (rp)"
 HELD_OUT_SHARED = "held-out (shared)"
 HELD_OUT_RP = "held-out (rp)"
-HELD_OUT_RP2 = "held-out (rp2)"
 
 
 def split_of(path: Path) -> str:
