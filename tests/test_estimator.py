@@ -97,6 +97,22 @@ def synth(
     return samples, None
 
 
+def pass1_samples(mem_mib: int, bw_mib: int, n: int, step_s: float = 0.5) -> list[JobSample]:
+    """``n`` samples of pass 1, one every ``step_s``: a guest of ``mem_mib`` sent at
+    ``bw_mib`` MiB/s, no zero pages yet."""
+    return [
+        JobSample(
+            elapsed_s=step_s * (i + 1),
+            memory_total=mem_mib * MIB,
+            memory_processed=int(bw_mib * MIB * step_s * (i + 1)),
+            memory_remaining=int(mem_mib * MIB - bw_mib * MIB * step_s * (i + 1)),
+            memory_bps=bw_mib * MIB,
+            iteration=1,
+        )
+        for i in range(n)
+    ]
+
+
 def replay(
     samples: list[JobSample],
     limits: Limits,
@@ -223,17 +239,7 @@ def test_small_hot_set_recommends_max_downtime() -> None:
 def test_stalled_when_boundaries_stop_falling() -> None:
     """Remaining ~100 MiB at every boundary, though the dirty rate reads low: not CONVERGING
     once three boundaries show no fall, and STALLED once that has lasted stall_min_s."""
-    samples = [
-        JobSample(
-            elapsed_s=0.5 + 0.5 * i,
-            memory_total=1024 * MIB,
-            memory_processed=int(25 * MIB * (i + 1)),
-            memory_remaining=int(1024 * MIB - 25 * MIB * (i + 1)),
-            memory_bps=50 * MIB,
-            iteration=1,
-        )
-        for i in range(38)
-    ]
+    samples = pass1_samples(1024, 50, n=38)
     t = samples[-1].elapsed_s
     for it in range(2, 8):  # passes of 2 s: 100 MiB falling at 50 MiB/s
         for k in range(4):

@@ -11,6 +11,8 @@ from migwatch.agent.estimate.hover import hovering_since, lottery_band
 from migwatch.agent.estimate.passmodel import PassPlan
 from migwatch.agent.model import MIB, Action, Convergence, JobSample, Limits
 
+from tests.test_estimator import pass1_samples
+
 CFG = EstimatorConfig()
 
 
@@ -37,17 +39,7 @@ def test_lottery_band_is_the_median_wait_and_its_90th_percentile() -> None:
 def _hovering_samples() -> list[JobSample]:
     """Pass 1 of 1 GiB at 120 MiB/s, then 20 s of two ~0.12 s passes per 0.25 s sample,
     each leaving 40-50 MiB against a 36 MiB threshold."""
-    samples = [
-        JobSample(
-            elapsed_s=0.25 * (i + 1),
-            memory_total=1024 * MIB,
-            memory_processed=int(30 * MIB * (i + 1)),
-            memory_remaining=int(1024 * MIB - 30 * MIB * (i + 1)),
-            memory_bps=120 * MIB,
-            iteration=1,
-        )
-        for i in range(34)
-    ]
+    samples = pass1_samples(1024, 120, n=34, step_s=0.25)
     t, it = samples[-1].elapsed_s, 2
     for k in range(80):
         t += 0.25

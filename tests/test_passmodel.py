@@ -76,6 +76,19 @@ def test_plan_convergence_table(rate: float, hot: float | None, converges: bool)
     assert math.isinf(plan.time_s) is not converges
 
 
+def _plan_hot256(rate_mib: float, ac: AutoConverge | None) -> PassPlan:
+    """A 256 MiB hot set at 50 MiB/s, dirtied at ``rate_mib`` under ``ac``."""
+    return plan_passes(
+        pass_left_bytes=256 * MIB,
+        pass_elapsed_s=0.0,
+        bandwidth_bps=50 * MIB,
+        dirty_rate_bps=rate_mib * MIB,
+        hot_set_bytes=256 * MIB,
+        max_downtime_s=0.3,
+        auto_converge=ac,
+    )
+
+
 def test_auto_converge_throttles_until_the_passes_shrink() -> None:
     """110 MiB/s over a 256 MiB hot set at 50 MiB/s never converges by itself. Under
     auto-converge (throttled 20 % now) QEMU adds 10 % every two passes that dirtied more than
@@ -83,18 +96,7 @@ def test_auto_converge_throttles_until_the_passes_shrink() -> None:
     writer) the passes shrink once 110 x (1 - t) is well under the bandwidth; the central
     plan (a writer the throttle only slows at the top of the ladder, as in the lab) runs the
     ladder to 99 %: eight steps of two passes each, then a last short pass."""
-
-    def plan(rate_mib: float, ac: AutoConverge | None) -> PassPlan:
-        return plan_passes(
-            pass_left_bytes=256 * MIB,
-            pass_elapsed_s=0.0,
-            bandwidth_bps=50 * MIB,
-            dirty_rate_bps=rate_mib * MIB,
-            hot_set_bytes=256 * MIB,
-            max_downtime_s=0.3,
-            auto_converge=ac,
-        )
-
+    plan = _plan_hot256
     assert not plan(110, None).converges
     fast = plan(88, AutoConverge(0.2, proportional=True))  # 110 x 0.8 at 20 %
     assert fast.converges and fast.throttle is not None
@@ -119,15 +121,7 @@ def test_auto_converge_bite_halfway_up_the_ladder_ends_between_the_edges() -> No
     than the proportional plan and much sooner than the one that bites only at 99 %."""
 
     def plan(ac: AutoConverge) -> PassPlan:
-        return plan_passes(
-            pass_left_bytes=256 * MIB,
-            pass_elapsed_s=0.0,
-            bandwidth_bps=50 * MIB,
-            dirty_rate_bps=60 * MIB,
-            hot_set_bytes=256 * MIB,
-            max_downtime_s=0.3,
-            auto_converge=ac,
-        )
+        return _plan_hot256(60, ac)
 
     ac = AutoConverge(0.2)
     mid = ac.mid_ladder()

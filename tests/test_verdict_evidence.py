@@ -10,6 +10,8 @@ from migwatch.agent.estimate.dirtyfit import ladder_rate_at
 from migwatch.agent.estimate.estimator import EstimatorConfig, MigrationEstimator
 from migwatch.agent.model import MIB, Convergence, JobSample, Limits, Preflight
 
+from tests.test_estimator import pass1_samples
+
 
 def test_ladder_rate_at_interpolates_distinct_bytes_in_log_period() -> None:
     """Between two periods the distinct bytes go linearly in log period; outside the ladder
@@ -19,20 +21,6 @@ def test_ladder_rate_at_interpolates_distinct_bytes_in_log_period() -> None:
     assert ladder_rate_at(ladder, 0.5) == pytest.approx(100.0 * MIB)
     assert ladder_rate_at(ladder, 16.0) == pytest.approx(50.0 * MIB)
     assert ladder_rate_at([], 2.0) is None
-
-
-def _pass1(mem_mib: int, bw_mib: int, n: int = 12) -> list[JobSample]:
-    return [
-        JobSample(
-            elapsed_s=0.5 * (i + 1),
-            memory_total=mem_mib * MIB,
-            memory_processed=int(bw_mib * MIB * 0.5 * (i + 1)),
-            memory_remaining=int(mem_mib * MIB - bw_mib * MIB * 0.5 * (i + 1)),
-            memory_bps=bw_mib * MIB,
-            iteration=1,
-        )
-        for i in range(n)
-    ]
 
 
 def _verdicts(samples: list[JobSample], bw_mib: int, pf: Preflight | None) -> list[Convergence]:
@@ -46,7 +34,7 @@ def test_a_burst_over_one_second_does_not_flag_pass_1() -> None:
     ~2 s at 40 MiB/s): the reading over a pass's length says the link keeps up, so pass 1 is
     not flagged on the pre-flight alone (the recorded migration converged)."""
     pf = Preflight(0.0, {1: 102.0, 2: 31.0, 4: 18.0, 8: 10.0, 16: 5.0})
-    assert Convergence.NOT_CONVERGING not in _verdicts(_pass1(1536, 40), 40, pf)
+    assert Convergence.NOT_CONVERGING not in _verdicts(pass1_samples(1536, 40, n=12), 40, pf)
 
 
 def test_a_burst_over_one_second_leaves_an_eta_from_the_reading_over_a_pass() -> None:
@@ -55,7 +43,7 @@ def test_a_burst_over_one_second_leaves_an_eta_from_the_reading_over_a_pass() ->
     pf = Preflight(0.0, {1: 102.0, 2: 31.0, 4: 18.0, 8: 10.0, 16: 5.0})
     est = MigrationEstimator(EstimatorConfig(), pf)
     limits = Limits(max_downtime_s=0.3, max_bandwidth_bps=40 * MIB)
-    last = [est.observe(s, limits) for s in _pass1(1536, 40)][-1]
+    last = [est.observe(s, limits) for s in pass1_samples(1536, 40, n=12)][-1]
     assert last.eta_s is not None and last.dirty_rate_bps is not None
     assert 25 * MIB < last.dirty_rate_bps < 40 * MIB
     assert last.eta_low_s is not None and last.eta_low_s <= last.eta_s
@@ -66,7 +54,7 @@ def test_a_hot_set_outpacing_the_link_over_a_pass_flags_pass_1() -> None:
     to send at 45 MiB/s: over a pass's length it outpaces the link, so the pre-flight flags
     pass 1 at once."""
     pf = Preflight(0.0, {1: 116.0, 2: 119.0, 4: 70.0, 8: 33.0, 16: 15.0})
-    assert _verdicts(_pass1(1024, 45), 45, pf)[0] is Convergence.NOT_CONVERGING
+    assert _verdicts(pass1_samples(1024, 45, n=12), 45, pf)[0] is Convergence.NOT_CONVERGING
 
 
 def test_falling_steadily_tells_a_slow_fall_from_a_levelled_one() -> None:
@@ -83,7 +71,7 @@ def test_readings_at_the_link_rate_with_a_falling_remaining_are_not_flagged() ->
     against 60 MiB/s) while the remaining at each boundary keeps falling (652, 532, 420, 432,
     362, 300 MiB, as recorded in rp-redis64-hard, which converged): never NOT_CONVERGING or
     STALLED. Judged by the last window alone (420 -> 432 -> 362) it was flagged."""
-    samples = _pass1(1024, 60, n=34)
+    samples = pass1_samples(1024, 60, n=34)
     t = samples[-1].elapsed_s
     starts = [652, 532, 420, 432, 362, 300]
     readings = [22, 47, 47, 60, 62, 62]  # MiB/s, as the job stats carry them in each pass
