@@ -243,14 +243,13 @@ class QmpBackend:
                         {"capabilities": [{"capability": "events", "state": True}]},
                     )
                 sock.events_on = True
-            starting = status_of(migrate) in RUNNING or (mirror is not None and not mirror.ready)
-            free = None
-            if sock.watcher.role is None and starting:
-                free = await self._balloon_free(qmp)
+            # A migration found now: what the guest's memory was as it began.
+            found = sock.watcher.role is None and (
+                status_of(migrate) in RUNNING or (mirror is not None and not mirror.ready)
+            )
+            free = await self._balloon_free(qmp) if found else None
         sock.call_ms = (time.monotonic() - began) * 1000
-        resident = None
-        if sock.watcher.role is None and starting:
-            resident = resident_bytes(sock.pid)
+        resident = resident_bytes(sock.pid) if found else None
         return Poll(
             runstate=str(runstate),
             migrate=dict(migrate),
